@@ -1,0 +1,120 @@
+"""The backend contract: one interface for every model architecture.
+
+The engine never asks which architecture it drives. A decoder backend answers:
+
+* ``new_state()`` — an empty per-sequence state;
+* ``prefill(token_ids, state)`` — consume a chunk of prompt tokens in the
+  parallel form (attention over the chunk, chunked scan, ...), advancing
+  ``state``;
+* ``decode(token_ids, states)`` — one recurrent step for a batch of sequences,
+  one token each;
+* ``state_bytes(state)``, ``save_state(state)``, ``load_state(data)`` — for
+  memory budgets and sessions.
+
+An encoder backend answers ``embed(batch)`` instead.
+
+The state is opaque to the engine: a transformer keeps a KV cache that grows
+with the context, an SSM or RWKV model a fixed-size recurrent state. That
+difference is what ``ModelInfo.state_bytes_per_token`` and
+``ModelInfo.state_bytes_per_sequence`` make visible.
+
+Arrays cross this boundary as NumPy (int64 token ids in, float32 logits out) so
+the engine, server and ONNX runtime backend never need torch. Torch backends
+convert with ``torch.from_numpy`` / ``.numpy()``, which share memory.
+"""
+
+from __future__ import annotations
+
+import abc
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, Callable, Literal, Sequence
+
+import numpy as np
+
+if TYPE_CHECKING:
+    from agentd.checkpoint import Checkpoint
+
+#: A backend's per-sequence state. Only the backend that made it reads it.
+State = Any
+
+
+@dataclass(frozen=True)
+class ModelInfo:
+    """What a loaded model is, as reported by ``GetModelInfo``."""
+
+    #: ``config.json`` architecture, e.g. ``LlamaForCausalLM``.
+    architecture: str
+    #: ``decoder`` generates tokens; ``encoder`` produces embeddings.
+    kind: Literal["decoder", "encoder"]
+    #: Number of parameters (tied weights counted once).
+    parameters: int
+    #: Longest sequence (prompt + generated) the model accepts.
+    context_length: int
+    vocab_size: int
+    #: Weight dtype as loaded, e.g. ``float32``.
+    dtype: str
+    #: State bytes added by each token (a transformer's KV cache); 0 if fixed.
+    state_bytes_per_token: int = 0
+    #: State bytes every sequence carries whatever its length (SSM, RWKV).
+    state_bytes_per_sequence: int = 0
+    #: Output dimension of ``embed`` (encoders only).
+    embedding_dim: int = 0
+
+
+class Backend(abc.ABC):
+    """A loaded model. Subclasses implement the decoder or the encoder half."""
+
+    info: ModelInfo
+
+    # -- decoder -----------------------------------------------------------
+    def new_state(self) -> State:
+        """An empty state for one sequence (no tokens consumed yet)."""
+        raise NotImplementedError(f"{self.info.architecture} does not generate")
+
+    def prefill(self, token_ids: np.ndarray, state: State, *, all_logits: bool = False) -> np.ndarray:
+        """Consume ``token_ids`` (int64, shape ``(T,)``) after what ``state`` holds.
+
+        Mutates ``state`` in place. Returns float32 logits of shape ``(T, V)``
+        when ``all_logits`` else ``(1, V)`` for the last position only (so a
+        long prompt does not pay for T vocabulary projections).
+        """
+        raise NotImplementedError(f"{self.info.architecture} does not generate")
+
+    def decode(self, token_ids: np.ndarray, states: Sequence[State]) -> np.ndarray:
+        """One step for a batch: ``token_ids[b]`` is appended to ``states[b]``.
+
+        ``token_ids`` is int64 of shape ``(B,)``; states may hold different
+        lengths. Mutates each state. Returns float32 logits ``(B, V)``.
+        """
+        raise NotImplementedError(f"{self.info.architecture} does not generate")
+
+    def state_bytes(self, state: State) -> int:
+        """Bytes of memory ``state`` holds now (for budgets and metrics)."""
+        raise NotImplementedError(f"{self.info.architecture} does not generate")
+
+    def save_state(self, state: State) -> bytes:
+        """Serialise ``state`` so ``load_state`` restores it bit for bit."""
+        raise NotImplementedError(f"{self.info.architecture} does not generate")
+
+    def load_state(self, data: bytes) -> State:
+        """Rebuild a state from ``save_state`` output; decoding continues exactly."""
+        raise NotImplementedError(f"{self.info.architecture} does not generate")
+
+    # -- encoder -----------------------------------------------------------
+    def embed(self, batch: Sequence[Sequence[int]]) -> np.ndarray:
+        """Pooled, L2-normalised float32 embeddings ``(len(batch), dim)``."""
+        raise NotImplementedError(f"{self.info.architecture} does not embed")
+
+
+@dataclass(frozen=True)
+class BackendSpec:
+    """How a plugin announces a backend through ``register_backends``."""
+
+    #: Short unique name, e.g. ``transformer``.
+    name: str
+    #: Hugging Face architecture names served, e.g. ``("LlamaForCausalLM",)``.
+    architectures: tuple[str, ...]
+    #: Builds the backend from a verified checkpoint (imports torch lazily).
+    load: Callable[["Checkpoint"], Backend]
+    #: One line shown by ``agentd models backends``.
+    description: str = ""

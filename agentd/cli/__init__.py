@@ -1,0 +1,42 @@
+"""The ``agentd`` command line: one module per command group, joined here.
+
+Heavy imports (torch, grpc stubs) happen inside commands so ``agentd --help``
+stays instant. Errors a user can cause print one line and exit non-zero;
+tracebacks are reserved for bugs.
+"""
+
+from __future__ import annotations
+
+import sys
+
+import typer
+
+from agentd.errors import AgentdError
+
+app = typer.Typer(
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+    help="agentd: on-device inference server for personal agents.",
+)
+
+
+def _register_commands() -> None:
+    # Each module adds its commands or sub-app to ``app``.
+    import importlib
+
+    for module in ("models", "importer", "serve", "client_cmds"):
+        try:
+            importlib.import_module(f"agentd.cli.{module}")
+        except ModuleNotFoundError as exc:  # a command group not written yet
+            if exc.name != f"agentd.cli.{module}":
+                raise
+
+
+def main() -> None:
+    _register_commands()
+    try:
+        app()  # standalone: click prints usage errors itself and exits 2
+    except AgentdError as exc:
+        typer.echo(f"agentd: error: {exc}", err=True)
+        sys.exit(exc.exit_code)

@@ -1,0 +1,79 @@
+"""One error hierarchy for agentd.
+
+Every error a user can cause is an :class:`AgentdError` subclass. The gRPC
+server maps them to status codes (``grpc_code``) and the CLI to exit codes
+(``exit_code``) in exactly one place each; anything else is a bug and is
+reported as INTERNAL / exit 70 without leaking a traceback to the client.
+"""
+
+from __future__ import annotations
+
+
+class AgentdError(Exception):
+    """Base class: a clear, one-line message a user can act on."""
+
+    #: Name of the ``grpc.StatusCode`` member this error maps to.
+    grpc_code: str = "INTERNAL"
+    #: Process exit code for the CLI (sysexits.h style).
+    exit_code: int = 1
+
+
+class InvalidArgument(AgentdError):
+    """A request field or CLI argument is malformed or out of its range."""
+
+    grpc_code = "INVALID_ARGUMENT"
+    exit_code = 2
+
+    def __init__(self, field: str, problem: str):
+        super().__init__(f"{field}: {problem}")
+        self.field = field
+
+
+class NotFound(AgentdError):
+    """A named model, session, file or backend does not exist."""
+
+    grpc_code = "NOT_FOUND"
+    exit_code = 3
+
+
+class OutOfRange(AgentdError):
+    """The request is well formed but exceeds a model limit (e.g. context length)."""
+
+    grpc_code = "OUT_OF_RANGE"
+    exit_code = 2
+
+
+class ModelLoadError(AgentdError):
+    """A checkpoint or bundle cannot be loaded: names the file and the problem."""
+
+    grpc_code = "FAILED_PRECONDITION"
+    exit_code = 4
+
+    def __init__(self, path: object, problem: str):
+        super().__init__(f"{path}: {problem}")
+        self.path = str(path)
+
+
+class UnsupportedArchitecture(ModelLoadError):
+    """No registered backend serves the checkpoint's architecture."""
+
+
+class Unavailable(AgentdError):
+    """The daemon cannot be reached or is shutting down."""
+
+    grpc_code = "UNAVAILABLE"
+    exit_code = 69
+
+
+class ResourceExhausted(AgentdError):
+    """A queue, slot pool or memory budget is full; retry later."""
+
+    grpc_code = "RESOURCE_EXHAUSTED"
+    exit_code = 75
+
+
+class Cancelled(AgentdError):
+    """The client cancelled the request or its deadline expired."""
+
+    grpc_code = "CANCELLED"
+    exit_code = 130

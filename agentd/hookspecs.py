@@ -1,0 +1,45 @@
+"""Hook specifications: the whole plugin API of agentd.
+
+A plugin is any importable object (usually a module) exposing functions marked
+with :data:`hookimpl` whose names match the specs below. Plugins are found
+through the ``agentd`` entry-point group; the built-in ones are registered the
+same way, in agentd's own ``pyproject.toml``::
+
+    [project.entry-points.agentd]
+    my_backend = "my_package.agentd_plugin"
+
+Each spec's docstring is its documentation; ``tests/test_hookspecs.py`` fails
+when one is missing.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Callable
+
+import pluggy
+
+if TYPE_CHECKING:
+    from agentd.backend import BackendSpec
+
+PROJECT_NAME = "agentd"
+
+hookspec = pluggy.HookspecMarker(PROJECT_NAME)
+#: Decorator plugins use to implement a hook.
+hookimpl = pluggy.HookimplMarker(PROJECT_NAME)
+
+
+@hookspec
+def register_backends(register: Callable[["BackendSpec"], None]) -> None:
+    """Register model backends this plugin provides.
+
+    Called once, when agentd first needs the backend registry (loading a model,
+    ``agentd models backends``). Call ``register`` once per backend with a
+    :class:`agentd.backend.BackendSpec` naming the Hugging Face architectures
+    (``config.json`` ``architectures[0]``) it serves and a ``load`` function
+    that builds a :class:`agentd.backend.Backend` from a
+    :class:`agentd.checkpoint.Checkpoint`. Import heavy dependencies (torch)
+    inside ``load``, not at module import, so listing backends stays cheap.
+
+    :param register: callback taking one ``BackendSpec``; registering two
+        backends for the same architecture is an error.
+    """

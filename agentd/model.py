@@ -1,0 +1,103 @@
+"""``load_model``: the Python API over any backend.
+
+    model = agentd.load_model("path/to/hf-or-bundle-dir")
+    model.logits([1, 2, 3])               # (3, vocab) float32, one causal forward
+    model.generate(ids, max_new_tokens=32)  # new token ids (greedy by default)
+    model.embed(["hello"])                # (1, dim) for encoders
+    model.tokenizer.encode("hi")
+
+Everything here is torch-free; the backend chosen by the checkpoint's
+architecture does the maths.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Callable, Iterator, Sequence
+
+import numpy as np
+
+from agentd.backend import Backend, ModelInfo
+from agentd.checkpoint import Checkpoint
+from agentd.errors import InvalidArgument, OutOfRange
+from agentd.generation import GenerationEvent, SamplingParams, generate_stream
+from agentd.registry import spec_for
+from agentd.tokenizer import Tokenizer
+
+
+class Model:
+    """A backend with its tokenizer, chat template and generation defaults."""
+
+    def __init__(self, checkpoint: Checkpoint, backend: Backend, tokenizer: Tokenizer | None):
+        self.checkpoint = checkpoint
+        self.backend = backend
+        self.tokenizer = tokenizer
+        self.path: Path = checkpoint.path
+
+    @property
+    def info(self) -> ModelInfo:
+        return self.backend.info
+
+    # -- decoders --------------------------------------------------------------
+    def logits(self, token_ids: Sequence[int]) -> np.ndarray:
+        """Logits ``(len(token_ids), vocab)`` of one causal forward from an empty state."""
+        ids = self._check_ids(token_ids)
+        return self.backend.prefill(ids, self.backend.new_state(), all_logits=True)
+
+    def default_params(self, **overrides) -> SamplingParams:
+        """Sampling parameters: ``generation_config.json`` defaults, then ``overrides``."""
+        return SamplingParams.from_generation_config(self.checkpoint.generation_config, **overrides)
+
+    def stream(
+        self,
+        token_ids: Sequence[int],
+        params: SamplingParams,
+        *,
+        cancelled: Callable[[], bool] | None = None,
+    ) -> Iterator[GenerationEvent]:
+        """Generate from ``token_ids``, yielding one event per token, then a final one."""
+        ids = self._check_ids(token_ids)
+        return generate_stream(self.backend, self.tokenizer, ids, params, cancelled=cancelled)
+
+    def generate(
+        self,
+        token_ids: Sequence[int],
+        max_new_tokens: int,
+        temperature: float = 0.0,
+        **sampling,
+    ) -> list[int]:
+        """The new token ids only. Greedy unless ``temperature`` > 0."""
+        params = self.default_params(max_tokens=max_new_tokens, temperature=temperature, **sampling)
+        return [event.token_id for event in self.stream(token_ids, params) if event.token_id is not None]
+
+    # -- encoders --------------------------------------------------------------
+    def embed(self, texts: Sequence[str]) -> np.ndarray:
+        """L2-normalised sentence embeddings ``(len(texts), dim)``."""
+        if self.tokenizer is None:
+            raise InvalidArgument("texts", "model has no tokenizer")
+        if isinstance(texts, str):
+            texts = [texts]
+        limit = self.info.context_length
+        batch = [self.tokenizer.encode(text, add_special_tokens=True)[:limit] for text in texts]
+        return self.backend.embed(batch)
+
+    def _check_ids(self, token_ids: Sequence[int]) -> np.ndarray:
+        ids = np.asarray(token_ids, dtype=np.int64).reshape(-1)
+        if ids.size == 0:
+            raise InvalidArgument("prompt", "is empty")
+        if ids.min() < 0 or ids.max() >= self.info.vocab_size:
+            raise InvalidArgument("prompt", f"token ids must be in [0, {self.info.vocab_size})")
+        if ids.size > self.info.context_length:
+            raise OutOfRange(
+                f"prompt has {ids.size} tokens; the model's context is {self.info.context_length}"
+            )
+        return ids
+
+
+def load_model(path: str | Path) -> Model:
+    """Load a Hugging Face checkpoint directory or an agentd bundle."""
+    checkpoint = Checkpoint(path)
+    spec = spec_for(checkpoint.architecture, checkpoint.path / "config.json")
+    backend = spec.load(checkpoint)
+    tokenizer = Tokenizer.from_checkpoint(checkpoint)
+    return Model(checkpoint, backend, tokenizer)

@@ -1,0 +1,1 @@
+"""Exporters, installed as ``agentd.exporters``."""

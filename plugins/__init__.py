@@ -1,0 +1,1 @@
+"""Built-in agentd plugins, installed as ``agentd.plugins``."""

@@ -1,0 +1,43 @@
+"""Transformer backends: Llama-family decoders and BERT-family encoders.
+
+Registered through the ``agentd`` entry-point group like any third-party
+plugin. Torch is imported only when a model is loaded.
+"""
+
+from __future__ import annotations
+
+from agentd.backend import Backend, BackendSpec
+from agentd.checkpoint import Checkpoint
+from agentd.hookspecs import hookimpl
+
+
+def _load_decoder(checkpoint: Checkpoint) -> Backend:
+    from agentd.plugins.transformer.decoder import load
+
+    return load(checkpoint)
+
+
+def _load_encoder(checkpoint: Checkpoint) -> Backend:
+    from agentd.plugins.transformer.bert import load
+
+    return load(checkpoint)
+
+
+@hookimpl
+def register_backends(register) -> None:
+    register(
+        BackendSpec(
+            name="transformer",
+            architectures=("LlamaForCausalLM", "Qwen2ForCausalLM"),
+            load=_load_decoder,
+            description="Llama-family decoder with FlashAttention-style tiled attention (KV cache grows per token)",
+        )
+    )
+    register(
+        BackendSpec(
+            name="bert",
+            architectures=("BertModel",),
+            load=_load_encoder,
+            description="BERT-family encoder for sentence embeddings (mean pooling, L2 norm)",
+        )
+    )
