@@ -57,7 +57,19 @@ class Model:
     ) -> Iterator[GenerationEvent]:
         """Generate from ``token_ids``, yielding one event per token, then a final one."""
         ids = self._check_ids(token_ids)
-        return generate_stream(self.backend, self.tokenizer, ids, params, cancelled=cancelled)
+        return generate_stream(
+            self.backend, self.tokenizer, ids, params, cancelled=cancelled, eos_token_ids=self._eos_without_tokenizer()
+        )
+
+    def _eos_without_tokenizer(self) -> list[int] | None:
+        # A tokenizer knows its EOS ids; a tokenizer-less checkpoint still
+        # stops where Hugging Face's generate would, at the config's eos_token_id.
+        if self.tokenizer is not None:
+            return None
+        value = self.checkpoint.generation_config.get("eos_token_id", self.checkpoint.config.get("eos_token_id"))
+        if value is None:
+            return []
+        return [value] if isinstance(value, int) else list(value)
 
     def generate(
         self,

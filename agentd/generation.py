@@ -1,0 +1,285 @@
+"""The generation loop: prefill, sample, decode, detokenise, stop.
+
+Torch-free: the same loop drives every backend through the contract in
+:mod:`agentd.backend` (NumPy ids in, NumPy logits out). One call to
+:func:`generate_stream` is one request; the engine's batching scheduler reuses
+:class:`SamplingParams`, :class:`agentd.sampling.Sampler`,
+:class:`agentd.detokenizer.IncrementalDetokenizer` and :class:`StopStringMatcher`
+per sequence.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, Callable, Collection, Iterator, Mapping
+
+import numpy as np
+
+from agentd.backend import Backend, State
+from agentd.detokenizer import IncrementalDetokenizer
+from agentd.errors import InvalidArgument, OutOfRange
+from agentd.sampling import Sampler
+
+if TYPE_CHECKING:
+    from agentd.tokenizer import Tokenizer
+
+#: Prompt tokens handed to ``backend.prefill`` at once, bounding activation memory.
+PREFILL_CHUNK = 512
+#: Limits on stop strings (OpenAI allows 4; a little more room for agents).
+MAX_STOP_STRINGS = 16
+MAX_STOP_LENGTH = 256
+
+
+@dataclass(frozen=True)
+class SamplingParams:
+    """How to choose tokens and when to stop. ``validate()`` checks the ranges."""
+
+    #: Most tokens to generate.
+    max_tokens: int = 256
+    #: Softmax temperature; 0 means greedy (argmax).
+    temperature: float = 1.0
+    #: Keep only the k most likely tokens; 0 turns the filter off.
+    top_k: int = 0
+    #: Nucleus sampling: smallest set of tokens whose probability reaches top_p.
+    top_p: float = 1.0
+    #: Drop tokens less likely than min_p times the most likely one.
+    min_p: float = 0.0
+    #: HF repetition penalty over prompt and generated ids; 1 is off.
+    repetition_penalty: float = 1.0
+    #: Same seed, same output; None draws a fresh seed.
+    seed: int | None = None
+    #: Generation stops before the first occurrence of any of these strings.
+    stop: tuple[str, ...] = ()
+    #: Keep generating past EOS tokens (benchmarks).
+    ignore_eos: bool = False
+
+    def __post_init__(self) -> None:
+        # Wire formats hand repeated fields over as lists; the dataclass stays hashable.
+        if isinstance(self.stop, list):
+            object.__setattr__(self, "stop", tuple(self.stop))
+
+    def validate(self) -> None:
+        """Raise :class:`InvalidArgument` naming the first out-of-range field."""
+        if not _is_int(self.max_tokens) or self.max_tokens < 1:
+            raise InvalidArgument("max_tokens", "must be an integer >= 1")
+        if not _is_real(self.temperature) or not self.temperature >= 0 or math.isinf(self.temperature):
+            raise InvalidArgument("temperature", "must be a finite number >= 0")
+        if not _is_int(self.top_k) or self.top_k < 0:
+            raise InvalidArgument("top_k", "must be an integer >= 0 (0 turns it off)")
+        if not _is_real(self.top_p) or not 0 < self.top_p <= 1:
+            raise InvalidArgument("top_p", "must be in (0, 1]")
+        if not _is_real(self.min_p) or not 0 <= self.min_p <= 1:
+            raise InvalidArgument("min_p", "must be in [0, 1]")
+        if not _is_real(self.repetition_penalty) or not 0 < self.repetition_penalty < math.inf:
+            raise InvalidArgument("repetition_penalty", "must be a finite number > 0")
+        if self.seed is not None and (not _is_int(self.seed) or not 0 <= self.seed < 2**64):
+            raise InvalidArgument("seed", "must be an integer in [0, 2**64)")
+        if not isinstance(self.stop, tuple) or not all(isinstance(s, str) for s in self.stop):
+            raise InvalidArgument("stop", "must be a list of strings")
+        if len(self.stop) > MAX_STOP_STRINGS:
+            raise InvalidArgument("stop", f"must hold at most {MAX_STOP_STRINGS} strings")
+        if any(not s for s in self.stop):
+            raise InvalidArgument("stop", "must not contain empty strings")
+        if any(len(s) > MAX_STOP_LENGTH for s in self.stop):
+            raise InvalidArgument("stop", f"strings must be at most {MAX_STOP_LENGTH} characters")
+        if not isinstance(self.ignore_eos, bool):
+            raise InvalidArgument("ignore_eos", "must be a boolean")
+
+    @classmethod
+    def from_generation_config(cls, generation_config: Mapping[str, Any], **overrides: Any) -> "SamplingParams":
+        """Defaults from a checkpoint's ``generation_config.json``, then ``overrides``; validated.
+
+        Follows HF: ``do_sample`` false (or absent) means greedy whatever the
+        temperature says. Only keys present in the file are taken (HF's implicit
+        ``top_k=50`` is not, as in vLLM). Unknown override names raise
+        :class:`InvalidArgument`.
+        """
+        fields = {f.name for f in dataclasses.fields(cls)}
+        for name in overrides:
+            if name not in fields:
+                raise InvalidArgument(name, "is not a sampling parameter")
+        values: dict[str, Any] = {}
+        if generation_config.get("do_sample"):
+            for key in ("temperature", "top_k", "top_p", "min_p"):
+                if generation_config.get(key) is not None:
+                    values[key] = generation_config[key]
+        else:
+            values["temperature"] = 0.0
+        if generation_config.get("repetition_penalty") is not None:
+            values["repetition_penalty"] = generation_config["repetition_penalty"]
+        if generation_config.get("max_new_tokens") is not None:
+            values["max_tokens"] = generation_config["max_new_tokens"]
+        values.update(overrides)
+        params = cls(**values)
+        params.validate()
+        return params
+
+
+@dataclass(frozen=True)
+class GenerationEvent:
+    """One streamed step: a token with its text, or the final event."""
+
+    #: The sampled token; None on the final event.
+    token_id: int | None
+    #: Text completed since the previous event ("" allowed); never half a character.
+    text: str
+    #: Log-probability of the token under the final sampling distribution
+    #: (for greedy decoding: under the model's raw logits); None on the final event.
+    logprob: float | None
+    #: Final event only: "stop" (EOS or stop string), "length", or "cancelled".
+    finish_reason: str | None
+    prompt_tokens: int
+    completion_tokens: int
+
+
+class StopStringMatcher:
+    """Finds stop strings in streamed text, even when they span several deltas.
+
+    Text that could still be the start of a stop string is held back; every
+    other character is released as soon as it arrives. A stop string therefore
+    can never begin inside text already released.
+    """
+
+    def __init__(self, stops: tuple[str, ...]):
+        self._stops = stops
+        self._held = ""
+        self.matched: str | None = None
+
+    def feed(self, text: str) -> str:
+        """Add ``text``; return what is safe to emit. After a match, ``matched`` is set
+        and the returned text is everything before the stop string."""
+        if not self._stops:
+            return text
+        buffer = self._held + text
+        hits = [(i, s) for s in self._stops if (i := buffer.find(s)) >= 0]
+        if hits:
+            start, self.matched = min(hits)
+            self._held = ""
+            return buffer[:start]
+        keep = self._longest_partial_suffix(buffer)
+        self._held = buffer[len(buffer) - keep :]
+        return buffer[: len(buffer) - keep]
+
+    def flush(self) -> str:
+        """Release the held text at the end of generation (no stop string matched)."""
+        held, self._held = self._held, ""
+        return held
+
+    def _longest_partial_suffix(self, buffer: str) -> int:
+        """Length of the longest suffix of ``buffer`` that is a proper prefix of a stop string."""
+        longest = 0
+        for stop in self._stops:
+            for n in range(min(len(stop) - 1, len(buffer)), longest, -1):
+                if buffer.endswith(stop[:n]):
+                    longest = n
+                    break
+        return longest
+
+
+def generate_stream(
+    backend: Backend,
+    tokenizer: "Tokenizer | None",
+    prompt_ids: np.ndarray,
+    params: SamplingParams,
+    *,
+    cancelled: Callable[[], bool] | None = None,
+    state: State | None = None,
+    past_tokens: int = 0,
+    eos_token_ids: Collection[int] | None = None,
+) -> Iterator[GenerationEvent]:
+    """Generate from ``prompt_ids``: one event per sampled token, then a final event.
+
+    Arguments are checked here, before the first ``next()``. ``state`` continues
+    a sequence (a session) that already holds ``past_tokens`` tokens; otherwise a
+    fresh state is made. ``eos_token_ids`` overrides ``tokenizer.eos_token_ids``
+    (for checkpoints without a tokenizer). ``cancelled`` is polled before every
+    prefill chunk and every decode step; once it returns True no further
+    backend call is made. The last sampled token is never fed back, so a
+    session's next turn must start its prompt with it.
+    """
+    params.validate()
+    if tokenizer is None and params.stop:
+        raise InvalidArgument("stop", "stop strings need a tokenizer; this model has none")
+    prompt = np.asarray(prompt_ids, dtype=np.int64).reshape(-1)
+    if prompt.size == 0:
+        raise InvalidArgument("prompt", "is empty")
+    if past_tokens < 0:
+        raise InvalidArgument("past_tokens", "must be >= 0")
+    context = backend.info.context_length
+    if past_tokens + prompt.size > context:
+        raise OutOfRange(f"prompt has {past_tokens + prompt.size} tokens; the model's context is {context}")
+    if eos_token_ids is None:
+        eos_token_ids = tokenizer.eos_token_ids if tokenizer is not None else ()
+    eos = frozenset() if params.ignore_eos else frozenset(int(t) for t in eos_token_ids)
+    return _generate(backend, tokenizer, prompt, params, cancelled, state, past_tokens, eos)
+
+
+def _generate(
+    backend: Backend,
+    tokenizer: "Tokenizer | None",
+    prompt: np.ndarray,
+    params: SamplingParams,
+    cancelled: Callable[[], bool] | None,
+    state: State | None,
+    past_tokens: int,
+    eos: frozenset[int],
+) -> Iterator[GenerationEvent]:
+    is_cancelled = cancelled or (lambda: False)
+    sampler = Sampler(params)
+    sampler.observe(prompt.tolist())
+    detok = IncrementalDetokenizer(tokenizer) if tokenizer is not None else None
+    stops = StopStringMatcher(params.stop)
+    room = backend.info.context_length - past_tokens - prompt.size  # tokens the context still holds
+    limit = min(params.max_tokens, room)
+    generated = 0
+
+    def event(token: int | None, text: str, logprob: float | None, reason: str | None) -> GenerationEvent:
+        return GenerationEvent(token, text, logprob, reason, int(prompt.size), generated)
+
+    def finish(reason: str) -> GenerationEvent:
+        # Text held back by the detokeniser may still complete a stop string.
+        text = stops.feed(detok.flush() if detok is not None else "")
+        if stops.matched is not None:
+            return event(None, text, None, "stop")
+        return event(None, text + stops.flush(), None, reason)
+
+    if state is None:
+        state = backend.new_state()
+    logits = np.empty((0, 0), dtype=np.float32)
+    for start in range(0, prompt.size, PREFILL_CHUNK):
+        if is_cancelled():
+            yield event(None, "", None, "cancelled")
+            return
+        logits = backend.prefill(prompt[start : start + PREFILL_CHUNK], state)
+
+    token: int | None = None
+    while True:
+        if generated >= limit:
+            yield finish("length")
+            return
+        if is_cancelled():
+            yield finish("cancelled")
+            return
+        if token is not None:
+            logits = backend.decode(np.array([token], dtype=np.int64), [state])
+        token, logprob = sampler.sample(logits[-1])
+        sampler.observe((token,))
+        generated += 1
+        text = stops.feed(detok.push(token) if detok is not None else "")
+        yield event(token, text, logprob, None)
+        if stops.matched is not None:
+            yield event(None, "", None, "stop")
+            return
+        if token in eos:
+            yield finish("stop")
+            return
+
+
+def _is_int(value: object) -> bool:
+    return isinstance(value, (int, np.integer)) and not isinstance(value, bool)
+
+
+def _is_real(value: object) -> bool:
+    return isinstance(value, (int, float, np.integer, np.floating)) and not isinstance(value, bool)
