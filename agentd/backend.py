@@ -102,7 +102,11 @@ class Backend(abc.ABC):
 
     # -- encoder -----------------------------------------------------------
     def embed(self, batch: Sequence[Sequence[int]]) -> np.ndarray:
-        """Pooled, L2-normalised float32 embeddings ``(len(batch), dim)``."""
+        """Pooled float32 embeddings ``(len(batch), dim)``.
+
+        L2-normalised unless the checkpoint's ``modules.json`` lists no
+        ``Normalize`` module (sentence-transformers semantics).
+        """
         raise NotImplementedError(f"{self.info.architecture} does not embed")
 
 

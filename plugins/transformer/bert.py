@@ -1,0 +1,328 @@
+"""BERT-family encoder (``BertModel``) for sentence embeddings.
+
+Reads a Hugging Face ``BertModel`` checkpoint (with or without the ``bert.``
+prefix; pooler and MLM heads are ignored) and answers the encoder half of the
+backend contract: ``embed(batch)`` runs a padded batch through the encoder
+with a key-padding mask, pools over the real tokens and L2-normalises, as
+sentence-transformers does.
+
+Pooling follows the sentence-transformers files when present
+(``modules.json`` -> the ``Pooling`` module's ``config.json``, default
+``1_Pooling/config.json``): mean (the default), CLS, max or
+mean-sqrt-len. Normalisation follows ``modules.json`` (a ``Normalize``
+module); without ``modules.json`` embeddings are normalised.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, fields
+from typing import Any, Literal
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from agentd.backend import Backend, ModelInfo
+from agentd.checkpoint import Checkpoint
+from agentd.errors import InvalidArgument, ModelLoadError, OutOfRange
+
+Pooling = Literal["mean", "cls", "max", "mean_sqrt_len"]
+
+#: Longest padded batch run at once; a bigger request is split (sorted by length first).
+MAX_BATCH = 32
+
+_ACTIVATIONS: dict[str, Callable[[torch.Tensor], torch.Tensor]] = {
+    "gelu": F.gelu,  # exact (erf) GELU, BERT's original
+    "gelu_new": lambda x: F.gelu(x, approximate="tanh"),
+    "gelu_pytorch_tanh": lambda x: F.gelu(x, approximate="tanh"),
+    "relu": F.relu,
+    "silu": F.silu,
+    "swish": F.silu,
+}
+
+
+@dataclass(frozen=True)
+class BertConfig:
+    """The ``config.json`` fields the encoder needs (defaults are HF BertConfig's)."""
+
+    vocab_size: int = 30522
+    hidden_size: int = 768
+    num_hidden_layers: int = 12
+    num_attention_heads: int = 12
+    intermediate_size: int = 3072
+    hidden_act: str = "gelu"
+    max_position_embeddings: int = 512
+    type_vocab_size: int = 2
+    layer_norm_eps: float = 1e-12
+    position_embedding_type: str = "absolute"
+
+    def __post_init__(self) -> None:
+        if self.hidden_size % self.num_attention_heads:
+            raise ValueError("hidden_size must be a multiple of num_attention_heads")
+
+    @property
+    def head_dim(self) -> int:
+        return self.hidden_size // self.num_attention_heads
+
+    @classmethod
+    def from_checkpoint(cls, checkpoint: Checkpoint) -> BertConfig:
+        path = checkpoint.path / "config.json"
+        raw = checkpoint.config
+        values: dict[str, Any] = {}
+        for field in fields(cls):
+            if field.name not in raw:
+                continue
+            value, expected = raw[field.name], type(field.default)
+            if expected is float and isinstance(value, int) and not isinstance(value, bool):
+                value = float(value)
+            if type(value) is not expected:
+                raise ModelLoadError(path, f"'{field.name}' must be of type {expected.__name__}")
+            if expected in (int, float) and value <= 0:
+                raise ModelLoadError(path, f"'{field.name}' must be positive")
+            values[field.name] = value
+        try:
+            config = cls(**values)
+        except ValueError as exc:
+            raise ModelLoadError(path, str(exc)) from None
+        if config.hidden_act not in _ACTIVATIONS:
+            raise ModelLoadError(
+                path, f"unsupported 'hidden_act' {config.hidden_act!r} (known: {sorted(_ACTIVATIONS)})"
+            )
+        if config.position_embedding_type != "absolute":
+            raise ModelLoadError(
+                path, f"unsupported 'position_embedding_type' {config.position_embedding_type!r}"
+            )
+        return config
+
+
+class BertLayer(nn.Module):
+    """Post-LayerNorm transformer block: self-attention, then the ``hidden_act`` MLP."""
+
+    def __init__(self, config: BertConfig):
+        super().__init__()
+        hidden = config.hidden_size
+        self.heads, self.head_dim = config.num_attention_heads, config.head_dim
+        # Q, K and V are fused into one matmul (loaded from the three HF projections).
+        self.qkv = nn.Linear(hidden, 3 * hidden)
+        self.attention_out = nn.Linear(hidden, hidden)
+        self.attention_norm = nn.LayerNorm(hidden, eps=config.layer_norm_eps)
+        self.intermediate = nn.Linear(hidden, config.intermediate_size)
+        self.output = nn.Linear(config.intermediate_size, hidden)
+        self.output_norm = nn.LayerNorm(hidden, eps=config.layer_norm_eps)
+        self.act = _ACTIVATIONS[config.hidden_act]
+
+    def forward(self, x: torch.Tensor, key_mask: torch.Tensor) -> torch.Tensor:
+        """``x`` (B, T, C); ``key_mask`` (B, 1, 1, T) bool, True at real tokens."""
+        batch, length, hidden = x.shape
+        q, k, v = (
+            self.qkv(x).view(batch, length, 3, self.heads, self.head_dim).permute(2, 0, 3, 1, 4)
+        )  # each (B, H, T, D)
+        attended = F.scaled_dot_product_attention(q, k, v, attn_mask=key_mask)  # (B, H, T, D)
+        attended = attended.transpose(1, 2).reshape(batch, length, hidden)  # (B, T, C)
+        x = self.attention_norm(x + self.attention_out(attended))
+        return self.output_norm(x + self.output(self.act(self.intermediate(x))))
+
+
+class BertEncoder(nn.Module):
+    """Embeddings (word + absolute position + token type) and the layer stack."""
+
+    def __init__(self, config: BertConfig):
+        super().__init__()
+        self.config = config
+        hidden = config.hidden_size
+        self.word_embeddings = nn.Embedding(config.vocab_size, hidden)
+        self.position_embeddings = nn.Embedding(config.max_position_embeddings, hidden)
+        self.token_type_embeddings = nn.Embedding(config.type_vocab_size, hidden)
+        self.embedding_norm = nn.LayerNorm(hidden, eps=config.layer_norm_eps)
+        self.layers = nn.ModuleList(BertLayer(config) for _ in range(config.num_hidden_layers))
+
+    def forward(self, input_ids: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        """Last hidden states (B, T, C) of ``input_ids`` (B, T); ``mask`` (B, T) bool."""
+        positions = torch.arange(input_ids.shape[1], device=input_ids.device)
+        # Single-segment input: every token has type 0.
+        x = (
+            self.word_embeddings(input_ids)
+            + self.position_embeddings(positions)
+            + self.token_type_embeddings.weight[0]
+        )
+        x = self.embedding_norm(x)
+        key_mask = mask[:, None, None, :]  # (B, 1, 1, T)
+        for layer in self.layers:
+            x = layer(x, key_mask)
+        return x
+
+
+def pool(hidden: torch.Tensor, mask: torch.Tensor, mode: Pooling) -> torch.Tensor:
+    """Sentence vectors (B, C) from hidden states (B, T, C) over real tokens (``mask`` (B, T))."""
+    if mode == "cls":
+        return hidden[:, 0]
+    weights = mask.unsqueeze(-1).to(hidden.dtype)  # (B, T, 1)
+    if mode == "max":
+        return hidden.masked_fill(weights == 0, torch.finfo(hidden.dtype).min).amax(dim=1)
+    summed = (hidden * weights).sum(dim=1)
+    counts = weights.sum(dim=1).clamp(min=1e-9)
+    return summed / (counts if mode == "mean" else counts.sqrt())
+
+
+class BertBackend(Backend):
+    """A loaded ``BertModel``: ``embed`` only (encoders do not generate)."""
+
+    def __init__(
+        self, encoder: BertEncoder, *, pooling: Pooling, normalize: bool, architecture: str, parameters: int
+    ):
+        self.encoder = encoder.eval()
+        self.pooling: Pooling = pooling
+        self.normalize = normalize
+        config = encoder.config
+        self.info = ModelInfo(
+            architecture=architecture,
+            kind="encoder",
+            parameters=parameters,
+            context_length=config.max_position_embeddings,
+            vocab_size=config.vocab_size,
+            dtype="float32",
+            embedding_dim=config.hidden_size,
+        )
+
+    def embed(self, batch: Sequence[Sequence[int]]) -> np.ndarray:
+        """Pooled (and, per the checkpoint, L2-normalised) float32 embeddings ``(len(batch), dim)``."""
+        sequences = [self._check(index, ids) for index, ids in enumerate(batch)]
+        out = np.empty((len(sequences), self.info.embedding_dim), dtype=np.float32)
+        # Sorting by length keeps each padded chunk tight; results go back in request order.
+        order = sorted(range(len(sequences)), key=lambda i: len(sequences[i]))
+        for start in range(0, len(order), MAX_BATCH):
+            chunk = order[start : start + MAX_BATCH]
+            out[chunk] = self._embed_padded([sequences[i] for i in chunk])
+        return out
+
+    @torch.inference_mode()
+    def _embed_padded(self, sequences: list[np.ndarray]) -> np.ndarray:
+        longest = max(len(ids) for ids in sequences)
+        input_ids = torch.zeros((len(sequences), longest), dtype=torch.long)  # (B, T)
+        mask = torch.zeros((len(sequences), longest), dtype=torch.bool)  # (B, T)
+        for row, ids in enumerate(sequences):
+            input_ids[row, : len(ids)] = torch.from_numpy(ids)
+            mask[row, : len(ids)] = True
+        vectors = pool(self.encoder(input_ids, mask), mask, self.pooling)  # (B, C)
+        if self.normalize:
+            vectors = F.normalize(vectors, p=2.0, dim=-1)
+        return vectors.float().numpy()
+
+    def _check(self, index: int, ids: Sequence[int]) -> np.ndarray:
+        array = np.asarray(ids, dtype=np.int64).reshape(-1)
+        if array.size == 0:
+            raise InvalidArgument("texts", f"input {index} has no tokens")
+        if array.size > self.info.context_length:
+            raise OutOfRange(
+                f"input {index} has {array.size} tokens; the model's context is {self.info.context_length}"
+            )
+        if array.min() < 0 or array.max() >= self.info.vocab_size:
+            raise InvalidArgument("texts", f"input {index}: token ids must be in [0, {self.info.vocab_size})")
+        return array
+
+
+# -- loading ------------------------------------------------------------------------
+
+
+def _read_pooling(checkpoint: Checkpoint) -> tuple[Pooling, bool]:
+    """(pooling mode, normalise?) from the sentence-transformers files, if any."""
+    modules_path = checkpoint.file("modules.json", required=False)
+    pooling_dir, normalize = "1_Pooling", True
+    if modules_path is not None:
+        try:
+            modules = json.loads(modules_path.read_text(encoding="utf-8"))
+        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+            raise ModelLoadError(modules_path, f"invalid JSON ({exc})") from None
+        if not isinstance(modules, list) or not all(isinstance(m, dict) for m in modules):
+            raise ModelLoadError(modules_path, "expected a list of module objects")
+        types = {str(m.get("type", "")).rsplit(".", 1)[-1]: m for m in modules}
+        normalize = "Normalize" in types
+        if "Pooling" in types:
+            pooling_dir = str(types["Pooling"].get("path") or pooling_dir)
+
+    config = checkpoint.read_json(f"{pooling_dir}/config.json", required=False)
+    if config is None:
+        return "mean", normalize
+    modes: list[Pooling] = [
+        mode
+        for mode, key in (
+            ("cls", "pooling_mode_cls_token"),
+            ("mean", "pooling_mode_mean_tokens"),
+            ("max", "pooling_mode_max_tokens"),
+            ("mean_sqrt_len", "pooling_mode_mean_sqrt_len_tokens"),
+        )
+        if config.get(key)
+    ]
+    if len(modes) != 1:
+        # sentence-transformers would concatenate several modes; no checkpoint we serve does that.
+        raise ModelLoadError(
+            checkpoint.path / pooling_dir / "config.json", f"expected exactly one pooling mode, got {modes}"
+        )
+    return modes[0], normalize
+
+
+def _hf_name(name: str) -> str:
+    """Normalise an HF weight name: drop ``bert.``, rename old LayerNorm gamma/beta."""
+    name = name.removeprefix("bert.")
+    if name.endswith("LayerNorm.gamma"):
+        name = name[: -len("gamma")] + "weight"
+    elif name.endswith("LayerNorm.beta"):
+        name = name[: -len("beta")] + "bias"
+    return name
+
+
+def _state_dict(raw: dict[str, torch.Tensor], config: BertConfig) -> dict[str, torch.Tensor]:
+    """Map HF BertModel names onto :class:`BertEncoder`'s, fusing Q/K/V."""
+    hf = {_hf_name(name): tensor.to(torch.float32) for name, tensor in raw.items()}
+    state = {
+        "word_embeddings.weight": hf.pop("embeddings.word_embeddings.weight"),
+        "position_embeddings.weight": hf.pop("embeddings.position_embeddings.weight"),
+        "token_type_embeddings.weight": hf.pop("embeddings.token_type_embeddings.weight"),
+        "embedding_norm.weight": hf.pop("embeddings.LayerNorm.weight"),
+        "embedding_norm.bias": hf.pop("embeddings.LayerNorm.bias"),
+    }
+    for i in range(config.num_hidden_layers):
+        src, dst = f"encoder.layer.{i}.", f"layers.{i}."
+        for kind in ("weight", "bias"):
+            state[dst + "qkv." + kind] = torch.cat(
+                [hf.pop(f"{src}attention.self.{proj}.{kind}") for proj in ("query", "key", "value")]
+            )
+            state[dst + "attention_out." + kind] = hf.pop(f"{src}attention.output.dense.{kind}")
+            state[dst + "attention_norm." + kind] = hf.pop(f"{src}attention.output.LayerNorm.{kind}")
+            state[dst + "intermediate." + kind] = hf.pop(f"{src}intermediate.dense.{kind}")
+            state[dst + "output." + kind] = hf.pop(f"{src}output.dense.{kind}")
+            state[dst + "output_norm." + kind] = hf.pop(f"{src}output.LayerNorm.{kind}")
+    return state
+
+
+def load(checkpoint: Checkpoint) -> Backend:
+    """Build a :class:`BertBackend` from an HF ``BertModel`` checkpoint."""
+    config = BertConfig.from_checkpoint(checkpoint)
+    weights_path = checkpoint.weight_files[0]
+    raw = checkpoint.load_tensors("pt")
+    try:
+        state = _state_dict(raw, config)
+    except KeyError as exc:
+        raise ModelLoadError(
+            weights_path, f"missing weight {exc.args[0]!r} (expected a BertModel checkpoint)"
+        ) from None
+    encoder = BertEncoder(config)
+    expected = encoder.state_dict()
+    for name, tensor in state.items():
+        have, want = tuple(tensor.shape), tuple(expected[name].shape)
+        if have != want:
+            raise ModelLoadError(weights_path, f"weight for {name!r} has shape {have}, config implies {want}")
+    encoder.load_state_dict(state, strict=True)
+    encoder.requires_grad_(False)
+    pooling, normalize = _read_pooling(checkpoint)
+    parameters = sum(t.numel() for t in state.values())
+    return BertBackend(
+        encoder,
+        pooling=pooling,
+        normalize=normalize,
+        architecture=checkpoint.architecture,
+        parameters=parameters,
+    )
