@@ -40,12 +40,20 @@ def reset() -> None:
 
 
 def _by_architecture() -> dict[str, BackendSpec]:
+    """Architecture -> spec, built on first use by asking every plugin to register."""
     global _specs
     with _lock:
         if _specs is None:
             specs: dict[str, BackendSpec] = {}
+            names: set[str] = set()
 
             def register(spec: BackendSpec) -> None:
+                # Either mistake would make backend_specs() hide a backend silently.
+                if spec.name in names:
+                    raise AgentdError(f"two backends are named {spec.name!r}; backend names must be unique")
+                archs = spec.architectures
+                if not isinstance(archs, tuple) or not archs or not all(isinstance(a, str) and a for a in archs):
+                    raise AgentdError(f"backend {spec.name!r}: 'architectures' must be a non-empty tuple of names")
                 for arch in spec.architectures:
                     if arch in specs:
                         raise AgentdError(
@@ -53,6 +61,7 @@ def _by_architecture() -> dict[str, BackendSpec]:
                             f"already served by {specs[arch].name!r}"
                         )
                     specs[arch] = spec
+                names.add(spec.name)
 
             load_plugins().hook.register_backends(register=register)
             _specs = specs

@@ -1,0 +1,501 @@
+"""agentd bundles: an imported model directory that proves its own integrity.
+
+A bundle is the Hugging Face layout agentd reads anyway (``config.json``, one
+merged ``model.safetensors``, tokenizer files, chat template, sentence-encoder
+pooling config) plus ``manifest.json``::
+
+    {"format": "agentd.bundle", "format_version": 1,
+     "architecture": "LlamaForCausalLM", "dtype": "float32",
+     "created_by": "agentd 0.1.0", "source": "<directory basename>",
+     "parameters": 1234,
+     "files": {"config.json": {"sha256": "...", "size": 123}, ...}}
+
+Readers ignore keys they do not know (the ONNX exporter adds its graphs), and
+refuse a ``format_version`` newer than :data:`FORMAT_VERSION`.
+
+``import_checkpoint`` builds one from a checkpoint directory atomically;
+``verify_manifest`` (run by :class:`agentd.checkpoint.Checkpoint` on open)
+checks every listed file's size and sha256 and that nothing escapes the
+directory. The core stays torch-free: weights are streamed as raw safetensors
+bytes, and dtype conversion (bfloat16 included) is done with NumPy bit
+arithmetic, one chunk at a time.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import struct
+import uuid
+from collections import Counter
+from pathlib import Path, PurePosixPath
+from typing import Any, BinaryIO
+
+import numpy as np
+
+from agentd import __version__
+from agentd.checkpoint import SAFETENSORS_DTYPE_BITS, SINGLE_WEIGHTS, Checkpoint, TensorEntry, WeightFile, read_safetensors_header
+from agentd.errors import AgentdError, InvalidArgument, ModelLoadError
+
+FORMAT = "agentd.bundle"
+#: Newest manifest layout this agentd reads and the one it writes.
+FORMAT_VERSION = 1
+MANIFEST_FILE = "manifest.json"
+#: Read/write/hash granularity: large enough to amortise syscalls, small enough to stream.
+CHUNK_BYTES = 1 << 20
+
+#: Files copied verbatim when the source has them (``config.json`` is handled apart).
+OPTIONAL_FILES = (
+    "tokenizer.json",
+    "tokenizer_config.json",
+    "special_tokens_map.json",
+    "generation_config.json",
+    "chat_template.jinja",
+    "modules.json",
+    "sentence_bert_config.json",
+    "1_Pooling/config.json",
+)
+
+#: ``--dtype`` choices and their safetensors codes.
+TARGET_DTYPES = {"float32": "F32", "float16": "F16", "bfloat16": "BF16"}
+_DTYPE_NAMES = {
+    "BOOL": "bool", "U8": "uint8", "I8": "int8", "I16": "int16", "U16": "uint16", "F16": "float16",
+    "BF16": "bfloat16", "I32": "int32", "U32": "uint32", "F32": "float32", "I64": "int64",
+    "U64": "uint64", "F64": "float64", "C64": "complex64", "F8_E5M2": "float8_e5m2",
+    "F8_E4M3": "float8_e4m3fn", "F8_E8M0": "float8_e8m0fnu", "F4": "float4_e2m1fn_x2",
+    "F6_E2M3": "float6_e2m3fn", "F6_E3M2": "float6_e3m2fn",
+}
+# Float dtypes import may convert; 8-bit and smaller floats are quantised data, kept as is.
+_CONVERTIBLE = frozenset({"F16", "BF16", "F32", "F64"})
+
+
+# -- verification ------------------------------------------------------------------
+
+
+def verify_manifest(path: str | Path) -> dict[str, Any]:
+    """Check a bundle against its ``manifest.json`` and return the manifest.
+
+    Every listed file must lie inside the bundle (no ``..``, absolute paths or
+    escaping symlinks), exist, and match its size and sha256; every file the
+    bundle holds must be listed. Each failure is a ModelLoadError naming the file.
+    Cheap checks run first, so a broken bundle fails before anything is hashed.
+    """
+    root = Path(path).resolve()
+    manifest_path = root / MANIFEST_FILE
+    if not manifest_path.resolve().is_relative_to(root):
+        raise ModelLoadError(manifest_path, "symlink points outside the bundle")
+    manifest = read_manifest(root)
+    files: dict[str, dict[str, Any]] = manifest["files"]
+    listed = {relative: _listed_file(root, relative) for relative in files}
+    for relative, file_path in listed.items():
+        actual_size = file_path.stat().st_size
+        if actual_size != files[relative]["size"]:
+            raise ModelLoadError(
+                file_path, f"size is {actual_size} bytes, {MANIFEST_FILE} says {files[relative]['size']} (truncated or modified)"
+            )
+    _reject_unlisted(root, files)
+    for relative, file_path in listed.items():
+        if sha256_file(file_path) != files[relative]["sha256"]:
+            raise ModelLoadError(file_path, f"sha256 does not match {MANIFEST_FILE} (corrupted or modified after import)")
+    return manifest
+
+
+def sha256_file(path: Path) -> str:
+    """Hex sha256 of a file, streamed (``hashlib.file_digest`` reuses one buffer, GIL released)."""
+    try:
+        with path.open("rb", buffering=0) as handle:
+            return hashlib.file_digest(handle, "sha256").hexdigest()
+    except OSError as exc:
+        raise ModelLoadError(path, f"cannot read ({exc.strerror or exc})") from None
+
+
+def read_manifest(bundle: str | Path) -> dict[str, Any]:
+    """Parse a bundle's ``manifest.json`` and check its structure, without hashing any file."""
+    manifest_path = Path(bundle) / MANIFEST_FILE
+    try:
+        manifest = json.loads(manifest_path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise ModelLoadError(manifest_path, f"invalid JSON ({exc})") from None
+    if not isinstance(manifest, dict):
+        raise ModelLoadError(manifest_path, "expected a JSON object")
+    if manifest.get("format") != FORMAT:
+        raise ModelLoadError(manifest_path, f"unknown bundle format {manifest.get('format')!r} (expected {FORMAT!r})")
+    version = manifest.get("format_version")
+    if type(version) is not int or version < 1:
+        raise ModelLoadError(manifest_path, f"invalid format_version {version!r} (expected a positive integer)")
+    if version > FORMAT_VERSION:
+        raise ModelLoadError(
+            manifest_path,
+            f"bundle format_version {version} is newer than this agentd supports ({FORMAT_VERSION}); upgrade agentd",
+        )
+    for key in ("architecture", "dtype"):
+        if not isinstance(manifest.get(key), str) or not manifest[key]:
+            raise ModelLoadError(manifest_path, f"missing or invalid {key!r}")
+    files = manifest.get("files")
+    if not isinstance(files, dict) or not files:
+        raise ModelLoadError(manifest_path, "'files' must be a non-empty object")
+    for relative, entry in files.items():
+        if not (
+            isinstance(entry, dict)
+            and isinstance(entry.get("sha256"), str)
+            and len(entry["sha256"]) == 64
+            and type(entry.get("size")) is int
+            and entry["size"] >= 0
+        ):
+            raise ModelLoadError(manifest_path, f"entry {relative!r} needs a 64-digit 'sha256' and an integer 'size'")
+    return manifest
+
+
+def _listed_file(root: Path, relative: str) -> Path:
+    """The bundle file a manifest entry names, refusing anything outside ``root``."""
+    pure = PurePosixPath(relative)
+    if not relative or pure.is_absolute() or "\\" in relative or ".." in pure.parts:
+        shown = relative if pure.is_absolute() else root / relative
+        raise ModelLoadError(shown, f"listed in {MANIFEST_FILE} but outside the bundle")
+    if relative == MANIFEST_FILE:
+        raise ModelLoadError(root / relative, f"{MANIFEST_FILE} cannot list itself")
+    candidate = root / pure
+    if not candidate.resolve().is_relative_to(root):
+        raise ModelLoadError(candidate, "symlink points outside the bundle")
+    if not candidate.exists():
+        raise ModelLoadError(candidate, f"listed in {MANIFEST_FILE} but missing")
+    if not candidate.is_file():
+        raise ModelLoadError(candidate, "not a regular file")
+    return candidate
+
+
+def _reject_unlisted(root: Path, files: dict[str, Any]) -> None:
+    """Every file agentd might read must be covered by the hashes (dotfiles aside)."""
+    listed = {PurePosixPath(relative) for relative in files}
+    for directory, subdirs, names in os.walk(root):
+        subdirs[:] = [name for name in subdirs if not name.startswith(".")]
+        for name in names:
+            if name.startswith("."):
+                continue
+            relative = PurePosixPath(Path(directory, name).relative_to(root).as_posix())
+            if relative != PurePosixPath(MANIFEST_FILE) and relative not in listed:
+                raise ModelLoadError(Path(directory, name), f"not listed in {MANIFEST_FILE} (added after import?)")
+
+
+# -- import ------------------------------------------------------------------------
+
+
+def import_checkpoint(
+    src: str | Path,
+    out: str | Path,
+    *,
+    force: bool = False,
+    dtype: str | None = None,
+) -> Path:
+    """Turn a checkpoint directory into a bundle at ``out``; returns its path.
+
+    The checkpoint is validated first (a registered backend serves its
+    architecture, weight headers are intact, the tokenizer parses). The bundle
+    is written to a temporary directory next to ``out`` and renamed into place,
+    so an interrupted import leaves nothing at ``out``. ``dtype`` (``float32``,
+    ``float16``, ``bfloat16``) converts floating-point weights; ``None`` keeps them.
+    """
+    from agentd.registry import spec_for
+    from agentd.tokenizer import Tokenizer
+
+    if dtype is not None and dtype not in TARGET_DTYPES:
+        raise InvalidArgument("dtype", f"must be one of {', '.join(TARGET_DTYPES)} (got {dtype!r})")
+    checkpoint = Checkpoint(src)
+    spec_for(checkpoint.architecture, checkpoint.path / "config.json")
+    headers = checkpoint.weight_headers
+    if not any(weights.tensors for weights in headers):
+        raise ModelLoadError(headers[0].path, "contains no tensors")
+    Tokenizer.from_checkpoint(checkpoint)  # refuse now what loading would refuse later
+
+    destination = Path(out).expanduser().absolute()
+    _check_destination(checkpoint.path, destination, force)
+    # Not mkdtemp: its 0700 mode would end up on the bundle; mkdir honours the umask.
+    staging = destination.with_name(f".{destination.name}.{uuid.uuid4().hex[:8]}.importing")
+    try:
+        destination.parent.mkdir(parents=True, exist_ok=True)
+        staging.mkdir()
+    except OSError as exc:
+        raise _write_error(destination, exc) from None
+    try:
+        manifest = _write_bundle(checkpoint, headers, staging, TARGET_DTYPES.get(dtype or ""))
+        _write_json(staging / MANIFEST_FILE, manifest)
+        _fsync(staging)
+        _move_into_place(staging, destination, force)
+    except BaseException as exc:  # KeyboardInterrupt too: never leave a half-written bundle
+        shutil.rmtree(staging, ignore_errors=True)
+        if isinstance(exc, OSError):  # disk full, permissions: the user's to fix, not a bug
+            raise _write_error(destination, exc) from None
+        raise
+    return destination
+
+
+def _write_error(destination: Path, exc: OSError) -> AgentdError:
+    """Source-side errors are ModelLoadErrors raised where files are read; this is the output side."""
+    return AgentdError(f"{exc.filename or destination}: cannot write the bundle ({exc.strerror or exc})")
+
+
+def _check_destination(source: Path, destination: Path, force: bool) -> None:
+    if source.is_relative_to(destination.resolve()):
+        raise InvalidArgument(str(destination), "is the source checkpoint or contains it; choose another directory")
+    if (destination.exists() or destination.is_symlink()) and not force:
+        raise InvalidArgument(str(destination), "already exists; pass --force to replace it")
+    ancestor = destination.parent
+    while not ancestor.exists():
+        ancestor = ancestor.parent
+    if not ancestor.is_dir():
+        raise InvalidArgument(str(ancestor), "is not a directory; cannot create the bundle inside it")
+
+
+def _write_bundle(checkpoint: Checkpoint, headers: list[WeightFile], staging: Path, target: str | None) -> dict[str, Any]:
+    """Write every bundle file into ``staging``; returns the manifest describing them."""
+    files: dict[str, dict[str, Any]] = {}
+
+    config_path = checkpoint.file("config.json")
+    config = checkpoint.config
+    dtype_keys = [key for key in ("dtype", "torch_dtype") if key in config]
+    if target is not None and dtype_keys:
+        # Keep config.json truthful for tools (transformers) that read the dtype from it.
+        updated = dict(config, **{key: _DTYPE_NAMES[target] for key in dtype_keys})
+        files["config.json"] = _write_json(staging / "config.json", updated)
+    else:
+        files["config.json"] = _copy_file(config_path, staging / "config.json")  # type: ignore[arg-type]
+
+    for relative in (*OPTIONAL_FILES, *_module_configs(checkpoint)):
+        source = checkpoint.file(relative, required=False)
+        if source is not None and relative not in files:
+            files[relative] = _copy_file(source, staging / relative)
+
+    # Newer checkpoints keep the template in chat_template.jinja; older ones inline a
+    # single one in tokenizer_config.json. A list of named templates stays where it is,
+    # since chat_template.jinja would shadow the other names.
+    if "chat_template.jinja" not in files:
+        tokenizer_config = checkpoint.read_json("tokenizer_config.json", required=False) or {}
+        template = tokenizer_config.get("chat_template")
+        if isinstance(template, str):
+            files["chat_template.jinja"] = _write_bytes(staging / "chat_template.jinja", template.encode("utf-8"))
+
+    files[SINGLE_WEIGHTS] = _write_weights(headers, staging / SINGLE_WEIGHTS, target)
+    return {
+        "format": FORMAT,
+        "format_version": FORMAT_VERSION,
+        "architecture": checkpoint.architecture,
+        "dtype": _DTYPE_NAMES[target] if target else _dominant_dtype(headers),
+        "created_by": f"agentd {__version__}",
+        "source": checkpoint.path.name,
+        "parameters": sum(weights.parameters for weights in headers),
+        "files": dict(sorted(files.items())),
+    }
+
+
+def _module_configs(checkpoint: Checkpoint) -> list[str]:
+    """``<dir>/config.json`` of each sentence-transformers module ``modules.json`` lists.
+
+    The pooling module usually lives in ``1_Pooling`` but ``modules.json`` is
+    what names it, so copy whatever it points at.
+    """
+    path = checkpoint.file("modules.json", required=False)
+    if path is None:
+        return []
+    try:
+        modules = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise ModelLoadError(path, f"invalid JSON ({exc})") from None
+    if not isinstance(modules, list) or not all(isinstance(module, dict) for module in modules):
+        raise ModelLoadError(path, "expected a list of module objects")
+    return [f"{module['path']}/config.json" for module in modules if isinstance(module.get("path"), str) and module["path"]]
+
+
+def _dominant_dtype(headers: list[WeightFile]) -> str:
+    """The dtype holding most elements, preferring floating point (the weights proper)."""
+    counts: Counter[str] = Counter()
+    for weights in headers:
+        for entry in weights.tensors:
+            counts[entry.dtype] += entry.numel
+    floats = Counter({code: n for code, n in counts.items() if code in _CONVERTIBLE})
+    return _DTYPE_NAMES[(floats or counts).most_common(1)[0][0]]
+
+
+def _move_into_place(staging: Path, destination: Path, force: bool) -> None:
+    """Rename the finished bundle to ``destination``, replacing the old one if ``force``."""
+    replaced: Path | None = None
+    if destination.exists() or destination.is_symlink():
+        if not force:  # appeared while we were writing
+            raise InvalidArgument(str(destination), "already exists; pass --force to replace it")
+        replaced = destination.with_name(f".{destination.name}.{uuid.uuid4().hex[:8]}.replaced")
+        os.rename(destination, replaced)
+    try:
+        os.rename(staging, destination)
+    except BaseException:
+        if replaced is not None:
+            os.rename(replaced, destination)
+        raise
+    _fsync(destination.parent)
+    if replaced is not None:
+        if replaced.is_dir() and not replaced.is_symlink():
+            shutil.rmtree(replaced, ignore_errors=True)
+        else:
+            replaced.unlink()
+
+
+# -- file writing ------------------------------------------------------------------
+
+
+class _HashingWriter:
+    """A binary sink that hashes and counts what passes through it."""
+
+    def __init__(self, handle: BinaryIO):
+        self.handle = handle
+        self.digest = hashlib.sha256()
+        self.size = 0
+
+    def write(self, data: bytes | memoryview) -> None:
+        self.handle.write(data)
+        self.digest.update(data)
+        self.size += len(data)
+
+    def entry(self) -> dict[str, Any]:
+        """The manifest entry for what was written."""
+        return {"sha256": self.digest.hexdigest(), "size": self.size}
+
+
+def _copy_file(source: Path, target: Path) -> dict[str, Any]:
+    target.parent.mkdir(parents=True, exist_ok=True)
+    with _open_source(source) as reader, target.open("wb") as handle:
+        writer = _HashingWriter(handle)
+        while chunk := _read(reader, CHUNK_BYTES, source):
+            writer.write(chunk)
+    return writer.entry()
+
+
+def _open_source(path: Path) -> BinaryIO:
+    try:
+        return path.open("rb")
+    except OSError as exc:
+        raise ModelLoadError(path, f"cannot read ({exc.strerror or exc})") from None
+
+
+def _read(reader: BinaryIO, count: int, path: Path) -> bytes:
+    try:
+        return reader.read(count)
+    except OSError as exc:
+        raise ModelLoadError(path, f"read error ({exc.strerror or exc})") from None
+
+
+def _write_bytes(target: Path, data: bytes) -> dict[str, Any]:
+    target.parent.mkdir(parents=True, exist_ok=True)
+    target.write_bytes(data)
+    return {"sha256": hashlib.sha256(data).hexdigest(), "size": len(data)}
+
+
+def _write_json(target: Path, value: dict[str, Any]) -> dict[str, Any]:
+    return _write_bytes(target, (json.dumps(value, indent=2, ensure_ascii=False) + "\n").encode("utf-8"))
+
+
+def _fsync(path: Path) -> None:
+    """Flush a file or directory entry so a rename after it is durable."""
+    descriptor = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(descriptor)
+    finally:
+        os.close(descriptor)
+
+
+# -- weights -----------------------------------------------------------------------
+
+
+def _write_weights(headers: list[WeightFile], target: Path, dtype: str | None) -> dict[str, Any]:
+    """Merge all shards into one safetensors file, one tensor (or chunk) in memory at a time.
+
+    The output header is computed from the input headers alone, so the data
+    can then be streamed straight through: copied byte for byte, or converted
+    chunk by chunk when ``dtype`` asks for another float type.
+    """
+    plan: list[tuple[Path, TensorEntry, str]] = []
+    header: dict[str, Any] = {"__metadata__": headers[0].metadata or {"format": "pt"}}
+    offset = 0
+    for weights in headers:
+        for entry in weights.tensors:
+            out_dtype = dtype if dtype and entry.dtype in _CONVERTIBLE else entry.dtype
+            nbytes = entry.numel * SAFETENSORS_DTYPE_BITS[out_dtype] // 8 if out_dtype != entry.dtype else entry.end - entry.start
+            header[entry.name] = {"dtype": out_dtype, "shape": list(entry.shape), "data_offsets": [offset, offset + nbytes]}
+            offset += nbytes
+            plan.append((weights.path, entry, out_dtype))
+    encoded = json.dumps(header, separators=(",", ":")).encode("utf-8")
+    encoded += b" " * (-len(encoded) % 8)  # data starts 8-byte aligned, as safetensors writes it
+
+    with target.open("wb") as handle:
+        writer = _HashingWriter(handle)
+        writer.write(struct.pack("<Q", len(encoded)))
+        writer.write(encoded)
+        open_path: Path | None = None
+        reader: BinaryIO | None = None
+        try:
+            for path, entry, out_dtype in plan:
+                if path != open_path:  # shards are consumed one after another
+                    if reader is not None:
+                        reader.close()
+                    reader, open_path = _open_source(path), path
+                reader.seek(entry.start)
+                if out_dtype == entry.dtype:
+                    _copy_range(reader, writer, entry.end - entry.start, path)
+                else:
+                    _convert_range(reader, writer, entry, out_dtype, path)
+        finally:
+            if reader is not None:
+                reader.close()
+        handle.flush()
+        os.fsync(handle.fileno())
+    read_safetensors_header(target)  # self-check: the file we wrote parses and tiles exactly
+    return writer.entry()
+
+
+def _read_exact(reader: BinaryIO, count: int, path: Path) -> bytes:
+    data = _read(reader, count, path)
+    if len(data) != count:
+        raise ModelLoadError(path, "file shrank while it was being read")
+    return data
+
+
+def _copy_range(reader: BinaryIO, writer: _HashingWriter, count: int, path: Path) -> None:
+    while count:
+        chunk = _read_exact(reader, min(count, CHUNK_BYTES), path)
+        writer.write(chunk)
+        count -= len(chunk)
+
+
+def _convert_range(reader: BinaryIO, writer: _HashingWriter, entry: TensorEntry, out_dtype: str, path: Path) -> None:
+    """Convert one float tensor elementwise, :data:`CHUNK_BYTES` of float32 at a time."""
+    in_size = SAFETENSORS_DTYPE_BITS[entry.dtype] // 8
+    per_chunk = CHUNK_BYTES // 4
+    remaining = entry.numel
+    while remaining:
+        count = min(remaining, per_chunk)
+        values = _decode_floats(_read_exact(reader, count * in_size, path), entry.dtype)
+        writer.write(_encode_floats(values, out_dtype))
+        remaining -= count
+
+
+def _decode_floats(raw: bytes, code: str) -> np.ndarray:
+    """Little-endian float bytes -> float32 (float64 kept wide until encoding)."""
+    if code == "BF16":
+        # bfloat16 is the top half of a float32: shift the bits back into place.
+        return (np.frombuffer(raw, dtype="<u2").astype(np.uint32) << 16).view(np.float32)
+    return np.frombuffer(raw, dtype={"F16": "<f2", "F32": "<f4", "F64": "<f8"}[code])
+
+
+def _encode_floats(values: np.ndarray, code: str) -> bytes:
+    """float array -> little-endian bytes of ``code``, rounding to nearest even like torch."""
+    with np.errstate(over="ignore"):  # out-of-range values become inf, as in torch
+        if code == "F32":
+            return values.astype("<f4").tobytes()
+        if code == "F16":
+            return values.astype("<f2").tobytes()
+        bits = values.astype("<f4").view(np.uint32)
+    rounded = ((bits + 0x7FFF + ((bits >> 16) & 1)) >> 16).astype("<u2")
+    # Rounding could carry a NaN's payload into the exponent (or to zero): use quiet NaN.
+    nan = np.isnan(values)
+    if nan.any():
+        rounded[nan] = ((bits[nan] >> 16) & 0x8000 | 0x7FC0).astype("<u2")
+    return rounded.tobytes()
