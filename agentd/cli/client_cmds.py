@@ -1,0 +1,172 @@
+"""``agentd generate | chat | embed``: talk to a running daemon.
+
+Each command dials the daemon (``--socket``/``AGENTD_SOCKET``, or ``--tcp``)
+and uses the daemon's default model of the kind it needs unless ``--model``
+names one. Errors print one line and exit non-zero (see agentd.cli.main).
+"""
+
+from __future__ import annotations
+
+import enum
+import sys
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated, Optional
+
+import typer
+
+from agentd.cli import app
+
+if TYPE_CHECKING:
+    from agentd.client import Client, GenerationStream, SamplingOptions
+
+SocketOption = Annotated[
+    Optional[Path], typer.Option("--socket", envvar="AGENTD_SOCKET", help="The daemon's Unix socket.")
+]
+TcpOption = Annotated[
+    Optional[str], typer.Option("--tcp", metavar="HOST:PORT", help="Dial the daemon over TCP instead.")
+]
+ModelOption = Annotated[
+    Optional[str], typer.Option("--model", "-m", help="Served model name (default: the daemon's first model of its kind).")
+]
+MaxTokensOption = Annotated[Optional[int], typer.Option("--max-tokens", help="Most tokens to generate.")]
+TemperatureOption = Annotated[Optional[float], typer.Option("--temperature", help="0 is greedy.")]
+TopPOption = Annotated[Optional[float], typer.Option("--top-p", help="Nucleus sampling mass in (0, 1].")]
+TopKOption = Annotated[Optional[int], typer.Option("--top-k", help="Keep the k most likely tokens (0: off).")]
+SeedOption = Annotated[Optional[int], typer.Option("--seed", help="Seed for reproducible sampling.")]
+StopOption = Annotated[Optional[list[str]], typer.Option("--stop", help="Stop before this string (repeatable).")]
+
+
+class EmbedFormat(str, enum.Enum):
+    """How ``agentd embed`` prints its result."""
+
+    json = "json"
+    dims = "dims"
+
+
+def connect(socket: Path | None, tcp: str | None) -> Client:
+    """A client for the daemon the options (or the environment) point at."""
+    from agentd.client import Client
+    from agentd.config import default_socket_path, parse_tcp_address, tcp_target, unix_target
+
+    if tcp:
+        return Client(tcp_target(*parse_tcp_address(tcp)))
+    return Client(unix_target(socket or default_socket_path()))
+
+
+@app.command()
+def generate(
+    prompt: Annotated[str, typer.Argument(help="Text to continue.")],
+    model: ModelOption = None,
+    max_tokens: MaxTokensOption = None,
+    temperature: TemperatureOption = None,
+    top_p: TopPOption = None,
+    top_k: TopKOption = None,
+    seed: SeedOption = None,
+    stop: StopOption = None,
+    socket: SocketOption = None,
+    tcp: TcpOption = None,
+) -> None:
+    """Continue PROMPT, streaming the text as it is generated."""
+    sampling = _sampling(max_tokens, temperature, top_p, top_k, seed, stop)
+    with connect(socket, tcp) as client:
+        _print_stream(client.generate(prompt, model=model, sampling=sampling))
+
+
+@app.command()
+def chat(
+    message: Annotated[Optional[str], typer.Argument(help="Your message; omit for an interactive chat.")] = None,
+    system: Annotated[Optional[str], typer.Option("--system", help="System prompt.")] = None,
+    model: ModelOption = None,
+    max_tokens: MaxTokensOption = None,
+    temperature: TemperatureOption = None,
+    top_p: TopPOption = None,
+    top_k: TopKOption = None,
+    seed: SeedOption = None,
+    stop: StopOption = None,
+    socket: SocketOption = None,
+    tcp: TcpOption = None,
+) -> None:
+    """Chat with a model: one turn, or a conversation when stdin is a terminal and no MESSAGE is given."""
+    sampling = _sampling(max_tokens, temperature, top_p, top_k, seed, stop)
+    history = [{"role": "system", "content": system}] if system else []
+    with connect(socket, tcp) as client:
+        model = model or client.default_model("decoder")
+        if message is None and sys.stdin.isatty():
+            _chat_repl(client, model, history, sampling)
+            return
+        if message is None:
+            message = sys.stdin.read()
+        history.append({"role": "user", "content": message})
+        _print_stream(client.chat(history, model=model, sampling=sampling))
+
+
+@app.command()
+def embed(
+    texts: Annotated[list[str], typer.Argument(help="Texts to embed.")],
+    model: ModelOption = None,
+    output: Annotated[
+        EmbedFormat, typer.Option("--format", help="json: the vectors; dims: their count and length.")
+    ] = EmbedFormat.json,
+    socket: SocketOption = None,
+    tcp: TcpOption = None,
+) -> None:
+    """Embed TEXTS with an encoder model."""
+    import json
+
+    import numpy as np
+
+    with connect(socket, tcp) as client:
+        vectors = client.embed(texts, model=model)
+    if output is EmbedFormat.dims:
+        typer.echo(f"{vectors.shape[0]} x {vectors.shape[1]}")
+        return
+    # str(np.float32) is the shortest text that reads back as the same float32.
+    rows = [[float(str(np.float32(value))) for value in row] for row in vectors]
+    typer.echo(json.dumps(rows))
+
+
+def _sampling(
+    max_tokens: int | None,
+    temperature: float | None,
+    top_p: float | None,
+    top_k: int | None,
+    seed: int | None,
+    stop: list[str] | None,
+) -> SamplingOptions:
+    from agentd.client import SamplingOptions
+
+    return SamplingOptions(
+        max_tokens=max_tokens, temperature=temperature, top_p=top_p, top_k=top_k, seed=seed, stop=tuple(stop or ())
+    )
+
+
+def _print_stream(stream: GenerationStream) -> str:
+    """Write chunks to stdout as they arrive; Ctrl-C cancels the generation on the daemon."""
+    pieces = []
+    try:
+        for chunk in stream:
+            sys.stdout.write(chunk.text)
+            sys.stdout.flush()
+            pieces.append(chunk.text)
+    except KeyboardInterrupt:
+        stream.cancel()
+        sys.stdout.write("\n")
+        raise typer.Exit(130) from None
+    sys.stdout.write("\n")
+    sys.stdout.flush()
+    return "".join(pieces)
+
+
+def _chat_repl(client: Client, model: str, history: list[dict[str, str]], sampling: SamplingOptions) -> None:
+    typer.echo(f"chatting with {model}; an empty line or Ctrl-D ends the conversation")
+    while True:
+        try:
+            line = input("you> ")
+        except EOFError:
+            typer.echo()
+            return
+        if not line.strip():
+            return
+        history.append({"role": "user", "content": line})
+        reply = _print_stream(client.chat(history, model=model, sampling=sampling))
+        history.append({"role": "assistant", "content": reply})

@@ -1,0 +1,114 @@
+"""The one place exceptions become gRPC status codes.
+
+Every RPC gets a short request id (logged, and sent back in the ``x-request-id``
+trailer of failed calls). :class:`agentd.errors.AgentdError` subclasses carry
+their status code (``grpc_code``) and a one-line message that goes to the
+client as is. Anything else is a bug: the traceback is logged here, on the
+server, and the client sees only INTERNAL with the request id to quote.
+"""
+
+from __future__ import annotations
+
+import contextvars
+import inspect
+import logging
+import uuid
+from typing import Any, AsyncIterator, Awaitable, Callable
+
+import grpc
+from grpc import aio
+
+from agentd.errors import AgentdError, InvalidArgument
+
+log = logging.getLogger(__name__)
+
+#: Id of the RPC being served (``-`` outside one); servicers put it in their log lines.
+request_id: contextvars.ContextVar[str] = contextvars.ContextVar("agentd_request_id", default="-")
+REQUEST_ID_METADATA = "x-request-id"
+
+UnaryBehavior = Callable[[Any, aio.ServicerContext], Awaitable[Any]]
+StreamBehavior = Callable[[Any, aio.ServicerContext], Any]  # async generator, or coroutine using context.write
+
+
+class ErrorInterceptor(aio.ServerInterceptor):
+    """Wraps every unary-request handler so exceptions map to status codes once."""
+
+    async def intercept_service(
+        self,
+        continuation: Callable[[grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler | None]],
+        handler_call_details: grpc.HandlerCallDetails,
+    ) -> grpc.RpcMethodHandler | None:
+        handler = await continuation(handler_call_details)
+        if handler is None:
+            return None
+        method = handler_call_details.method
+        if handler.unary_unary is not None:
+            return grpc.unary_unary_rpc_method_handler(
+                _wrap_unary(handler.unary_unary, method),
+                request_deserializer=handler.request_deserializer,
+                response_serializer=handler.response_serializer,
+            )
+        if handler.unary_stream is not None:
+            return grpc.unary_stream_rpc_method_handler(
+                _wrap_stream(handler.unary_stream, method),
+                request_deserializer=handler.request_deserializer,
+                response_serializer=handler.response_serializer,
+            )
+        # Client-streaming RPCs (only reflection's, today) keep their own handling.
+        return handler
+
+
+def _wrap_unary(behavior: UnaryBehavior, method: str) -> UnaryBehavior:
+    async def wrapped(request: Any, context: aio.ServicerContext) -> Any:
+        request_id.set(_new_request_id())
+        try:
+            return await behavior(request, context)
+        except aio.AbortError:
+            raise  # the handler chose its status itself
+        except Exception as exc:  # noqa: BLE001 - this is the single mapping point
+            await abort_with(context, exc, method)
+
+    return wrapped
+
+
+def _wrap_stream(behavior: StreamBehavior, method: str) -> StreamBehavior:
+    if not inspect.isasyncgenfunction(behavior):
+        # e.g. health Watch: a coroutine that writes with ``context.write``.
+        return _wrap_unary(behavior, method)
+
+    async def wrapped(request: Any, context: aio.ServicerContext) -> AsyncIterator[Any]:
+        request_id.set(_new_request_id())
+        try:
+            async for response in behavior(request, context):
+                yield response
+        except aio.AbortError:
+            raise
+        except Exception as exc:  # noqa: BLE001 - this is the single mapping point
+            await abort_with(context, exc, method)
+
+    return wrapped
+
+
+def status_for(exc: BaseException) -> tuple[grpc.StatusCode, str]:
+    """The status code and client-visible message for ``exc``."""
+    if isinstance(exc, AgentdError):
+        return getattr(grpc.StatusCode, exc.grpc_code, grpc.StatusCode.INTERNAL), str(exc)
+    return grpc.StatusCode.INTERNAL, f"internal error (request id {request_id.get()}); details are in the daemon log"
+
+
+async def abort_with(context: aio.ServicerContext, exc: BaseException, method: str) -> None:
+    """Log ``exc`` and end the RPC with its status (raises ``aio.AbortError``)."""
+    code, message = status_for(exc)
+    rid = request_id.get()
+    if isinstance(exc, InvalidArgument):
+        # Only the field: the problem text may quote request content (no prompt text in logs).
+        log.info("request %s %s -> %s (field %s)", rid, method, code.name, exc.field)
+    elif isinstance(exc, AgentdError):
+        log.info("request %s %s -> %s: %s", rid, method, code.name, message)
+    else:
+        log.error("request %s %s failed with an unexpected error", rid, method, exc_info=exc)
+    await context.abort(code, message, trailing_metadata=((REQUEST_ID_METADATA, rid),))
+
+
+def _new_request_id() -> str:
+    return uuid.uuid4().hex[:12]
