@@ -85,6 +85,8 @@ class Backend(abc.ABC):
 
         ``token_ids`` is int64 of shape ``(B,)``; states may hold different
         lengths. Mutates each state. Returns float32 logits ``(B, V)``.
+        If it raises, every state is left as it was (the engine then retries
+        the batch one sequence at a time to isolate the failing request).
         """
         raise NotImplementedError(f"{self.info.architecture} does not generate")
 

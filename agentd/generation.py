@@ -1,11 +1,13 @@
-"""The generation loop: prefill, sample, decode, detokenise, stop.
+"""The generation of one sequence: prefill, sample, decode, detokenise, stop.
 
-Torch-free: the same loop drives every backend through the contract in
-:mod:`agentd.backend` (NumPy ids in, NumPy logits out). One call to
-:func:`generate_stream` is one request; the engine's batching scheduler reuses
-:class:`SamplingParams`, :class:`agentd.sampling.Sampler`,
-:class:`agentd.detokenizer.IncrementalDetokenizer` and :class:`StopStringMatcher`
-per sequence.
+Torch-free: every backend is driven through the contract in
+:mod:`agentd.backend` (NumPy ids in, NumPy logits out). A
+:class:`GenerationSequence` holds one request's per-sequence logic (sampler,
+detokeniser, stop strings, counters, finish rules) and turns logits into
+:class:`GenerationEvent` objects without calling the backend itself.
+:func:`generate_stream` drives one sequence alone; the engine's batching
+scheduler (:mod:`agentd.engine`) drives many with the same class, one batched
+``decode`` per step.
 """
 
 from __future__ import annotations
@@ -13,11 +15,11 @@ from __future__ import annotations
 import dataclasses
 import math
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Callable, Collection, Iterator, Mapping
+from typing import TYPE_CHECKING, Any, Callable, Collection, Iterator, Mapping, Sequence
 
 import numpy as np
 
-from agentd.backend import Backend, State
+from agentd.backend import Backend, ModelInfo, State
 from agentd.detokenizer import IncrementalDetokenizer
 from agentd.errors import InvalidArgument, OutOfRange
 from agentd.sampling import Sampler
@@ -178,6 +180,136 @@ class StopStringMatcher:
         return longest
 
 
+class GenerationSequence:
+    """One request's generation, step by step, with no backend calls of its own.
+
+    Owns what makes a request's tokens its own: the :class:`Sampler` (and its
+    seeded generator), the :class:`IncrementalDetokenizer`, the
+    :class:`StopStringMatcher`, the counters and the finish rules, plus the
+    backend ``state`` it is decoded in. A driver feeds it logits:
+    :func:`generate_stream` one sequence at a time, the engine's scheduler a
+    batch of them per step; both get identical events from identical logits.
+
+    The constructor checks every argument, so nothing is queued or computed
+    for a request that would fail.
+    """
+
+    def __init__(
+        self,
+        info: ModelInfo,
+        tokenizer: "Tokenizer | None",
+        prompt_ids: np.ndarray | Sequence[int],
+        params: SamplingParams,
+        *,
+        eos_token_ids: Collection[int] | None = None,
+        state: State | None = None,
+        past_tokens: int = 0,
+    ):
+        params.validate()
+        if tokenizer is None and params.stop:
+            raise InvalidArgument("stop", "stop strings need a tokenizer; this model has none")
+        prompt = np.asarray(prompt_ids, dtype=np.int64).reshape(-1)
+        if prompt.size == 0:
+            raise InvalidArgument("prompt", "is empty")
+        if prompt.min() < 0 or prompt.max() >= info.vocab_size:
+            raise InvalidArgument("prompt", f"token ids must be in [0, {info.vocab_size})")
+        if not _is_int(past_tokens) or past_tokens < 0:
+            raise InvalidArgument("past_tokens", "must be an integer >= 0")
+        context = info.context_length
+        if past_tokens + prompt.size > context:
+            raise OutOfRange(f"prompt has {past_tokens + prompt.size} tokens; the model's context is {context}")
+        if eos_token_ids is None:
+            eos_token_ids = tokenizer.eos_token_ids if tokenizer is not None else ()
+
+        self.prompt = prompt
+        self.params = params
+        #: The backend state this sequence is decoded in; the driver allocates it.
+        self.state: State | None = state
+        self.past_tokens = int(past_tokens)
+        self.eos = frozenset() if params.ignore_eos else frozenset(int(t) for t in eos_token_ids)
+        # Tokens the context still holds after the prompt bound the generation too.
+        self.limit = min(params.max_tokens, context - self.past_tokens - prompt.size)
+        self.sampler = Sampler(params)
+        self.sampler.observe(prompt.tolist())
+        self.detokenizer = IncrementalDetokenizer(tokenizer) if tokenizer is not None else None
+        self.stops = StopStringMatcher(params.stop)
+        #: Prompt tokens already handed to ``backend.prefill``.
+        self.prefilled = 0
+        #: Tokens sampled so far.
+        self.generated = 0
+        #: The newest sampled token: the next ``decode`` input (never fed back once finished).
+        self.last_token: int | None = None
+        #: Set by the final event: "stop", "length" or "cancelled".
+        self.finish_reason: str | None = None
+
+    @property
+    def finished(self) -> bool:
+        return self.finish_reason is not None
+
+    @property
+    def needs_prefill(self) -> bool:
+        """True while prompt tokens remain to be prefilled."""
+        return not self.finished and self.prefilled < self.prompt.size
+
+    @property
+    def decoding(self) -> bool:
+        """True when the next step is ``decode([last_token])``."""
+        return not self.finished and self.last_token is not None
+
+    def next_prompt_chunk(self, max_tokens: int) -> np.ndarray:
+        """The next at most ``max_tokens`` prompt tokens to prefill (not yet counted)."""
+        return self.prompt[self.prefilled : self.prefilled + max_tokens]
+
+    def accept_prefill(self, count: int, logits: np.ndarray) -> list[GenerationEvent]:
+        """Record that ``count`` prompt tokens were prefilled, giving ``logits`` ``(n, V)``.
+
+        Once the whole prompt is in, samples the first token from the last row.
+        """
+        self.prefilled += count
+        if self.prefilled < self.prompt.size:
+            return []
+        if self.generated >= self.limit:  # the prompt filled the context
+            return [self.finish("length")]
+        return self.accept_logits(logits[-1])
+
+    def accept_logits(self, logits: np.ndarray) -> list[GenerationEvent]:
+        """Sample the next token from this sequence's logits row ``(V,)``.
+
+        Returns the token's event, followed by the final event when the token
+        ends the generation (EOS, stop string, max_tokens or a full context).
+        """
+        token, logprob = self.sampler.sample(logits)
+        self.sampler.observe((token,))
+        self.generated += 1
+        self.last_token = token
+        text = self.stops.feed(self.detokenizer.push(token) if self.detokenizer is not None else "")
+        events = [self._event(token, text, logprob, None)]
+        if self.stops.matched is not None:
+            self.finish_reason = "stop"
+            events.append(self._event(None, "", None, "stop"))
+        elif token in self.eos:
+            events.append(self.finish("stop"))
+        elif self.generated >= self.limit:
+            events.append(self.finish("length"))
+        return events
+
+    def finish(self, reason: str) -> GenerationEvent:
+        """End the generation with ``reason``; returns the final event (with any held text)."""
+        if self.finished:
+            raise RuntimeError(f"sequence already finished ({self.finish_reason})")
+        # Text held back by the detokeniser may still complete a stop string.
+        text = self.stops.feed(self.detokenizer.flush() if self.detokenizer is not None else "")
+        if self.stops.matched is not None:
+            reason = "stop"
+        else:
+            text += self.stops.flush()
+        self.finish_reason = reason
+        return self._event(None, text, None, reason)
+
+    def _event(self, token: int | None, text: str, logprob: float | None, reason: str | None) -> GenerationEvent:
+        return GenerationEvent(token, text, logprob, reason, int(self.prompt.size), self.generated)
+
+
 def generate_stream(
     backend: Backend,
     tokenizer: "Tokenizer | None",
@@ -199,82 +331,27 @@ def generate_stream(
     backend call is made. The last sampled token is never fed back, so a
     session's next turn must start its prompt with it.
     """
-    params.validate()
-    if tokenizer is None and params.stop:
-        raise InvalidArgument("stop", "stop strings need a tokenizer; this model has none")
-    prompt = np.asarray(prompt_ids, dtype=np.int64).reshape(-1)
-    if prompt.size == 0:
-        raise InvalidArgument("prompt", "is empty")
-    if past_tokens < 0:
-        raise InvalidArgument("past_tokens", "must be >= 0")
-    context = backend.info.context_length
-    if past_tokens + prompt.size > context:
-        raise OutOfRange(f"prompt has {past_tokens + prompt.size} tokens; the model's context is {context}")
-    if eos_token_ids is None:
-        eos_token_ids = tokenizer.eos_token_ids if tokenizer is not None else ()
-    eos = frozenset() if params.ignore_eos else frozenset(int(t) for t in eos_token_ids)
-    return _generate(backend, tokenizer, prompt, params, cancelled, state, past_tokens, eos)
+    sequence = GenerationSequence(
+        backend.info, tokenizer, prompt_ids, params, eos_token_ids=eos_token_ids, state=state, past_tokens=past_tokens
+    )
+    return _drive(backend, sequence, cancelled or (lambda: False))
 
 
-def _generate(
-    backend: Backend,
-    tokenizer: "Tokenizer | None",
-    prompt: np.ndarray,
-    params: SamplingParams,
-    cancelled: Callable[[], bool] | None,
-    state: State | None,
-    past_tokens: int,
-    eos: frozenset[int],
-) -> Iterator[GenerationEvent]:
-    is_cancelled = cancelled or (lambda: False)
-    sampler = Sampler(params)
-    sampler.observe(prompt.tolist())
-    detok = IncrementalDetokenizer(tokenizer) if tokenizer is not None else None
-    stops = StopStringMatcher(params.stop)
-    room = backend.info.context_length - past_tokens - prompt.size  # tokens the context still holds
-    limit = min(params.max_tokens, room)
-    generated = 0
-
-    def event(token: int | None, text: str, logprob: float | None, reason: str | None) -> GenerationEvent:
-        return GenerationEvent(token, text, logprob, reason, int(prompt.size), generated)
-
-    def finish(reason: str) -> GenerationEvent:
-        # Text held back by the detokeniser may still complete a stop string.
-        text = stops.feed(detok.flush() if detok is not None else "")
-        if stops.matched is not None:
-            return event(None, text, None, "stop")
-        return event(None, text + stops.flush(), None, reason)
-
-    if state is None:
-        state = backend.new_state()
-    logits = np.empty((0, 0), dtype=np.float32)
-    for start in range(0, prompt.size, PREFILL_CHUNK):
-        if is_cancelled():
-            yield event(None, "", None, "cancelled")
+def _drive(backend: Backend, sequence: GenerationSequence, cancelled: Callable[[], bool]) -> Iterator[GenerationEvent]:
+    """Run one sequence to its end: prefill in chunks, then one decode per token."""
+    if sequence.state is None:
+        sequence.state = backend.new_state()
+    while not sequence.finished:
+        if cancelled():
+            yield sequence.finish("cancelled")
             return
-        logits = backend.prefill(prompt[start : start + PREFILL_CHUNK], state)
-
-    token: int | None = None
-    while True:
-        if generated >= limit:
-            yield finish("length")
-            return
-        if is_cancelled():
-            yield finish("cancelled")
-            return
-        if token is not None:
-            logits = backend.decode(np.array([token], dtype=np.int64), [state])
-        token, logprob = sampler.sample(logits[-1])
-        sampler.observe((token,))
-        generated += 1
-        text = stops.feed(detok.push(token) if detok is not None else "")
-        yield event(token, text, logprob, None)
-        if stops.matched is not None:
-            yield event(None, "", None, "stop")
-            return
-        if token in eos:
-            yield finish("stop")
-            return
+        if sequence.needs_prefill:
+            chunk = sequence.next_prompt_chunk(PREFILL_CHUNK)
+            events = sequence.accept_prefill(chunk.size, backend.prefill(chunk, sequence.state))
+        else:
+            logits = backend.decode(np.array([sequence.last_token], dtype=np.int64), [sequence.state])
+            events = sequence.accept_logits(logits[0])
+        yield from events
 
 
 def _is_int(value: object) -> bool:

@@ -61,6 +61,11 @@ class Model:
             self.backend, self.tokenizer, ids, params, cancelled=cancelled, eos_token_ids=self._eos_without_tokenizer()
         )
 
+    @property
+    def eos_token_ids(self) -> list[int] | None:
+        """EOS ids to stop at when there is no tokenizer (None: the tokenizer's own)."""
+        return self._eos_without_tokenizer()
+
     def _eos_without_tokenizer(self) -> list[int] | None:
         # A tokenizer knows its EOS ids; a tokenizer-less checkpoint still
         # stops where Hugging Face's generate would, at the config's eos_token_id.

@@ -1,0 +1,325 @@
+"""The continuous-batching engine: one step loop per model, on its own thread.
+
+Each step:
+
+1. drops cancelled and expired requests (queued or running), freeing their state;
+2. admits queued requests into free slots (at most ``max_batch`` run at once);
+3. prefills at most ``prefill_chunk`` prompt tokens in total, oldest request
+   first, so one long prompt is spread over several steps while every
+   running stream keeps producing a token per step;
+4. runs ONE ``backend.decode`` over every sequence that is decoding, whatever
+   its length, and samples each row with that request's own
+   :class:`~agentd.generation.GenerationSequence`.
+
+Requests wait in a bounded queue; beyond it ``submit`` raises
+:class:`ResourceExhausted` at once. A backend error fails only the requests it
+belongs to: a failed batched decode is retried row by row to find them (the
+backend contract leaves a state unchanged when its step raises, as the KV
+cache and the SSM states do). Torch-free: everything crosses the backend
+contract as NumPy.
+"""
+
+from __future__ import annotations
+
+import collections
+import itertools
+import logging
+import threading
+import time
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Collection, Sequence
+
+import numpy as np
+
+from agentd.backend import Backend
+from agentd.engine.handle import RequestHandle
+from agentd.errors import InvalidArgument, ResourceExhausted, Unavailable
+from agentd.generation import GenerationEvent, GenerationSequence, SamplingParams
+
+if TYPE_CHECKING:
+    from agentd.model import Model
+    from agentd.tokenizer import Tokenizer
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(eq=False)
+class _Request:
+    """A request inside the engine: the caller's handle and the sequence it reads."""
+
+    handle: RequestHandle
+    sequence: GenerationSequence
+
+
+class Engine:
+    """Serves concurrent generations of one decoder with continuous batching.
+
+    ``submit`` is cheap and thread-safe (it validates and enqueues); all model
+    work runs on the engine's thread, never on the caller's (or an asyncio
+    loop's) thread. Use as a context manager or call :meth:`close`.
+    """
+
+    def __init__(
+        self,
+        backend: Backend,
+        tokenizer: "Tokenizer | None",
+        *,
+        eos_token_ids: Collection[int] | None = None,
+        max_batch: int = 16,
+        max_queue: int = 64,
+        prefill_chunk: int = 256,
+        name: str = "engine",
+    ):
+        if backend.info.kind != "decoder":
+            raise InvalidArgument("model", f"{backend.info.architecture} is an encoder: it cannot generate")
+        for field, value, least in (("max_batch", max_batch, 1), ("max_queue", max_queue, 0), ("prefill_chunk", prefill_chunk, 1)):
+            if not isinstance(value, int) or isinstance(value, bool) or value < least:
+                raise InvalidArgument(field, f"must be an integer >= {least}")
+        self.backend = backend
+        self.tokenizer = tokenizer
+        self.eos_token_ids = eos_token_ids
+        self.max_batch = max_batch
+        self.max_queue = max_queue
+        self.prefill_chunk = prefill_chunk
+        self.name = name
+
+        # Guards _queue, _running and the flags; the engine thread waits on it when idle.
+        self._cond = threading.Condition()
+        self._queue: collections.deque[_Request] = collections.deque()
+        # Admission order: the oldest request gets the prefill budget first.
+        self._running: list[_Request] = []
+        self._accepting = True
+        self._stopping = False
+        self._ids = itertools.count(1)
+        self._thread = threading.Thread(target=self._loop, name=f"agentd-{name}", daemon=True)
+        self._thread.start()
+
+    @classmethod
+    def from_model(cls, model: "Model", **limits: int) -> "Engine":
+        """An engine over a loaded :class:`~agentd.model.Model` (its backend, tokenizer and EOS ids).
+
+        ``limits`` are ``max_batch``, ``max_queue`` and ``prefill_chunk``.
+        """
+        # A tokenizer knows its EOS ids; without one the checkpoint's config names them.
+        eos = model.eos_token_ids
+        return cls(model.backend, model.tokenizer, eos_token_ids=eos, name=model.path.name, **limits)
+
+    # -- callers -----------------------------------------------------------------------
+    def submit(
+        self,
+        prompt_ids: np.ndarray | Sequence[int],
+        params: SamplingParams,
+        *,
+        deadline: float | None = None,
+    ) -> RequestHandle:
+        """Queue a generation; returns its handle at once.
+
+        Everything is checked before the request is queued (``params``, prompt
+        ids, prompt length against the context): :class:`InvalidArgument` or
+        :class:`OutOfRange`. A full queue raises :class:`ResourceExhausted`, a
+        closing engine :class:`Unavailable`; neither ever blocks. ``deadline``
+        is a ``time.monotonic()`` value after which the request is cancelled.
+        """
+        sequence = GenerationSequence(
+            self.backend.info, self.tokenizer, prompt_ids, params, eos_token_ids=self.eos_token_ids
+        )
+        handle = RequestHandle(next(self._ids), int(sequence.prompt.size), deadline)
+        with self._cond:
+            if not self._accepting:
+                raise Unavailable(f"model {self.name!r} is shutting down")
+            if len(self._queue) >= self.max_queue:
+                raise ResourceExhausted(
+                    f"model {self.name!r}: {len(self._queue)} requests are already queued (max_queue); retry later"
+                )
+            self._queue.append(_Request(handle, sequence))
+            self._cond.notify_all()
+        return handle
+
+    def active_count(self) -> int:
+        """Requests holding a slot (prefilling or decoding)."""
+        with self._cond:
+            return len(self._running)
+
+    def queued_count(self) -> int:
+        """Requests waiting for a slot."""
+        with self._cond:
+            return len(self._queue)
+
+    def wait_idle(self, timeout: float | None = None) -> bool:
+        """Block until no request is queued or running; False if ``timeout`` passed first."""
+        with self._cond:
+            return self._cond.wait_for(lambda: not self._queue and not self._running, timeout)
+
+    def close(self, *, drain: bool = False, grace: float | None = None) -> None:
+        """Stop the engine. New submissions fail with :class:`Unavailable` at once.
+
+        With ``drain``, running and queued requests may finish for up to
+        ``grace`` seconds (None: as long as they take); whatever is left then
+        ends with finish_reason "cancelled". Idempotent.
+        """
+        with self._cond:
+            self._accepting = False
+        if drain:
+            self.wait_idle(grace)
+        with self._cond:
+            self._stopping = True
+            self._cond.notify_all()
+        if threading.current_thread() is not self._thread:
+            self._thread.join()
+
+    def __enter__(self) -> "Engine":
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+    # -- the engine thread -------------------------------------------------------------
+    def _loop(self) -> None:
+        while True:
+            with self._cond:
+                self._cond.wait_for(lambda: self._stopping or self._queue or self._running)
+                if self._stopping:
+                    break
+            try:
+                self._step()
+            except Exception as exc:  # a bug in the step itself: fail everyone, keep serving
+                log.exception("%s: engine step failed; failing its %d requests", self.name, self.active_count())
+                with self._cond:
+                    failed, self._running = self._running, []
+                for request in failed:
+                    self._fail(request, exc)
+            with self._cond:
+                if not self._queue and not self._running:
+                    self._cond.notify_all()  # wakes wait_idle() (only now: waking it every step costs the GIL)
+        self._shutdown()
+
+    def _step(self) -> None:
+        dropped = self._admit()
+        for request in dropped:
+            self._end(request, request.sequence.finish("cancelled"))
+        now = time.monotonic()
+        for request in list(self._running):
+            if request.handle.cancel_requested or request.handle.expired(now):
+                self._remove(request)
+                self._end(request, request.sequence.finish("cancelled"))
+        self._prefill()
+        self._decode()
+
+    def _admit(self) -> list[_Request]:
+        """Move queued requests into free slots; returns the queued ones to drop."""
+        now = time.monotonic()
+        dropped: list[_Request] = []
+        with self._cond:
+            if any(r.handle.cancel_requested or r.handle.expired(now) for r in self._queue):
+                keep: collections.deque[_Request] = collections.deque()
+                for request in self._queue:
+                    ended = request.handle.cancel_requested or request.handle.expired(now)
+                    (dropped if ended else keep).append(request)
+                self._queue = keep
+            admitted = []
+            while self._queue and len(self._running) < self.max_batch:
+                request = self._queue.popleft()
+                self._running.append(request)
+                admitted.append(request)
+        for request in admitted:
+            try:
+                request.sequence.state = self.backend.new_state()
+            except Exception as exc:  # whatever a backend raises fails this request only
+                self._remove(request)
+                self._fail(request, exc)
+        return dropped
+
+    def _prefill(self) -> None:
+        """Spend at most ``prefill_chunk`` prompt tokens, oldest request first."""
+        budget = self.prefill_chunk
+        for request in list(self._running):
+            if budget <= 0:
+                break
+            sequence = request.sequence
+            if not sequence.needs_prefill:
+                continue
+            chunk = sequence.next_prompt_chunk(budget)
+            try:
+                logits = self.backend.prefill(chunk, sequence.state)
+                events = sequence.accept_prefill(chunk.size, logits)
+            except Exception as exc:  # a backend or tokenizer error fails this request only
+                self._remove(request)
+                self._fail(request, exc)
+                continue
+            budget -= chunk.size
+            self._publish(request, events)
+
+    def _decode(self) -> None:
+        """One batched decode step for every decoding sequence."""
+        batch = [r for r in self._running if r.sequence.decoding]
+        if not batch:
+            return
+        try:
+            logits = self._decode_rows(batch)
+        except Exception:
+            # Find the culprits: a failed step leaves the states as they were.
+            log.warning("%s: batched decode of %d failed; retrying row by row", self.name, len(batch), exc_info=True)
+            for request in batch:
+                try:
+                    rows = self._decode_rows([request])
+                except Exception as exc:
+                    self._remove(request)
+                    self._fail(request, exc)
+                else:
+                    self._sample(request, rows[0])
+            return
+        for request, row in zip(batch, logits):
+            self._sample(request, row)
+
+    def _decode_rows(self, batch: list[_Request]) -> np.ndarray:
+        token_ids = np.array([r.sequence.last_token for r in batch], dtype=np.int64)  # (B,)
+        logits = self.backend.decode(token_ids, [r.sequence.state for r in batch])
+        if logits.shape[0] != len(batch):
+            raise RuntimeError(f"backend returned {logits.shape[0]} logits rows for a batch of {len(batch)}")
+        return logits  # (B, V)
+
+    def _sample(self, request: _Request, row: np.ndarray) -> None:
+        try:
+            events = request.sequence.accept_logits(row)
+        except Exception as exc:  # e.g. a tokenizer error while detokenising: this request only
+            self._remove(request)
+            self._fail(request, exc)
+            return
+        self._publish(request, events)
+
+    # -- bookkeeping ---------------------------------------------------------------------
+    def _publish(self, request: _Request, events: list[GenerationEvent]) -> None:
+        """Hand ``events`` to the caller; a final event frees the slot first."""
+        if request.sequence.finished:
+            self._remove(request)
+        for event in events:
+            request.handle.publish(event)
+
+    def _end(self, request: _Request, final: GenerationEvent) -> None:
+        """Publish the final event of a request already out of the queue and slots."""
+        request.sequence.state = None
+        request.handle.publish(final)
+
+    def _remove(self, request: _Request) -> None:
+        """Free the request's slot and state (before its final item is published, so a
+        caller that has seen the end also sees the slot free)."""
+        with self._cond:
+            if request in self._running:
+                self._running.remove(request)
+        request.sequence.state = None
+
+    def _fail(self, request: _Request, error: BaseException) -> None:
+        log.warning("%s: request %d failed: %s: %s", self.name, request.handle.request_id, type(error).__name__, error)
+        request.sequence.state = None
+        request.handle.fail(error)
+
+    def _shutdown(self) -> None:
+        """End every queued and running request as "cancelled" (the engine is stopping)."""
+        with self._cond:
+            left = list(self._running) + list(self._queue)
+            self._running, self._queue = [], collections.deque()
+            self._cond.notify_all()
+        for request in left:
+            self._end(request, request.sequence.finish("cancelled"))
+        with self._cond:
+            self._cond.notify_all()
