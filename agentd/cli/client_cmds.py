@@ -41,6 +41,8 @@ class EmbedFormat(str, enum.Enum):
 
     json = "json"
     dims = "dims"
+    #: Cosine similarity of every pair of texts (embeddings are normalised).
+    similarity = "similarity"
 
 
 def connect(socket: Path | None, tcp: str | None) -> Client:
@@ -105,7 +107,7 @@ def embed(
     texts: Annotated[list[str], typer.Argument(help="Texts to embed.")],
     model: ModelOption = None,
     output: Annotated[
-        EmbedFormat, typer.Option("--format", help="json: the vectors; dims: their count and length.")
+        EmbedFormat, typer.Option("--format", help="json: the vectors; dims: their count and length; similarity: cosine of each pair.")
     ] = EmbedFormat.json,
     socket: SocketOption = None,
     tcp: TcpOption = None,
@@ -119,6 +121,13 @@ def embed(
         vectors = client.embed(texts, model=model)
     if output is EmbedFormat.dims:
         typer.echo(f"{vectors.shape[0]} x {vectors.shape[1]}")
+        return
+    if output is EmbedFormat.similarity:
+        unit = vectors / np.maximum(np.linalg.norm(vectors, axis=1, keepdims=True), 1e-12)
+        cosine = unit @ unit.T
+        for i in range(len(texts)):
+            for j in range(i + 1, len(texts)):
+                typer.echo(f"{cosine[i, j]:+.4f}  {texts[i]!r} ~ {texts[j]!r}")
         return
     # str(np.float32) is the shortest text that reads back as the same float32.
     rows = [[float(str(np.float32(value))) for value in row] for row in vectors]

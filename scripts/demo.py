@@ -1,0 +1,84 @@
+"""`make demo`: start the daemon with its embedded default models and show it answer.
+
+Starts `agentd serve` as a real process on a private Unix socket, waits for
+the standard gRPC health check, then runs the CLI clients a user would run,
+and stops the daemon with SIGTERM (graceful drain).
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+BIN = Path(sys.executable).parent
+AGENTD = str(BIN / "agentd")
+
+
+def wait_until_serving(socket: Path, daemon: subprocess.Popen, timeout: float = 120.0) -> None:
+    import grpc
+    from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if daemon.poll() is not None:
+            sys.exit(f"demo: the daemon exited with code {daemon.returncode}")
+        if socket.exists():
+            with grpc.insecure_channel(f"unix://{socket}") as channel:
+                try:
+                    reply = health_pb2_grpc.HealthStub(channel).Check(health_pb2.HealthCheckRequest(), timeout=2)
+                    if reply.status == health_pb2.HealthCheckResponse.SERVING:
+                        return
+                except grpc.RpcError:
+                    pass
+        time.sleep(0.2)
+    sys.exit("demo: the daemon did not become healthy in time")
+
+
+def run(title: str, *args: str) -> None:
+    print(f"\n# {title}\n$ agentd {' '.join(repr(a) if ' ' in a else a for a in args)}", flush=True)
+    subprocess.run([AGENTD, *args], check=True)
+    print(flush=True)
+
+
+def main() -> None:
+    workdir = Path(tempfile.mkdtemp(prefix="agentd-demo-"))
+    socket = workdir / "agentd.sock"
+    env = {**os.environ, "AGENTD_SOCKET": str(socket)}
+    os.environ["AGENTD_SOCKET"] = str(socket)
+    print(f"$ agentd serve --socket {socket}", flush=True)
+    log_path = workdir / "daemon.log"
+    log = log_path.open("w")
+    daemon = subprocess.Popen([AGENTD, "serve", "--socket", str(socket)], env=env, stderr=log, stdout=log)
+    try:
+        wait_until_serving(socket, daemon)
+        # The daemon's banner: where it listens, what it serves (and that the
+        # generative default has random weights). Its request log stays in the file.
+        for line in log_path.read_text().splitlines():
+            if "INFO" not in line:
+                print(line)
+        run("what the daemon serves", "models", "list")
+        run("stream a completion", "generate", "The quick brown fox", "--max-tokens", "24", "--seed", "7")
+        run("one chat turn, rendered with the model's chat template", "chat", "Book me a trip to Hawaii", "--max-tokens", "24")
+        run("real all-MiniLM-L6-v2 embeddings: 384 floats per text", "embed", "pay my landlord", "--format", "dims")
+        run(
+            "cosine similarity of real all-MiniLM-L6-v2 embeddings",
+            "embed", "pay my landlord", "send the rent to my landlord", "book me a trip to Hawaii",
+            "--format", "similarity",
+        )
+    finally:
+        daemon.send_signal(signal.SIGTERM)
+        code = daemon.wait(timeout=30)
+        log.close()
+        shutil.rmtree(workdir, ignore_errors=True)
+    print(f"\nagentd serve stopped (exit {code}). Run `.venv/bin/agentd serve` to keep it running.")
+    sys.exit(code)
+
+
+if __name__ == "__main__":
+    main()
