@@ -20,6 +20,7 @@ import pluggy
 
 if TYPE_CHECKING:
     from agentd.backend import BackendSpec
+    from agentd.exporter_registry import ExporterSpec
 
 PROJECT_NAME = "agentd"
 
@@ -42,4 +43,20 @@ def register_backends(register: Callable[["BackendSpec"], None]) -> None:
 
     :param register: callback taking one ``BackendSpec``; registering two
         backends for the same architecture is an error.
+    """
+
+
+@hookspec
+def register_exporters(register: Callable[["ExporterSpec"], None]) -> None:
+    """Register model exporters (``agentd export`` targets) this plugin provides.
+
+    Called once, when agentd first needs the exporter registry (``agentd export``,
+    :func:`agentd.exporter_registry.exporter_for`). Call ``register`` once per
+    exporter with a :class:`agentd.exporter_registry.ExporterSpec` naming the
+    target format (e.g. ``onnx``), the Hugging Face architectures it converts
+    and an ``export`` function that writes a complete bundle. Import heavy
+    dependencies (torch, onnx) inside ``export``, not at module import.
+
+    :param register: callback taking one ``ExporterSpec``; registering two
+        exporters for the same target and architecture is an error.
     """

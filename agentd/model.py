@@ -114,7 +114,10 @@ class Model:
 def load_model(path: str | Path) -> Model:
     """Load a Hugging Face checkpoint directory or an agentd bundle."""
     checkpoint = Checkpoint(path)
-    spec = spec_for(checkpoint.architecture, checkpoint.path / "config.json")
+    architecture = checkpoint.architecture
+    if checkpoint.manifest is not None and "onnx" in checkpoint.manifest:
+        architecture = f"onnx:{architecture}"  # an exported bundle: served by the onnxrt backend
+    spec = spec_for(architecture, checkpoint.path / "config.json")
     backend = spec.load(checkpoint)
     tokenizer = Tokenizer.from_checkpoint(checkpoint)
     return Model(checkpoint, backend, tokenizer)

@@ -1,0 +1,47 @@
+"""ONNX exporter plugin: ``agentd export --target onnx`` for the decoder and encoder transformers.
+
+Registered through the ``register_exporters`` hook like any third-party
+exporter. onnx, onnxruntime's quantisers and torch (to read the weights with
+agentd's own loaders) are imported only when an export runs.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Callable
+
+from agentd.checkpoint import Checkpoint
+from agentd.exporter_registry import ExporterSpec, ExportOptions, Progress
+from agentd.hookspecs import hookimpl
+
+QUANTIZATIONS = ("fp32", "fp16", "int8", "int4")
+
+
+def _export(checkpoint: Checkpoint, out: Path, options: ExportOptions, progress: Progress) -> Path:
+    from agentd.exporters.onnx.export import export_onnx
+
+    return export_onnx(checkpoint, out, options, progress)
+
+
+@hookimpl
+def register_exporters(register: Callable[[ExporterSpec], None]) -> None:
+    register(
+        ExporterSpec(
+            name="onnx-decoder",
+            target="onnx",
+            architectures=("LlamaForCausalLM", "Qwen2ForCausalLM"),
+            export=_export,
+            quantizations=QUANTIZATIONS,
+            description="Llama-family decoder: one GroupQueryAttention graph with explicit KV cache, genai_config.json",
+        )
+    )
+    register(
+        ExporterSpec(
+            name="onnx-encoder",
+            target="onnx",
+            architectures=("BertModel",),
+            export=_export,
+            quantizations=QUANTIZATIONS,
+            description="BERT-family sentence encoder: pooled, normalised embeddings",
+        )
+    )

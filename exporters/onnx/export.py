@@ -1,0 +1,155 @@
+"""``export_onnx``: a checkpoint -> an agentd bundle carrying ONNX graphs, written atomically.
+
+The bundle is the usual agentd layout (``config.json``, tokenizer files, chat
+template, ``manifest.json`` with sizes and sha256 of every file) with the weights
+replaced by ``model.onnx`` + ``model.onnx.data``, plus, for decoders,
+``genai_config.json`` so onnxruntime-genai loads the same directory. The manifest
+gains an ``onnx`` section the torch-free runtime (:mod:`agentd.plugins.onnxrt`)
+reads::
+
+    "onnx": {"format_version": 1, "quantization": "int4", "block_size": 32, "opset": 23,
+             "kind": "decoder", "graphs": {"model": {"file": "model.onnx", "inputs": [...], "outputs": [...]}},
+             "state": [{"input": "past_key_values.0.key", "output": "present.0.key", "dtype": "float32",
+                        "shape": ["batch_size", 2, "past_sequence_length", 64], "sequence_axis": 2}, ...],
+             "num_hidden_layers": 30, ...}
+
+Everything is written into a hidden staging directory next to the output and
+renamed into place at the end; any failure or interrupt removes it.
+"""
+
+from __future__ import annotations
+
+import shutil
+import uuid
+from pathlib import Path
+from typing import Any
+
+from agentd import __version__
+from agentd.bundle import (
+    FORMAT,
+    FORMAT_VERSION,
+    MANIFEST_FILE,
+    OPTIONAL_FILES,
+    _check_destination,
+    _copy_file,
+    _fsync,
+    _module_configs,
+    _move_into_place,
+    _write_bytes,
+    _write_json,
+    sha256_file,
+)
+from agentd.checkpoint import Checkpoint
+from agentd.errors import InvalidArgument
+from agentd.exporter_registry import ExportOptions, Progress
+
+from . import decoder, encoder
+from .graph import OPSET, save_model, value_infos
+
+#: Version of the manifest's ``onnx`` section.
+ONNX_SECTION_VERSION = 1
+GRAPH_FILE = "model.onnx"
+GENAI_CONFIG_FILE = "genai_config.json"
+#: Manifest ``dtype`` of each ``--quant`` value.
+QUANT_DTYPES = {"fp32": "float32", "fp16": "float16", "int8": "int8", "int4": "int4"}
+STAGES = 5
+
+
+def export_onnx(checkpoint: Checkpoint, out: Path, options: ExportOptions, progress: Progress) -> Path:
+    """Write the ONNX bundle of ``checkpoint`` to ``out``; returns its path."""
+    if options.quant not in QUANT_DTYPES:
+        raise InvalidArgument("quant", f"must be one of {', '.join(QUANT_DTYPES)} (got {options.quant!r})")
+    destination = Path(out).expanduser().absolute()
+    _check_destination(checkpoint.path, destination, options.force)
+    try:
+        destination.parent.mkdir(parents=True, exist_ok=True)
+        staging = destination.with_name(f".{destination.name}.{uuid.uuid4().hex[:8]}.exporting")
+        staging.mkdir()
+    except OSError as exc:
+        raise InvalidArgument("output", f"{destination} is not writable ({exc.strerror or exc})") from None
+    try:
+        manifest = _write_bundle(checkpoint, staging, options, progress)
+        _write_json(staging / MANIFEST_FILE, manifest)
+        _fsync(staging)
+        _move_into_place(staging, destination, options.force)
+    except BaseException:  # KeyboardInterrupt too: never leave a half-written bundle
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    progress("done", STAGES, STAGES)
+    return destination
+
+
+def _write_bundle(checkpoint: Checkpoint, staging: Path, options: ExportOptions, progress: Progress) -> dict[str, Any]:
+    architecture = checkpoint.architecture
+    weight_dtype = "float16" if options.quant == "fp16" else "float32"
+    progress("loading weights and building the graph", 0, STAGES)
+    if architecture in decoder.ARCHITECTURES:
+        model, description = decoder.build_decoder_graph(
+            checkpoint, weight_dtype=weight_dtype, separate_lm_head=options.quant in ("int8", "int4")
+        )
+    else:
+        model, description = encoder.build_encoder_graph(checkpoint, weight_dtype=weight_dtype)
+    inputs, outputs = value_infos(model.graph.input), value_infos(model.graph.output)
+
+    progress("saving the graph", 1, STAGES)
+    graph_path = staging / GRAPH_FILE
+    save_model(model, graph_path)
+    del model  # the weights can be large; the quantiser reloads from disk
+    if options.quant in ("int8", "int4"):
+        from .quantize import quantize_model
+
+        progress(f"quantising to {options.quant}", 2, STAGES)
+        quantize_model(graph_path, options.quant, options.block_size)
+
+    progress("writing tokenizer, configs and manifest", 3, STAGES)
+    files = _write_support_files(checkpoint, staging)
+    if description["kind"] == "decoder":
+        files[GENAI_CONFIG_FILE] = _write_json(staging / GENAI_CONFIG_FILE, decoder.genai_config(checkpoint, description, GRAPH_FILE))
+    progress("hashing", 4, STAGES)
+    graph_files = sorted(path.name for path in staging.iterdir() if path.name.startswith(GRAPH_FILE))
+    for name in graph_files:
+        files[name] = {"sha256": sha256_file(staging / name), "size": (staging / name).stat().st_size}
+
+    section: dict[str, Any] = {
+        "format_version": ONNX_SECTION_VERSION,
+        "quantization": options.quant,
+        "opset": OPSET,
+        "providers": ["CPUExecutionProvider"],
+        "graphs": {
+            "model": {
+                "file": GRAPH_FILE,
+                "external_data": [name for name in graph_files if name != GRAPH_FILE],
+                "inputs": inputs,
+                "outputs": outputs,
+            }
+        },
+        **description,
+    }
+    if options.quant == "int4":
+        section["block_size"] = options.block_size
+    return {
+        "format": FORMAT,
+        "format_version": FORMAT_VERSION,
+        "architecture": architecture,
+        "dtype": QUANT_DTYPES[options.quant],
+        "created_by": f"agentd {__version__}",
+        "source": checkpoint.path.name,
+        "parameters": description["parameters"],
+        "files": dict(sorted(files.items())),
+        "onnx": section,
+    }
+
+
+def _write_support_files(checkpoint: Checkpoint, staging: Path) -> dict[str, dict[str, Any]]:
+    """config.json, tokenizer, chat template and sentence-transformers configs, as ``agentd import`` copies them."""
+    files = {"config.json": _copy_file(checkpoint.file("config.json"), staging / "config.json")}  # type: ignore[arg-type]
+    for relative in (*OPTIONAL_FILES, *_module_configs(checkpoint)):
+        source = checkpoint.file(relative, required=False)
+        if source is not None and relative not in files:
+            files[relative] = _copy_file(source, staging / relative)
+    if "chat_template.jinja" not in files:
+        tokenizer_config = checkpoint.read_json("tokenizer_config.json", required=False) or {}
+        template = tokenizer_config.get("chat_template")
+        if isinstance(template, str):
+            files["chat_template.jinja"] = _write_bytes(staging / "chat_template.jinja", template.encode("utf-8"))
+    return files

@@ -1,0 +1,67 @@
+"""The encoder half of the backend contract over an exported sentence-encoder graph.
+
+The graph pools and (per the checkpoint) L2-normalises inside, so ``embed`` only
+pads a batch, runs it and returns ``sentence_embedding``.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Sequence
+
+import numpy as np
+
+from agentd.backend import Backend, ModelInfo
+from agentd.checkpoint import Checkpoint
+from agentd.errors import InvalidArgument, OutOfRange
+
+#: Longest padded batch run at once; a bigger request is split (sorted by length first).
+MAX_BATCH = 32
+
+
+class OnnxEncoderBackend(Backend):
+    """An exported BERT-family encoder run by onnxruntime: ``embed`` only."""
+
+    def __init__(self, checkpoint: Checkpoint, section: dict[str, Any], session: Any):
+        self.session = session
+        # Dynamic int8 picks one activation scale per tensor, so a padded batch would
+        # make a text's embedding depend on its neighbours: run quantised graphs one text at a time.
+        self.max_batch = 1 if section.get("quantization") == "int8" else MAX_BATCH
+        self.info = ModelInfo(
+            architecture=checkpoint.architecture,
+            kind="encoder",
+            parameters=section["parameters"],
+            context_length=section["context_length"],
+            vocab_size=section["vocab_size"],
+            dtype=str((checkpoint.manifest or {}).get("dtype", "float32")),
+            embedding_dim=section["embedding_dim"],
+        )
+
+    def embed(self, batch: Sequence[Sequence[int]]) -> np.ndarray:
+        sequences = [self._check(index, ids) for index, ids in enumerate(batch)]
+        out = np.empty((len(sequences), self.info.embedding_dim), dtype=np.float32)
+        # Sorting by length keeps each padded chunk tight; results go back in request order.
+        order = sorted(range(len(sequences)), key=lambda i: len(sequences[i]))
+        for start in range(0, len(order), self.max_batch):
+            chunk = order[start : start + self.max_batch]
+            out[chunk] = self._embed_padded([sequences[i] for i in chunk])
+        return out
+
+    def _embed_padded(self, sequences: list[np.ndarray]) -> np.ndarray:
+        longest = max(len(ids) for ids in sequences)
+        input_ids = np.zeros((len(sequences), longest), dtype=np.int64)  # (B, T)
+        mask = np.zeros((len(sequences), longest), dtype=np.int64)  # (B, T)
+        for row, ids in enumerate(sequences):
+            input_ids[row, : len(ids)] = ids
+            mask[row, : len(ids)] = 1
+        (vectors,) = self.session.run(["sentence_embedding"], {"input_ids": input_ids, "attention_mask": mask})
+        return vectors
+
+    def _check(self, index: int, ids: Sequence[int]) -> np.ndarray:
+        array = np.asarray(ids, dtype=np.int64).reshape(-1)
+        if array.size == 0:
+            raise InvalidArgument("texts", f"input {index} has no tokens")
+        if array.size > self.info.context_length:
+            raise OutOfRange(f"input {index} has {array.size} tokens; the model's context is {self.info.context_length}")
+        if array.min() < 0 or array.max() >= self.info.vocab_size:
+            raise InvalidArgument("texts", f"input {index}: token ids must be in [0, {self.info.vocab_size})")
+        return array

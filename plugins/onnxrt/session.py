@@ -1,0 +1,67 @@
+"""Open an exported bundle: check its ``onnx`` manifest section and start an onnxruntime session.
+
+Torch-free by construction: this module and the backends it builds import
+numpy, onnxruntime and agentd's torch-free core only.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from agentd.backend import Backend
+from agentd.checkpoint import Checkpoint
+from agentd.errors import ModelLoadError
+
+#: Newest ``onnx`` section layout this runtime reads.
+SECTION_VERSION = 1
+
+
+def load(checkpoint: Checkpoint) -> Backend:
+    """The decoder or encoder backend for an exported bundle."""
+    section = read_section(checkpoint)
+    session = open_session(checkpoint, section)
+    if section["kind"] == "decoder":
+        from .decoder import OnnxDecoderBackend
+
+        return OnnxDecoderBackend(checkpoint, section, session)
+    from .encoder import OnnxEncoderBackend
+
+    return OnnxEncoderBackend(checkpoint, section, session)
+
+
+def read_section(checkpoint: Checkpoint) -> dict[str, Any]:
+    """The manifest's ``onnx`` section, checked for what the runtime relies on."""
+    manifest_path = checkpoint.path / "manifest.json"
+    section = (checkpoint.manifest or {}).get("onnx")
+    if not isinstance(section, dict):
+        raise ModelLoadError(manifest_path, "no 'onnx' section (not a bundle made by agentd export)")
+    version = section.get("format_version")
+    if type(version) is not int or not 1 <= version <= SECTION_VERSION:
+        raise ModelLoadError(manifest_path, f"'onnx.format_version' {version!r} is not supported (this agentd reads {SECTION_VERSION})")
+    if section.get("kind") not in ("decoder", "encoder"):
+        raise ModelLoadError(manifest_path, f"'onnx.kind' must be decoder or encoder, got {section.get('kind')!r}")
+    graph = (section.get("graphs") or {}).get("model")
+    if not isinstance(graph, dict) or not isinstance(graph.get("file"), str):
+        raise ModelLoadError(manifest_path, "'onnx.graphs.model.file' is missing")
+    required = (
+        ("num_hidden_layers", "num_key_value_heads", "head_dim", "vocab_size", "context_length", "parameters")
+        if section["kind"] == "decoder"
+        else ("embedding_dim", "vocab_size", "context_length", "parameters")
+    )
+    for key in required:
+        if type(section.get(key)) is not int or section[key] <= 0:
+            raise ModelLoadError(manifest_path, f"'onnx.{key}' must be a positive integer")
+    return section
+
+
+def open_session(checkpoint: Checkpoint, section: dict[str, Any]) -> Any:
+    """An ``InferenceSession`` on the bundle's graph (its sha256 already verified by Checkpoint)."""
+    import onnxruntime as ort
+
+    path = checkpoint.file(section["graphs"]["model"]["file"])
+    options = ort.SessionOptions()
+    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    try:
+        return ort.InferenceSession(str(path), sess_options=options, providers=["CPUExecutionProvider"])
+    except Exception as exc:  # onnxruntime raises its own Fail/InvalidGraph types
+        raise ModelLoadError(path, f"onnxruntime cannot load the graph ({exc})") from None
