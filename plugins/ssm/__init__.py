@@ -1,8 +1,48 @@
-"""agentd ssm backends (registered in the ssm helper's work)."""
+"""State-space backends: Mamba and Mamba-2.
 
+Both keep a fixed-size state per sequence (the last ``conv_kernel - 1``
+inputs of each causal conv plus the SSM state) instead of a KV cache, so
+``state_bytes_per_token == 0``. Registered through the ``agentd`` entry-point
+group like any third-party plugin; torch is imported only when a model is
+loaded.
+"""
+
+from __future__ import annotations
+
+from typing import Callable
+
+from agentd.backend import Backend, BackendSpec
+from agentd.checkpoint import Checkpoint
 from agentd.hookspecs import hookimpl
 
 
+def _load_mamba(checkpoint: Checkpoint) -> Backend:
+    from agentd.plugins.ssm.mamba import load
+
+    return load(checkpoint)
+
+
+def _load_mamba2(checkpoint: Checkpoint) -> Backend:
+    from agentd.plugins.ssm.mamba2 import load
+
+    return load(checkpoint)
+
+
 @hookimpl
-def register_backends(register) -> None:
-    """Filled in when the backends land."""
+def register_backends(register: Callable[[BackendSpec], None]) -> None:
+    register(
+        BackendSpec(
+            name="mamba",
+            architectures=("MambaForCausalLM",),
+            load=_load_mamba,
+            description="Mamba selective SSM (chunked parallel scan prefill, fixed-size conv+ssm state)",
+        )
+    )
+    register(
+        BackendSpec(
+            name="mamba2",
+            architectures=("Mamba2ForCausalLM",),
+            load=_load_mamba2,
+            description="Mamba-2 state-space duality (chunked SSD prefill, fixed-size conv+ssm state)",
+        )
+    )
