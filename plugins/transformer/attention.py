@@ -1,0 +1,123 @@
+"""Causal grouped-query attention, FlashAttention style: never an N x N score matrix.
+
+Two twins with one meaning:
+
+* :func:`flash_attention_ref` — the algorithm in plain torch, readable: queries
+  in blocks, keys/values streamed block by block, softmax computed online with
+  a running maximum and a running sum, so extra memory is
+  ``O(block_q * block_k)`` per head instead of ``O(Tq * Tk)``.
+* :func:`attention` — the fast path the model runs:
+  ``torch.nn.functional.scaled_dot_product_attention``, which on CPU dispatches
+  to ``aten::_scaled_dot_product_flash_attention_for_cpu`` (the same tiled
+  online-softmax algorithm in C++, threaded over batch x heads x query blocks).
+  Checked with the torch profiler on torch 2.13: that op is chosen for
+  ``is_causal=True``, for boolean masks, with ``enable_gqa=True`` (no
+  ``repeat_interleave`` of K/V) and for single-query decode; see
+  ``tests/test_attention.py::test_fast_path_uses_cpu_flash_kernel``.
+
+Positions: queries are tokens ``q_offset .. q_offset+Tq-1`` of a sequence whose
+keys are tokens ``0 .. Tk-1`` with ``Tk = q_offset + Tq`` (a KV cache holding
+``q_offset`` earlier tokens). Query ``i`` sees keys ``j <= q_offset + i``: the
+causal mask is aligned bottom-right. SDPA's ``is_causal`` aligns it top-left,
+so it is used only when ``q_offset == 0``.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+
+#: Query rows per SDPA call when a KV-cache offset needs an explicit mask; the
+#: boolean mask is then ``(MASK_BLOCK_Q, Tk)``, linear in the context length.
+MASK_BLOCK_Q = 256
+
+
+def attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, q_offset: int) -> torch.Tensor:
+    """Causal attention through SDPA's CPU flash kernel.
+
+    :param q: ``(B, H, Tq, D)`` queries at positions ``q_offset ..``.
+    :param k: ``(B, KVH, Tk, D)`` keys of positions ``0 .. Tk-1``, ``Tk = q_offset + Tq``;
+        ``H`` a multiple of ``KVH`` (grouped-query attention). Any strides with a
+        contiguous last dimension (KV-cache views are fine).
+    :param v: ``(B, KVH, Tk, D)`` values.
+    :return: ``(B, H, Tq, D)``.
+    """
+    tq, tk = q.shape[2], k.shape[2]
+    gqa = q.shape[1] != k.shape[1]
+    if tq == 1:
+        # The newest token sees the whole cache: no mask at all.
+        return F.scaled_dot_product_attention(q, k, v, enable_gqa=gqa)
+    if q_offset == 0:
+        return F.scaled_dot_product_attention(q, k, v, is_causal=True, enable_gqa=gqa)
+    # A chunk after cached tokens: bottom-right causal mask, built a block of
+    # query rows at a time so the mask never grows to Tq x Tk.
+    out = q.new_empty(q.shape)
+    key_pos = torch.arange(tk, device=q.device)
+    for start in range(0, tq, MASK_BLOCK_Q):
+        end = min(start + MASK_BLOCK_Q, tq)
+        visible = q_offset + end  # keys beyond the block's last query are masked for all its rows
+        query_pos = torch.arange(q_offset + start, q_offset + end, device=q.device)
+        mask = key_pos[None, :visible] <= query_pos[:, None]  # (rows, visible)
+        out[:, :, start:end] = F.scaled_dot_product_attention(
+            q[:, :, start:end], k[:, :, :visible], v[:, :, :visible], attn_mask=mask, enable_gqa=gqa
+        )
+    return out
+
+
+def flash_attention_ref(
+    q: torch.Tensor,
+    k: torch.Tensor,
+    v: torch.Tensor,
+    q_offset: int = 0,
+    *,
+    block_q: int = 64,
+    block_k: int = 64,
+    scale: float | None = None,
+) -> torch.Tensor:
+    """FlashAttention's tiled online-softmax forward pass, in plain torch.
+
+    Same arguments and result as :func:`attention`. For each block of queries,
+    keys and values are visited one block at a time; the block's scores
+    ``S = Q K^T * scale`` update a running row maximum ``m``, a running sum of
+    exponentials ``l`` and an unnormalised output ``acc``, rescaling the old
+    ones by ``exp(m_old - m_new)``. Only ``(block_q, block_k)`` scores exist at
+    any time. Key blocks entirely in a query block's future are skipped.
+    """
+    batch, heads, tq, dim = q.shape
+    kv_heads, tk = k.shape[1], k.shape[2]
+    if tk != q_offset + tq:
+        raise ValueError(f"expected {q_offset + tq} keys for q_offset={q_offset}, got {tk}")
+    groups = heads // kv_heads
+    scale = 1.0 / math.sqrt(dim) if scale is None else scale
+    # Queries sharing a KV head sit in one group dimension, so K/V are never repeated.
+    q = q.reshape(batch, kv_heads, groups, tq, dim)  # (B, KVH, G, Tq, D)
+    k = k.unsqueeze(2)  # (B, KVH, 1, Tk, D)
+    v = v.unsqueeze(2)  # (B, KVH, 1, Tk, D)
+    out = q.new_empty(q.shape)  # (B, KVH, G, Tq, D)
+
+    for q_start in range(0, tq, block_q):
+        q_end = min(q_start + block_q, tq)
+        q_block = q[:, :, :, q_start:q_end] * scale  # (B, KVH, G, bq, D)
+        rows = q_end - q_start
+        query_pos = torch.arange(q_offset + q_start, q_offset + q_end, device=q.device)
+        row_max = q.new_full((batch, kv_heads, groups, rows, 1), -math.inf)
+        row_sum = q.new_zeros((batch, kv_heads, groups, rows, 1))
+        acc = q.new_zeros((batch, kv_heads, groups, rows, dim))
+        # Block 0 holds key 0, which every query sees, so row_max is finite
+        # after the first step and fully masked rows of later blocks add exp(-inf) = 0.
+        for k_start in range(0, q_offset + q_end, block_k):
+            k_end = min(k_start + block_k, q_offset + q_end)
+            scores = q_block @ k[:, :, :, k_start:k_end].transpose(-1, -2)  # (B, KVH, G, bq, bk)
+            if k_end - 1 > q_offset + q_start:  # the block reaches past some query: mask the future
+                key_pos = torch.arange(k_start, k_end, device=q.device)
+                scores = scores.masked_fill(key_pos[None, :] > query_pos[:, None], -math.inf)
+            new_max = torch.maximum(row_max, scores.amax(dim=-1, keepdim=True))
+            probs = torch.exp(scores - new_max)  # (B, KVH, G, bq, bk)
+            rescale = torch.exp(row_max - new_max)  # shrinks what earlier blocks summed
+            row_sum = row_sum * rescale + probs.sum(dim=-1, keepdim=True)
+            acc = acc * rescale + probs @ v[:, :, :, k_start:k_end]  # (B, KVH, G, bq, D)
+            row_max = new_max
+        out[:, :, :, q_start:q_end] = acc / row_sum
+    return out.reshape(batch, heads, tq, dim)  # (B, H, Tq, D)

@@ -1,0 +1,99 @@
+"""The Llama/Qwen2 decoder backend: the backend contract over :class:`LlamaModel`.
+
+State is a :class:`KVCache` per sequence. ``prefill`` runs a chunk of prompt
+tokens through the model in parallel (tiled causal attention); ``decode`` runs
+one token for each of ``B`` sequences with the projections, MLP and LM head
+batched across them and attention per sequence over its own cache.
+"""
+
+from __future__ import annotations
+
+from typing import Sequence
+
+import numpy as np
+import torch
+
+from agentd.backend import Backend, ModelInfo
+from agentd.checkpoint import Checkpoint
+from agentd.errors import InvalidArgument, OutOfRange
+
+from .kv_cache import KVCache
+from .llama import LlamaConfig, LlamaModel
+
+_FLOAT32_BYTES = 4
+
+
+class DecoderBackend(Backend):
+    """A loaded Llama-family model serving prefill/decode over KV-cache states."""
+
+    def __init__(self, model: LlamaModel):
+        self.model = model
+        c = model.config
+        self.info = ModelInfo(
+            architecture=c.architecture,
+            kind="decoder",
+            parameters=model.parameter_count(),
+            context_length=c.max_position_embeddings,
+            vocab_size=c.vocab_size,
+            dtype="float32",
+            # One key and one value vector per layer and KV head, float32.
+            state_bytes_per_token=2 * c.num_hidden_layers * c.num_key_value_heads * c.head_dim * _FLOAT32_BYTES,
+        )
+
+    def new_state(self) -> KVCache:
+        c = self.model.config
+        return KVCache(c.num_hidden_layers, c.num_key_value_heads, c.head_dim)
+
+    def prefill(self, token_ids: np.ndarray, state: KVCache, *, all_logits: bool = False) -> np.ndarray:
+        ids = self._check_ids(token_ids, "token_ids")
+        if ids.size == 0:
+            raise InvalidArgument("token_ids", "is empty")
+        self._check_room(state, ids.size)
+        with torch.inference_mode():
+            logits = self.model.forward(torch.from_numpy(ids).view(1, -1), [state], all_logits)
+        return logits.numpy()
+
+    def decode(self, token_ids: np.ndarray, states: Sequence[KVCache]) -> np.ndarray:
+        ids = self._check_ids(token_ids, "token_ids")
+        if ids.size != len(states):
+            raise InvalidArgument("token_ids", f"has {ids.size} tokens for {len(states)} states")
+        if ids.size == 0:
+            raise InvalidArgument("token_ids", "is empty")
+        if len({id(state) for state in states}) != len(states):
+            raise InvalidArgument("states", "the same state appears twice in one batch")
+        for state in states:
+            self._check_room(state, 1)
+        with torch.inference_mode():
+            logits = self.model.forward(torch.from_numpy(ids).view(-1, 1), states, False)
+        return logits.numpy()
+
+    def state_bytes(self, state: KVCache) -> int:
+        return state.nbytes
+
+    def save_state(self, state: KVCache) -> bytes:
+        return state.to_bytes()
+
+    def load_state(self, data: bytes) -> KVCache:
+        c = self.model.config
+        return KVCache.from_bytes(data, c.num_hidden_layers, c.num_key_value_heads, c.head_dim)
+
+    def _check_ids(self, token_ids: np.ndarray, field: str) -> np.ndarray:
+        ids = np.ascontiguousarray(token_ids, dtype=np.int64).reshape(-1)
+        if ids.size and (ids.min() < 0 or ids.max() >= self.info.vocab_size):
+            raise InvalidArgument(field, f"token ids must be in [0, {self.info.vocab_size})")
+        return ids
+
+    def _check_room(self, state: KVCache, tokens: int) -> None:
+        if state.length + tokens > self.info.context_length:
+            raise OutOfRange(
+                f"sequence would reach {state.length + tokens} tokens; "
+                f"the model's context is {self.info.context_length}"
+            )
+
+
+def load(checkpoint: Checkpoint) -> Backend:
+    """Build the decoder backend from a Hugging Face Llama/Qwen2 checkpoint (weights as float32)."""
+    config = LlamaConfig.from_hf(checkpoint.config, checkpoint.path / "config.json")
+    model = LlamaModel(config, checkpoint.path)
+    model.load(checkpoint.tensors("pt"))
+    return DecoderBackend(model)

@@ -1,0 +1,404 @@
+"""Llama-family decoder (LlamaForCausalLM, Qwen2ForCausalLM) in plain torch, for inference.
+
+Pre-norm blocks: RMSNorm -> grouped-query attention with rotary positions ->
+residual; RMSNorm -> SwiGLU MLP -> residual; a final RMSNorm and the LM head
+(tied to the embedding or not). Qwen2 is the same network with biases on the
+q/k/v projections.
+
+Built for batch-1 decode on a few CPU cores, which is memory-bandwidth bound:
+q/k/v are fused into one weight and gate/up into another when the checkpoint
+is read, so a step runs three big matmuls per layer instead of seven; every
+projection is ``F.linear`` over all the rows of the batch at once; attention
+(see :mod:`.attention`) runs per sequence over that sequence's own KV cache.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Iterable, Sequence
+
+import torch
+import torch.nn.functional as F
+
+from agentd.errors import ModelLoadError
+
+from .attention import attention
+from .kv_cache import KVCache
+
+#: Rows of hidden state pushed through an MLP at once. Bounds the
+#: ``(rows, 2 * intermediate)`` activation of a long prefill without slowing it.
+MLP_ROWS = 1024
+
+#: RoPE variants understood (``rope_type`` of ``rope_parameters`` / ``rope_scaling``)
+#: and the parameters each needs.
+ROPE_TYPES: dict[str, tuple[str, ...]] = {
+    "default": (),
+    "linear": ("factor",),
+    "llama3": ("factor", "low_freq_factor", "high_freq_factor", "original_max_position_embeddings"),
+}
+
+
+@dataclass
+class LlamaConfig:
+    """The fields of a Hugging Face ``config.json`` this model needs."""
+
+    architecture: str
+    vocab_size: int
+    hidden_size: int
+    intermediate_size: int
+    num_hidden_layers: int
+    num_attention_heads: int
+    num_key_value_heads: int
+    max_position_embeddings: int
+    rms_norm_eps: float = 1e-6
+    rope_theta: float = 10000.0
+    #: ``default``, ``linear`` or ``llama3``.
+    rope_type: str = "default"
+    #: The other ``rope_parameters`` / ``rope_scaling`` entries (``factor``, ...).
+    rope_params: dict[str, Any] = field(default_factory=dict)
+    #: Per-head width; ``hidden_size // num_attention_heads`` when the config omits it.
+    head_dim: int = 0
+    tie_word_embeddings: bool = False
+    #: Biases on q/k/v (Qwen2 always, Llama with ``attention_bias``).
+    qkv_bias: bool = False
+    #: Bias on o_proj (Llama with ``attention_bias``).
+    o_bias: bool = False
+    #: Biases on gate/up/down (Llama with ``mlp_bias``).
+    mlp_bias: bool = False
+
+    # Derived in __post_init__.
+    q_size: int = field(init=False)
+    kv_size: int = field(init=False)
+
+    def __post_init__(self) -> None:
+        if not self.head_dim:
+            self.head_dim = self.hidden_size // self.num_attention_heads
+        self.q_size = self.num_attention_heads * self.head_dim
+        self.kv_size = self.num_key_value_heads * self.head_dim
+
+    @classmethod
+    def from_hf(cls, config: dict[str, Any], path: Path) -> "LlamaConfig":
+        """Read ``config.json`` (transformers 4.x or 5.x layout); problems name the field."""
+
+        def need(name: str) -> Any:
+            value = config.get(name)
+            if not isinstance(value, int) or isinstance(value, bool) or value <= 0:
+                raise ModelLoadError(path, f"'{name}' must be a positive integer, got {value!r}")
+            return value
+
+        architecture = config["architectures"][0]
+        qwen2 = architecture == "Qwen2ForCausalLM"
+        heads = need("num_attention_heads")
+        kv_heads = config.get("num_key_value_heads") or heads
+        if not isinstance(kv_heads, int) or heads % kv_heads:
+            raise ModelLoadError(path, f"'num_key_value_heads' ({kv_heads!r}) must divide num_attention_heads ({heads})")
+        act = config.get("hidden_act", "silu")
+        if act != "silu":
+            raise ModelLoadError(path, f"'hidden_act' {act!r} is not supported (only silu)")
+        if config.get("use_sliding_window"):
+            raise ModelLoadError(path, "'use_sliding_window' is not supported")
+        hidden = need("hidden_size")
+        head_dim = config.get("head_dim") or 0
+        if not head_dim and hidden % heads:
+            raise ModelLoadError(path, f"'hidden_size' {hidden} is not a multiple of num_attention_heads {heads}")
+
+        # transformers 5.x writes `rope_parameters` (theta inside); 4.x wrote
+        # `rope_scaling` (`type` or `rope_type`) and a top-level `rope_theta`.
+        rope: dict[str, Any] = {}
+        for key in ("rope_scaling", "rope_parameters"):
+            value = config.get(key)
+            if isinstance(value, dict):
+                rope.update(value)
+            elif value is not None:
+                raise ModelLoadError(path, f"'{key}' must be an object, got {value!r}")
+        theta = float(rope.pop("rope_theta", config.get("rope_theta", 10000.0)))
+        legacy_type = rope.pop("type", "default")
+        rope_type = rope.pop("rope_type", legacy_type)
+        if rope_type not in ROPE_TYPES:
+            raise ModelLoadError(path, f"'rope_type' {rope_type!r} is not supported ({', '.join(ROPE_TYPES)})")
+        for name in ROPE_TYPES[rope_type]:
+            if not isinstance(rope.get(name), (int, float)):
+                raise ModelLoadError(path, f"rope_type {rope_type!r} needs a number '{name}'")
+        if rope.get("partial_rotary_factor", 1.0) != 1.0:
+            raise ModelLoadError(path, "'partial_rotary_factor' other than 1.0 is not supported")
+
+        attention_bias = bool(config.get("attention_bias", False))
+        return cls(
+            architecture=architecture,
+            vocab_size=need("vocab_size"),
+            hidden_size=hidden,
+            intermediate_size=need("intermediate_size"),
+            num_hidden_layers=need("num_hidden_layers"),
+            num_attention_heads=heads,
+            num_key_value_heads=kv_heads,
+            max_position_embeddings=need("max_position_embeddings"),
+            rms_norm_eps=float(config.get("rms_norm_eps", 1e-6)),
+            rope_theta=theta,
+            rope_type=rope_type,
+            rope_params=rope,
+            head_dim=head_dim,
+            tie_word_embeddings=bool(config.get("tie_word_embeddings", False)),
+            qkv_bias=qwen2 or attention_bias,
+            o_bias=attention_bias and not qwen2,
+            mlp_bias=bool(config.get("mlp_bias", False)) and not qwen2,
+        )
+
+
+def rope_inverse_frequencies(config: LlamaConfig) -> torch.Tensor:
+    """``theta ** (-2i / head_dim)``, rescaled per ``rope_type`` (float32, ``(head_dim/2,)``)."""
+    dim = config.head_dim
+    # Same expression and dtypes as the reference so the tables agree bit for bit.
+    inv_freq = 1.0 / (config.rope_theta ** (torch.arange(0, dim, 2, dtype=torch.int64).float() / dim))
+    params = config.rope_params  # LlamaConfig.from_hf checked the entries each type needs
+    if config.rope_type == "linear":
+        return inv_freq / float(params["factor"])
+    if config.rope_type == "llama3":
+        factor = float(params["factor"])
+        low_freq_factor = float(params["low_freq_factor"])
+        high_freq_factor = float(params["high_freq_factor"])
+        old_context = float(params["original_max_position_embeddings"])
+        low_freq_wavelen = old_context / low_freq_factor
+        high_freq_wavelen = old_context / high_freq_factor
+        wavelen = 2 * math.pi / inv_freq
+        # Long wavelengths are stretched by `factor`, short ones kept, the band between interpolated.
+        scaled = torch.where(wavelen > low_freq_wavelen, inv_freq / factor, inv_freq)
+        smooth = (old_context / wavelen - low_freq_factor) / (high_freq_factor - low_freq_factor)
+        smoothed = (1 - smooth) * scaled / factor + smooth * scaled
+        medium = (wavelen >= high_freq_wavelen) & (wavelen <= low_freq_wavelen)
+        return torch.where(medium, smoothed, scaled)
+    return inv_freq
+
+
+class RotaryEmbedding:
+    """cos/sin tables of rotary positions, grown by doubling up to the context length."""
+
+    def __init__(self, inv_freq: torch.Tensor, max_positions: int):
+        self.inv_freq = inv_freq
+        self.max_positions = max_positions
+        self.cos = torch.empty(0, inv_freq.numel())
+        self.sin = torch.empty(0, inv_freq.numel())
+
+    def _grow(self, end: int) -> None:
+        if end > self.cos.shape[0]:
+            size = min(max(end, 2 * self.cos.shape[0], 256), max(self.max_positions, end))
+            angles = torch.outer(torch.arange(size, dtype=torch.float32), self.inv_freq)  # (P, D/2)
+            self.cos, self.sin = angles.cos(), angles.sin()
+
+    def span(self, start: int, steps: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """cos and sin ``(1, T, 1, head_dim/2)`` of positions ``start .. start+T-1`` (views, no gather)."""
+        self._grow(start + steps)
+        return self.cos[start : start + steps, None].unsqueeze(0), self.sin[start : start + steps, None].unsqueeze(0)
+
+    def lookup(self, positions: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """cos and sin ``(B, T, 1, head_dim/2)`` for arbitrary ``positions`` ``(B, T)``."""
+        self._grow(int(positions.max()) + 1)
+        return self.cos[positions].unsqueeze(2), self.sin[positions].unsqueeze(2)
+
+
+@dataclass
+class DecoderLayer:
+    """One block's weights, with q/k/v and gate/up fused along the output dimension."""
+
+    attn_norm: torch.Tensor  # (C,)
+    qkv_weight: torch.Tensor  # (q_size + 2 kv_size, C)
+    qkv_bias: torch.Tensor | None
+    o_weight: torch.Tensor  # (C, q_size)
+    o_bias: torch.Tensor | None
+    mlp_norm: torch.Tensor  # (C,)
+    gate_up_weight: torch.Tensor  # (2 I, C): gate rows then up rows
+    gate_up_bias: torch.Tensor | None
+    down_weight: torch.Tensor  # (C, I)
+    down_bias: torch.Tensor | None
+
+
+class LlamaModel:
+    """Weights plus the forward pass over per-sequence KV caches."""
+
+    def __init__(self, config: LlamaConfig, path: Path):
+        """Allocate float32 weights of the right shapes; :meth:`load` fills them.
+
+        ``path`` (the checkpoint directory) is named by loading errors.
+        """
+        self.config = config
+        c = config
+        hidden, inter = c.hidden_size, c.intermediate_size
+        qkv_rows = c.q_size + 2 * c.kv_size
+
+        def bias(enabled: bool, size: int) -> torch.Tensor | None:
+            return torch.empty(size) if enabled else None
+
+        self.embed = torch.empty(c.vocab_size, hidden)
+        self.layers = [
+            DecoderLayer(
+                attn_norm=torch.empty(hidden),
+                qkv_weight=torch.empty(qkv_rows, hidden),
+                qkv_bias=bias(c.qkv_bias, qkv_rows),
+                o_weight=torch.empty(hidden, c.q_size),
+                o_bias=bias(c.o_bias, hidden),
+                mlp_norm=torch.empty(hidden),
+                gate_up_weight=torch.empty(2 * inter, hidden),
+                gate_up_bias=bias(c.mlp_bias, 2 * inter),
+                down_weight=torch.empty(hidden, inter),
+                down_bias=bias(c.mlp_bias, hidden),
+            )
+            for _ in range(c.num_hidden_layers)
+        ]
+        self.norm = torch.empty(hidden)
+        self.lm_head = self.embed if c.tie_word_embeddings else torch.empty(c.vocab_size, hidden)
+        self.rotary = RotaryEmbedding(rope_inverse_frequencies(c), c.max_position_embeddings)
+        self.path = path
+
+    # -- weights ---------------------------------------------------------------
+    def _destinations(self) -> dict[str, torch.Tensor]:
+        """Hugging Face tensor name -> the (slice of a fused) tensor it fills."""
+        c = self.config
+        q, kv, inter = c.q_size, c.kv_size, c.intermediate_size
+        out: dict[str, torch.Tensor] = {"model.embed_tokens.weight": self.embed, "model.norm.weight": self.norm}
+        if not c.tie_word_embeddings:
+            out["lm_head.weight"] = self.lm_head
+        for i, layer in enumerate(self.layers):
+            p = f"model.layers.{i}."
+            out[p + "input_layernorm.weight"] = layer.attn_norm
+            out[p + "post_attention_layernorm.weight"] = layer.mlp_norm
+            for part, tensor in (("weight", layer.qkv_weight), ("bias", layer.qkv_bias)):
+                if tensor is not None:
+                    out[p + f"self_attn.q_proj.{part}"] = tensor[:q]
+                    out[p + f"self_attn.k_proj.{part}"] = tensor[q : q + kv]
+                    out[p + f"self_attn.v_proj.{part}"] = tensor[q + kv :]
+            out[p + "self_attn.o_proj.weight"] = layer.o_weight
+            if layer.o_bias is not None:
+                out[p + "self_attn.o_proj.bias"] = layer.o_bias
+            for part, tensor in (("weight", layer.gate_up_weight), ("bias", layer.gate_up_bias)):
+                if tensor is not None:
+                    out[p + f"mlp.gate_proj.{part}"] = tensor[:inter]
+                    out[p + f"mlp.up_proj.{part}"] = tensor[inter:]
+            out[p + "mlp.down_proj.weight"] = layer.down_weight
+            if layer.down_bias is not None:
+                out[p + "mlp.down_proj.bias"] = layer.down_bias
+        return out
+
+    def load(self, tensors: Iterable[tuple[str, torch.Tensor]]) -> None:
+        """Copy Hugging Face tensors into place, converting to float32 as they stream in.
+
+        Each tensor is copied straight into its slice of the fused weights, so
+        loading never holds more than the model plus one checkpoint tensor.
+        Unknown, missing, duplicate or misshapen tensors raise ModelLoadError naming them.
+        """
+        destinations = self._destinations()
+        filled: set[str] = set()
+        for name, tensor in tensors:
+            if name.endswith("rotary_emb.inv_freq"):
+                continue  # a buffer older transformers saved; recomputed from config.json
+            if name == "lm_head.weight" and self.config.tie_word_embeddings:
+                continue  # tied: the embedding is the head
+            target = destinations.get(name)
+            if target is None:
+                raise ModelLoadError(self.path, f"unexpected tensor {name!r} for {self.config.architecture}")
+            if name in filled:
+                raise ModelLoadError(self.path, f"tensor {name!r} appears twice")
+            if tuple(tensor.shape) != tuple(target.shape):
+                raise ModelLoadError(
+                    self.path, f"tensor {name!r} has shape {tuple(tensor.shape)}, expected {tuple(target.shape)}"
+                )
+            if not tensor.is_floating_point():
+                raise ModelLoadError(self.path, f"tensor {name!r} has non-float dtype {tensor.dtype}")
+            target.copy_(tensor)  # bf16/fp16 -> fp32 here
+            filled.add(name)
+        missing = [name for name in destinations if name not in filled]
+        if missing:
+            more = f" (and {len(missing) - 1} more)" if len(missing) > 1 else ""
+            raise ModelLoadError(self.path, f"missing tensor {missing[0]!r}{more}")
+
+    def parameter_count(self) -> int:
+        """Parameters as the checkpoint stores them (a tied head counted once)."""
+        tensors = [self.embed, self.norm]
+        if not self.config.tie_word_embeddings:
+            tensors.append(self.lm_head)
+        for layer in self.layers:
+            tensors += [t for t in vars(layer).values() if t is not None]
+        return sum(t.numel() for t in tensors)
+
+    # -- forward ---------------------------------------------------------------
+    def forward(self, token_ids: torch.Tensor, caches: Sequence[KVCache], all_logits: bool) -> torch.Tensor:
+        """Run ``token_ids`` ``(B, T)`` after what each of the ``B`` caches holds.
+
+        Writes the new keys/values into the caches and commits them only when
+        the whole pass succeeded. Returns logits ``(B*T, V)`` if ``all_logits``
+        else ``(B, V)`` for each sequence's last token.
+        """
+        c = self.config
+        batch, steps = token_ids.shape
+        heads, kv_heads, dim = c.num_attention_heads, c.num_key_value_heads, c.head_dim
+        starts = [cache.length for cache in caches]
+        for cache, start in zip(caches, starts):
+            cache.reserve(start + steps)
+        if batch == 1:
+            cos, sin = self.rotary.span(starts[0], steps)  # (1, T, 1, D/2)
+        else:
+            positions = torch.tensor(starts).unsqueeze(1) + torch.arange(steps)  # (B, T)
+            cos, sin = self.rotary.lookup(positions)  # (B, T, 1, D/2)
+
+        x = F.embedding(token_ids.reshape(-1), self.embed)  # (B*T, C), the residual stream
+        for index, layer in enumerate(self.layers):
+            h = _rms_norm(x, layer.attn_norm, c.rms_norm_eps)
+            qkv = F.linear(h, layer.qkv_weight, layer.qkv_bias).view(batch, steps, -1)  # (B, T, Q+2KV)
+            # Rotate q and k heads in one go: they are adjacent columns of qkv.
+            qk = _rotate(qkv[..., : c.q_size + c.kv_size].view(batch, steps, heads + kv_heads, dim), cos, sin)
+            values = qkv[..., c.q_size + c.kv_size :].view(batch, steps, kv_heads, dim)  # (B, T, KVH, D)
+            if batch == 1:
+                attn = self._attend(index, caches[0], starts[0], qk[0], values[0])  # (T, H, D)
+            else:
+                attn = x.new_empty(batch, steps, heads, dim)
+                for b, cache in enumerate(caches):
+                    attn[b] = self._attend(index, cache, starts[b], qk[b], values[b])
+            x.add_(F.linear(attn.reshape(batch * steps, c.q_size), layer.o_weight, layer.o_bias))
+            self._mlp(layer, x)
+
+        for cache in caches:
+            cache.advance(steps)
+        if not all_logits:
+            x = x.view(batch, steps, -1)[:, -1]  # (B, C)
+        x = _rms_norm(x, self.norm, c.rms_norm_eps)
+        return F.linear(x, self.lm_head)
+
+    def _attend(
+        self, layer: int, cache: KVCache, start: int, qk: torch.Tensor, values: torch.Tensor
+    ) -> torch.Tensor:
+        """Attention of one sequence's ``T`` new tokens over its cache; returns ``(T, H, D)``."""
+        heads = self.config.num_attention_heads
+        cache.write(layer, qk[:, heads:], values)
+        keys, vals = cache.view(layer, start + qk.shape[0])  # (1, KVH, start+T, D)
+        queries = qk[:, :heads].transpose(0, 1).unsqueeze(0)  # (1, H, T, D)
+        return attention(queries, keys, vals, start)[0].transpose(0, 1)  # (T, H, D)
+
+    def _mlp(self, layer: DecoderLayer, x: torch.Tensor) -> None:
+        """``x += down(silu(gate(norm x)) * up(norm x))``, a block of rows at a time."""
+        c = self.config
+        for start in range(0, x.shape[0], MLP_ROWS):
+            rows = x[start : start + MLP_ROWS]
+            h = _rms_norm(rows, layer.mlp_norm, c.rms_norm_eps)
+            gate_up = F.linear(h, layer.gate_up_weight, layer.gate_up_bias)  # (rows, 2I)
+            gate, up = gate_up.split(c.intermediate_size, dim=-1)
+            rows.add_(F.linear(F.silu(gate).mul_(up), layer.down_weight, layer.down_bias))
+
+
+def _rms_norm(x: torch.Tensor, weight: torch.Tensor, eps: float) -> torch.Tensor:
+    """``x / sqrt(mean(x^2) + eps) * weight`` over the last dimension.
+
+    Written out because ``F.rms_norm`` (and ``mean``) on CPU add dtype-conversion
+    copies; at batch-1 decode, small ops times 61 norms is measurable latency.
+    """
+    mean_square = x.pow(2).sum(-1, keepdim=True).div_(x.shape[-1])
+    return x * mean_square.add_(eps).rsqrt_() * weight
+
+
+def _rotate(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
+    """Rotary embedding in the half-split layout: ``(x1, x2) -> (x1 cos - x2 sin, x2 cos + x1 sin)``.
+
+    ``x`` ``(B, T, heads, D)``; ``cos``/``sin`` ``(B, T, 1, D/2)``. Returns a new contiguous tensor.
+    """
+    half = x.shape[-1] // 2
+    x1, x2 = x[..., :half], x[..., half:]
+    return torch.cat((x1 * cos - x2 * sin, x2 * cos + x1 * sin), dim=-1)
