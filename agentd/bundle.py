@@ -13,7 +13,9 @@ pooling config) plus ``manifest.json``::
 Readers ignore keys they do not know (the ONNX exporter adds its graphs), and
 refuse a ``format_version`` newer than :data:`FORMAT_VERSION`.
 
-``import_checkpoint`` builds one from a checkpoint directory atomically;
+``import_checkpoint`` builds one from a checkpoint directory atomically
+(exporters build theirs with the same public pieces: :func:`write_atomically`,
+:func:`write_support_files`, :func:`file_entry`, :func:`write_json`);
 ``verify_manifest`` (run by :class:`agentd.checkpoint.Checkpoint` on open)
 checks every listed file's size and sha256 and that nothing escapes the
 directory. The core stays torch-free: weights are streamed as raw safetensors
@@ -31,7 +33,7 @@ import struct
 import uuid
 from collections import Counter
 from pathlib import Path, PurePosixPath
-from typing import Any, BinaryIO
+from typing import Any, BinaryIO, Callable
 
 import numpy as np
 
@@ -209,18 +211,40 @@ def import_checkpoint(
         raise ModelLoadError(headers[0].path, "contains no tensors")
     Tokenizer.from_checkpoint(checkpoint)  # refuse now what loading would refuse later
 
+    target = TARGET_DTYPES.get(dtype or "")
+    return write_atomically(
+        checkpoint.path, out, force, lambda staging: _write_bundle(checkpoint, headers, staging, target), purpose="importing"
+    )
+
+
+# -- writing a bundle (public: exporters build bundles with these too) ----------------
+
+
+def write_atomically(
+    source: Path, out: str | Path, force: bool, fill: Callable[[Path], dict[str, Any]], *, purpose: str
+) -> Path:
+    """Create the bundle at ``out`` all at once; returns its absolute path.
+
+    ``fill(staging)`` writes every file into an empty hidden directory next to
+    ``out`` and returns the manifest describing them; this writes
+    ``manifest.json``, flushes and renames the directory into place. Any
+    failure or interrupt removes the staging directory, so ``out`` is either
+    the old content (or nothing) or the complete new bundle. ``source`` is the
+    checkpoint read, which ``out`` must not be or contain; an existing ``out``
+    is replaced only with ``force``.
+    """
     destination = Path(out).expanduser().absolute()
-    _check_destination(checkpoint.path, destination, force)
+    check_destination(source, destination, force)
     # Not mkdtemp: its 0700 mode would end up on the bundle; mkdir honours the umask.
-    staging = destination.with_name(f".{destination.name}.{uuid.uuid4().hex[:8]}.importing")
+    staging = destination.with_name(f".{destination.name}.{uuid.uuid4().hex[:8]}.{purpose}")
     try:
         destination.parent.mkdir(parents=True, exist_ok=True)
         staging.mkdir()
     except OSError as exc:
         raise _write_error(destination, exc) from None
     try:
-        manifest = _write_bundle(checkpoint, headers, staging, TARGET_DTYPES.get(dtype or ""))
-        _write_json(staging / MANIFEST_FILE, manifest)
+        manifest = fill(staging)
+        write_json(staging / MANIFEST_FILE, manifest)
         _fsync(staging)
         _move_into_place(staging, destination, force)
     except BaseException as exc:  # KeyboardInterrupt too: never leave a half-written bundle
@@ -231,12 +255,50 @@ def import_checkpoint(
     return destination
 
 
+def write_support_files(checkpoint: Checkpoint, staging: Path, config: dict[str, Any] | None = None) -> dict[str, dict[str, Any]]:
+    """Copy what every bundle carries besides weights; returns their manifest entries.
+
+    ``config.json`` (or ``config`` written in its place), the tokenizer files,
+    generation config, sentence-transformers module configs and the chat
+    template (moved out of ``tokenizer_config.json`` into ``chat_template.jinja``).
+    """
+    files: dict[str, dict[str, Any]] = {}
+    if config is not None:
+        files["config.json"] = write_json(staging / "config.json", config)
+    else:
+        files["config.json"] = _copy_file(checkpoint.file("config.json"), staging / "config.json")  # type: ignore[arg-type]
+    for relative in (*OPTIONAL_FILES, *_module_configs(checkpoint)):
+        source = checkpoint.file(relative, required=False)
+        if source is not None and relative not in files:
+            files[relative] = _copy_file(source, staging / relative)
+    # Newer checkpoints keep the template in chat_template.jinja; older ones inline a
+    # single one in tokenizer_config.json. A list of named templates stays where it is,
+    # since chat_template.jinja would shadow the other names.
+    if "chat_template.jinja" not in files:
+        tokenizer_config = checkpoint.read_json("tokenizer_config.json", required=False) or {}
+        template = tokenizer_config.get("chat_template")
+        if isinstance(template, str):
+            files["chat_template.jinja"] = _write_bytes(staging / "chat_template.jinja", template.encode("utf-8"))
+    return files
+
+
+def file_entry(path: Path) -> dict[str, Any]:
+    """The manifest entry (sha256 and size) of a file already written."""
+    return {"sha256": sha256_file(path), "size": path.stat().st_size}
+
+
+def write_json(target: Path, value: dict[str, Any]) -> dict[str, Any]:
+    """Write ``value`` as indented UTF-8 JSON; returns its manifest entry."""
+    return _write_bytes(target, (json.dumps(value, indent=2, ensure_ascii=False) + "\n").encode("utf-8"))
+
+
 def _write_error(destination: Path, exc: OSError) -> AgentdError:
     """Source-side errors are ModelLoadErrors raised where files are read; this is the output side."""
     return AgentdError(f"{exc.filename or destination}: cannot write the bundle ({exc.strerror or exc})")
 
 
-def _check_destination(source: Path, destination: Path, force: bool) -> None:
+def check_destination(source: Path, destination: Path, force: bool) -> None:
+    """Refuse an output that is (or contains) the source, exists without ``force``, or sits under a file."""
     if source.is_relative_to(destination.resolve()):
         raise InvalidArgument(str(destination), "is the source checkpoint or contains it; choose another directory")
     if (destination.exists() or destination.is_symlink()) and not force:
@@ -250,32 +312,13 @@ def _check_destination(source: Path, destination: Path, force: bool) -> None:
 
 def _write_bundle(checkpoint: Checkpoint, headers: list[WeightFile], staging: Path, target: str | None) -> dict[str, Any]:
     """Write every bundle file into ``staging``; returns the manifest describing them."""
-    files: dict[str, dict[str, Any]] = {}
-
-    config_path = checkpoint.file("config.json")
     config = checkpoint.config
     dtype_keys = [key for key in ("dtype", "torch_dtype") if key in config]
+    updated = None
     if target is not None and dtype_keys:
         # Keep config.json truthful for tools (transformers) that read the dtype from it.
         updated = dict(config, **{key: _DTYPE_NAMES[target] for key in dtype_keys})
-        files["config.json"] = _write_json(staging / "config.json", updated)
-    else:
-        files["config.json"] = _copy_file(config_path, staging / "config.json")  # type: ignore[arg-type]
-
-    for relative in (*OPTIONAL_FILES, *_module_configs(checkpoint)):
-        source = checkpoint.file(relative, required=False)
-        if source is not None and relative not in files:
-            files[relative] = _copy_file(source, staging / relative)
-
-    # Newer checkpoints keep the template in chat_template.jinja; older ones inline a
-    # single one in tokenizer_config.json. A list of named templates stays where it is,
-    # since chat_template.jinja would shadow the other names.
-    if "chat_template.jinja" not in files:
-        tokenizer_config = checkpoint.read_json("tokenizer_config.json", required=False) or {}
-        template = tokenizer_config.get("chat_template")
-        if isinstance(template, str):
-            files["chat_template.jinja"] = _write_bytes(staging / "chat_template.jinja", template.encode("utf-8"))
-
+    files = write_support_files(checkpoint, staging, updated)
     files[SINGLE_WEIGHTS] = _write_weights(headers, staging / SINGLE_WEIGHTS, target)
     return {
         "format": FORMAT,
@@ -387,10 +430,6 @@ def _write_bytes(target: Path, data: bytes) -> dict[str, Any]:
     target.parent.mkdir(parents=True, exist_ok=True)
     target.write_bytes(data)
     return {"sha256": hashlib.sha256(data).hexdigest(), "size": len(data)}
-
-
-def _write_json(target: Path, value: dict[str, Any]) -> dict[str, Any]:
-    return _write_bytes(target, (json.dumps(value, indent=2, ensure_ascii=False) + "\n").encode("utf-8"))
 
 
 def _fsync(path: Path) -> None:

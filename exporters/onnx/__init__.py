@@ -1,4 +1,4 @@
-"""ONNX exporter plugin: ``agentd export --target onnx`` for the decoder and encoder transformers.
+"""ONNX exporter plugin: ``agentd export --target onnx`` for the transformers (decoder, encoder) and Mamba.
 
 Registered through the ``register_exporters`` hook like any third-party
 exporter. onnx, onnxruntime's quantisers and torch (to read the weights with
@@ -33,6 +33,16 @@ def register_exporters(register: Callable[[ExporterSpec], None]) -> None:
             export=_export,
             quantizations=QUANTIZATIONS,
             description="Llama-family decoder: one GroupQueryAttention graph with explicit KV cache, genai_config.json",
+        )
+    )
+    register(
+        ExporterSpec(
+            name="onnx-mamba",
+            target="onnx",
+            architectures=("MambaForCausalLM",),
+            export=_export,
+            quantizations=QUANTIZATIONS,
+            description="Mamba selective SSM: Scan-based recurrence with explicit conv and ssm state I/O",
         )
     )
     register(

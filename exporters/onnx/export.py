@@ -13,37 +13,27 @@ reads::
                         "shape": ["batch_size", 2, "past_sequence_length", 64], "sequence_axis": 2}, ...],
              "num_hidden_layers": 30, ...}
 
+A Mamba bundle's section says ``"cache": "recurrent"`` and lists its fixed-size
+state tensors (``past_conv.i`` / ``past_ssm.i`` in, ``present_*`` out, shapes
+``["batch_size", ...]``); it carries no ``genai_config.json`` (onnxruntime-genai
+serves transformer decoders only).
+
 Everything is written into a hidden staging directory next to the output and
 renamed into place at the end; any failure or interrupt removes it.
 """
 
 from __future__ import annotations
 
-import shutil
-import uuid
 from pathlib import Path
 from typing import Any
 
 from agentd import __version__
-from agentd.bundle import (
-    FORMAT,
-    FORMAT_VERSION,
-    MANIFEST_FILE,
-    OPTIONAL_FILES,
-    _check_destination,
-    _copy_file,
-    _fsync,
-    _module_configs,
-    _move_into_place,
-    _write_bytes,
-    _write_json,
-    sha256_file,
-)
+from agentd.bundle import FORMAT, FORMAT_VERSION, file_entry, write_atomically, write_json, write_support_files
 from agentd.checkpoint import Checkpoint
 from agentd.errors import InvalidArgument
 from agentd.exporter_registry import ExportOptions, Progress
 
-from . import decoder, encoder
+from . import decoder, encoder, mamba
 from .graph import OPSET, save_model, value_infos
 
 #: Version of the manifest's ``onnx`` section.
@@ -59,22 +49,9 @@ def export_onnx(checkpoint: Checkpoint, out: Path, options: ExportOptions, progr
     """Write the ONNX bundle of ``checkpoint`` to ``out``; returns its path."""
     if options.quant not in QUANT_DTYPES:
         raise InvalidArgument("quant", f"must be one of {', '.join(QUANT_DTYPES)} (got {options.quant!r})")
-    destination = Path(out).expanduser().absolute()
-    _check_destination(checkpoint.path, destination, options.force)
-    try:
-        destination.parent.mkdir(parents=True, exist_ok=True)
-        staging = destination.with_name(f".{destination.name}.{uuid.uuid4().hex[:8]}.exporting")
-        staging.mkdir()
-    except OSError as exc:
-        raise InvalidArgument("output", f"{destination} is not writable ({exc.strerror or exc})") from None
-    try:
-        manifest = _write_bundle(checkpoint, staging, options, progress)
-        _write_json(staging / MANIFEST_FILE, manifest)
-        _fsync(staging)
-        _move_into_place(staging, destination, options.force)
-    except BaseException:  # KeyboardInterrupt too: never leave a half-written bundle
-        shutil.rmtree(staging, ignore_errors=True)
-        raise
+    destination = write_atomically(
+        checkpoint.path, out, options.force, lambda staging: _write_bundle(checkpoint, staging, options, progress), purpose="exporting"
+    )
     progress("done", STAGES, STAGES)
     return destination
 
@@ -87,8 +64,11 @@ def _write_bundle(checkpoint: Checkpoint, staging: Path, options: ExportOptions,
         model, description = decoder.build_decoder_graph(
             checkpoint, weight_dtype=weight_dtype, separate_lm_head=options.quant in ("int8", "int4")
         )
+    elif architecture in mamba.ARCHITECTURES:
+        model, description = mamba.build_mamba_graph(checkpoint, weight_dtype=weight_dtype)
     else:
         model, description = encoder.build_encoder_graph(checkpoint, weight_dtype=weight_dtype)
+    keep_float32 = description.pop("keep_float32_nodes", [])
     inputs, outputs = value_infos(model.graph.input), value_infos(model.graph.output)
 
     progress("saving the graph", 1, STAGES)
@@ -99,16 +79,16 @@ def _write_bundle(checkpoint: Checkpoint, staging: Path, options: ExportOptions,
         from .quantize import quantize_model
 
         progress(f"quantising to {options.quant}", 2, STAGES)
-        quantize_model(graph_path, options.quant, options.block_size)
+        quantize_model(graph_path, options.quant, options.block_size, keep_float32)
 
     progress("writing tokenizer, configs and manifest", 3, STAGES)
-    files = _write_support_files(checkpoint, staging)
-    if description["kind"] == "decoder":
-        files[GENAI_CONFIG_FILE] = _write_json(staging / GENAI_CONFIG_FILE, decoder.genai_config(checkpoint, description, GRAPH_FILE))
+    files = write_support_files(checkpoint, staging)
+    if architecture in decoder.ARCHITECTURES:  # onnxruntime-genai loads transformer decoders only
+        files[GENAI_CONFIG_FILE] = write_json(staging / GENAI_CONFIG_FILE, decoder.genai_config(checkpoint, description, GRAPH_FILE))
     progress("hashing", 4, STAGES)
     graph_files = sorted(path.name for path in staging.iterdir() if path.name.startswith(GRAPH_FILE))
     for name in graph_files:
-        files[name] = {"sha256": sha256_file(staging / name), "size": (staging / name).stat().st_size}
+        files[name] = file_entry(staging / name)
 
     section: dict[str, Any] = {
         "format_version": ONNX_SECTION_VERSION,
@@ -139,17 +119,3 @@ def _write_bundle(checkpoint: Checkpoint, staging: Path, options: ExportOptions,
         "onnx": section,
     }
 
-
-def _write_support_files(checkpoint: Checkpoint, staging: Path) -> dict[str, dict[str, Any]]:
-    """config.json, tokenizer, chat template and sentence-transformers configs, as ``agentd import`` copies them."""
-    files = {"config.json": _copy_file(checkpoint.file("config.json"), staging / "config.json")}  # type: ignore[arg-type]
-    for relative in (*OPTIONAL_FILES, *_module_configs(checkpoint)):
-        source = checkpoint.file(relative, required=False)
-        if source is not None and relative not in files:
-            files[relative] = _copy_file(source, staging / relative)
-    if "chat_template.jinja" not in files:
-        tokenizer_config = checkpoint.read_json("tokenizer_config.json", required=False) or {}
-        template = tokenizer_config.get("chat_template")
-        if isinstance(template, str):
-            files["chat_template.jinja"] = _write_bytes(staging / "chat_template.jinja", template.encode("utf-8"))
-    return files

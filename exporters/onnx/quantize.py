@@ -18,6 +18,7 @@ from __future__ import annotations
 import shutil
 import tempfile
 from pathlib import Path
+from typing import Sequence
 
 import onnx
 
@@ -27,18 +28,21 @@ from .graph import save_model
 INT4_ACCURACY_LEVEL = 4
 
 
-def quantize_model(path: Path, quant: str, block_size: int) -> list[Path]:
-    """Rewrite the graph at ``path`` (external data beside it) in place; returns the files written."""
+def quantize_model(path: Path, quant: str, block_size: int, keep_float32: Sequence[str] = ()) -> list[Path]:
+    """Rewrite the graph at ``path`` (external data beside it) in place; returns the files written.
+
+    ``keep_float32`` names MatMul nodes left unquantised (an SSM's ``dt_proj``).
+    """
     if quant == "int8":
-        model = _int8(path)
+        model = _int8(path, keep_float32)
     elif quant == "int4":
-        model = _int4(path, block_size)
+        model = _int4(path, block_size, keep_float32)
     else:
         raise ValueError(f"no quantisation pass for {quant!r}")
     return save_model(model, path)
 
 
-def _int8(path: Path) -> onnx.ModelProto:
+def _int8(path: Path, keep_float32: Sequence[str]) -> onnx.ModelProto:
     from onnxruntime.quantization import QuantType, quantize_dynamic
 
     # quantize_dynamic writes a file; give it a scratch directory beside the graph.
@@ -50,6 +54,7 @@ def _int8(path: Path) -> onnx.ModelProto:
             target,
             op_types_to_quantize=["MatMul"],
             per_channel=True,
+            nodes_to_exclude=list(keep_float32),
             weight_type=QuantType.QInt8,
             use_external_data_format=True,
             # Shape inference cannot see through contrib ops (GroupQueryAttention); every
@@ -61,7 +66,7 @@ def _int8(path: Path) -> onnx.ModelProto:
         shutil.rmtree(scratch, ignore_errors=True)
 
 
-def _int4(path: Path, block_size: int) -> onnx.ModelProto:
+def _int4(path: Path, block_size: int, keep_float32: Sequence[str]) -> onnx.ModelProto:
     from onnxruntime.quantization.matmul_nbits_quantizer import MatMulNBitsQuantizer
 
     quantizer = MatMulNBitsQuantizer(
@@ -70,6 +75,7 @@ def _int4(path: Path, block_size: int) -> onnx.ModelProto:
         block_size=block_size,
         is_symmetric=True,
         accuracy_level=INT4_ACCURACY_LEVEL,
+        nodes_to_exclude=list(keep_float32),
         op_types_to_quantize=("MatMul", "Gather"),
         quant_axes=(("MatMul", 0), ("Gather", 1)),
     )

@@ -1,13 +1,22 @@
 """The decoder half of the backend contract over an exported decoder graph.
 
-The graph takes the KV cache as inputs (``past_key_values.<i>.key/value``,
-``(1, kv_heads, past, head_dim)``) and returns it grown by the new tokens
-(``present.<i>.*``); the state is those arrays plus the length. ``prefill``
-runs a chunk in one call, ``decode`` one token per sequence.
+The graph's GroupQueryAttention takes the KV cache in (``past_key_values.<i>.*``)
+and returns it grown by the new tokens (``present.<i>.*``). Fed plain arrays,
+that is one copy of the whole cache in and one out per token, so per-token cost
+would grow with the context. Instead each state owns preallocated buffers of
+``capacity`` positions and an onnxruntime ``IOBinding`` binds every layer's past
+*and* present to the same buffer: GroupQueryAttention then sees
+``past == present`` (onnxruntime-genai's ``past_present_share_buffer``) and
+writes only the new positions in place. ``attention_mask`` (length = tokens
+so far + new) tells it how many positions are valid.
 
-``decode`` loops over the batch one sequence at a time for now: sequences have
-different KV lengths, and batching them needs a padded, masked cache (a slot
-pool) that this first version does not build.
+Capacity grows geometrically (one copy per growth, amortised O(1) per token),
+and ``state_bytes`` reports what is allocated. A run writes past ``length``
+before ``length`` is advanced, so a failed run leaves the state as it was.
+
+``decode`` runs the batch one sequence at a time: each state owns its buffers,
+and batching them would need a shared slot pool (one ``(B, kv_heads, cap, D)``
+buffer with per-row lengths), which this backend does not build yet.
 """
 
 from __future__ import annotations
@@ -21,47 +30,55 @@ import numpy as np
 from agentd.backend import Backend, ModelInfo
 from agentd.checkpoint import Checkpoint
 from agentd.errors import InvalidArgument, OutOfRange
+from agentd.plugins.onnxrt.session import has_input
 
 _MAGIC = b"AGOX"
 _VERSION = 1
 # magic, version, layers, kv_heads, head_dim, length
 _HEADER = struct.Struct("<4sIIIIQ")
 _FLOAT32_BYTES = 4
+#: Capacity is a multiple of this many tokens and grows by at least half of itself.
+GROW_TOKENS = 256
 
 
 @dataclass
 class OnnxKVState:
-    """One sequence's KV cache: per layer, keys and values ``(1, kv_heads, length, head_dim)``."""
+    """One sequence's KV cache in preallocated buffers ``(layers, 1, kv_heads, capacity, head_dim)``.
 
-    keys: list[np.ndarray]
-    values: list[np.ndarray]
+    Positions ``0 .. length-1`` are valid; the rest is scratch the next run writes.
+    """
+
+    keys: np.ndarray
+    values: np.ndarray
     length: int = 0
+    #: IOBinding with every past/present bound to these buffers (rebuilt when they move).
+    binding: Any = field(default=None, repr=False, compare=False)
+
+    @property
+    def capacity(self) -> int:
+        return self.keys.shape[3]
 
     @property
     def nbytes(self) -> int:
-        return sum(array.nbytes for array in self.keys) + sum(array.nbytes for array in self.values)
+        return self.keys.nbytes + self.values.nbytes
 
 
-@dataclass
+@dataclass(frozen=True)
 class _Shape:
     layers: int
     kv_heads: int
     head_dim: int
-    past_names: list[str] = field(default_factory=list)
-    present_names: list[str] = field(default_factory=list)
+
+    def buffers(self, capacity: int) -> np.ndarray:
+        return np.zeros((self.layers, 1, self.kv_heads, capacity, self.head_dim), dtype=np.float32)  # (L, 1, KVH, cap, D)
 
 
 class OnnxDecoderBackend(Backend):
-    """An exported Llama-family decoder run by onnxruntime."""
+    """An exported Llama-family decoder run by onnxruntime, KV cache updated in place."""
 
     def __init__(self, checkpoint: Checkpoint, section: dict[str, Any], session: Any):
         self.session = session
-        layers = section["num_hidden_layers"]
-        self.shape = _Shape(layers, section["num_key_value_heads"], section["head_dim"])
-        for i in range(layers):
-            self.shape.past_names += [f"past_key_values.{i}.key", f"past_key_values.{i}.value"]
-            self.shape.present_names += [f"present.{i}.key", f"present.{i}.value"]
-        self.output_names = ["logits", *self.shape.present_names]
+        self.shape = _Shape(section["num_hidden_layers"], section["num_key_value_heads"], section["head_dim"])
         s = self.shape
         self.info = ModelInfo(
             architecture=checkpoint.architecture,
@@ -72,18 +89,22 @@ class OnnxDecoderBackend(Backend):
             dtype=str((checkpoint.manifest or {}).get("dtype", "float32")),
             state_bytes_per_token=2 * s.layers * s.kv_heads * s.head_dim * _FLOAT32_BYTES,
         )
+        # Inputs every run slices from: contiguous views, bound by pointer without a copy.
+        self._mask = np.ones((1, self.info.context_length), dtype=np.int64)  # (1, P)
+        self._positions = np.arange(self.info.context_length, dtype=np.int64).reshape(1, -1)  # (1, P)
+        self._keep = np.arange(self.info.context_length + 1, dtype=np.int64).reshape(-1, 1)  # row k = [k]
+        self._has_keep_input = has_input(session, "logits_to_keep")
 
+    # -- contract --------------------------------------------------------------
     def new_state(self) -> OnnxKVState:
-        s = self.shape
-        empty = np.zeros((1, s.kv_heads, 0, s.head_dim), dtype=np.float32)
-        return OnnxKVState([empty] * s.layers, [empty] * s.layers)
+        empty = self.shape.buffers(0)
+        return OnnxKVState(empty, empty.copy())
 
     def prefill(self, token_ids: np.ndarray, state: OnnxKVState, *, all_logits: bool = False) -> np.ndarray:
         ids = self._check_ids(token_ids)
         if ids.size == 0:
             raise InvalidArgument("token_ids", "is empty")
-        logits = self._run(ids, state)  # (T, V)
-        return logits if all_logits else logits[-1:]
+        return self._run(ids, state, keep=ids.size if all_logits else 1)  # (T or 1, V)
 
     def decode(self, token_ids: np.ndarray, states: Sequence[OnnxKVState]) -> np.ndarray:
         ids = self._check_ids(token_ids)
@@ -95,26 +116,10 @@ class OnnxDecoderBackend(Backend):
             raise InvalidArgument("states", "the same state appears twice in one batch")
         for state in states:
             self._check_room(state, 1)
-        # One sequence at a time (see the module docstring).
-        return np.concatenate([self._run(ids[b : b + 1], state) for b, state in enumerate(states)])
-
-    def _run(self, ids: np.ndarray, state: OnnxKVState) -> np.ndarray:
-        """Feed ``ids`` after ``state``; commit the grown cache only when the run succeeded."""
-        self._check_room(state, ids.size)
-        start, steps = state.length, ids.size
-        feed: dict[str, np.ndarray] = {
-            "input_ids": ids.reshape(1, steps),
-            "attention_mask": np.ones((1, start + steps), dtype=np.int64),
-            "position_ids": np.arange(start, start + steps, dtype=np.int64).reshape(1, steps),
-        }
-        for layer in range(self.shape.layers):
-            feed[self.shape.past_names[2 * layer]] = state.keys[layer]
-            feed[self.shape.past_names[2 * layer + 1]] = state.values[layer]
-        logits, *present = self.session.run(self.output_names, feed)
-        state.keys = present[0::2]
-        state.values = present[1::2]
-        state.length = start + steps
-        return logits[0]  # (T, V)
+        out = np.empty((ids.size, self.info.vocab_size), dtype=np.float32)
+        for b, state in enumerate(states):  # one sequence at a time (see the module docstring)
+            out[b] = self._run(ids[b : b + 1], state, keep=1)[0]
+        return out
 
     def state_bytes(self, state: OnnxKVState) -> int:
         return state.nbytes
@@ -122,9 +127,10 @@ class OnnxDecoderBackend(Backend):
     def save_state(self, state: OnnxKVState) -> bytes:
         s = self.shape
         header = _HEADER.pack(_MAGIC, _VERSION, s.layers, s.kv_heads, s.head_dim, state.length)
-        keys = np.stack([array[0] for array in state.keys]) if s.layers else np.empty(0)  # (L, KVH, T, D)
-        values = np.stack([array[0] for array in state.values]) if s.layers else np.empty(0)
-        return header + keys.astype(np.float32).tobytes() + values.astype(np.float32).tobytes()
+        # The committed positions only, as (L, KVH, T, D) — independent of the capacity.
+        keys = np.ascontiguousarray(state.keys[:, 0, :, : state.length])
+        values = np.ascontiguousarray(state.values[:, 0, :, : state.length])
+        return header + keys.tobytes() + values.tobytes()
 
     def load_state(self, data: bytes) -> OnnxKVState:
         s = self.shape
@@ -137,13 +143,72 @@ class OnnxDecoderBackend(Backend):
             raise InvalidArgument(
                 "state", f"saved for layers={layers} kv_heads={kv_heads} head_dim={head_dim}, model has {s.layers}/{s.kv_heads}/{s.head_dim}"
             )
+        if length > self.info.context_length:
+            raise InvalidArgument("state", f"holds {length} tokens; the model's context is {self.info.context_length}")
         count = layers * kv_heads * length * head_dim
         if len(data) != _HEADER.size + 2 * _FLOAT32_BYTES * count:
             raise InvalidArgument("state", f"size does not match {length} cached tokens")
         payload = np.frombuffer(data, dtype=np.float32, offset=_HEADER.size)
-        keys = payload[:count].reshape(layers, 1, kv_heads, length, head_dim).copy()  # (L, 1, KVH, T, D)
-        values = payload[count:].reshape(layers, 1, kv_heads, length, head_dim).copy()
-        return OnnxKVState(list(keys), list(values), length)
+        state = OnnxKVState(s.buffers(self._capacity_for(length)), s.buffers(self._capacity_for(length)), length)
+        saved = (layers, kv_heads, length, head_dim)
+        state.keys[:, 0, :, :length] = payload[:count].reshape(saved)
+        state.values[:, 0, :, :length] = payload[count:].reshape(saved)
+        return state
+
+    # -- running the graph -----------------------------------------------------
+    def _run(self, ids: np.ndarray, state: OnnxKVState, keep: int) -> np.ndarray:
+        """Feed ``ids`` after ``state``; GQA writes their keys/values in place.
+
+        Returns the logits of the last ``keep`` positions, ``(keep, V)``.
+        """
+        self._check_room(state, ids.size)
+        start, steps = state.length, ids.size
+        self._reserve(state, start + steps)
+        binding = state.binding if state.binding is not None else self._bind_cache(state)
+        total = start + steps
+        self._bind_array(binding, "input_ids", ids.reshape(1, steps))
+        self._bind_array(binding, "attention_mask", self._mask[:, :total])
+        self._bind_array(binding, "position_ids", self._positions[:, start:total])
+        if self._has_keep_input:
+            self._bind_array(binding, "logits_to_keep", self._keep[keep])
+        else:  # a graph without the input always returns every position
+            keep = steps
+        logits = np.empty((1, keep, self.info.vocab_size), dtype=np.float32)  # (1, K, V)
+        binding.bind_output("logits", "cpu", 0, np.float32, list(logits.shape), logits.ctypes.data)
+        self.session.run_with_iobinding(binding)
+        state.length = total  # commit only after the run succeeded
+        return logits[0]
+
+    def _bind_cache(self, state: OnnxKVState) -> Any:
+        """A binding whose past and present of every layer are the same buffer."""
+        binding = self.session.io_binding()
+        for layer in range(self.shape.layers):
+            for kind, buffers in (("key", state.keys), ("value", state.values)):
+                view = buffers[layer]  # (1, KVH, cap, D), contiguous
+                address, shape = view.ctypes.data, list(view.shape)
+                binding.bind_input(f"past_key_values.{layer}.{kind}", "cpu", 0, np.float32, shape, address)
+                binding.bind_output(f"present.{layer}.{kind}", "cpu", 0, np.float32, shape, address)
+        state.binding = binding
+        return binding
+
+    @staticmethod
+    def _bind_array(binding: Any, name: str, array: np.ndarray) -> None:
+        # By pointer: the caller keeps ``array`` alive until the run returns.
+        binding.bind_input(name, "cpu", 0, array.dtype, list(array.shape), array.ctypes.data)
+
+    def _reserve(self, state: OnnxKVState, total: int) -> None:
+        """Make room for ``total`` positions: one copy into bigger buffers when needed."""
+        if total <= state.capacity:
+            return
+        capacity = self._capacity_for(max(total, state.capacity + state.capacity // 2))
+        keys, values = self.shape.buffers(capacity), self.shape.buffers(capacity)
+        keys[:, :, :, : state.length] = state.keys[:, :, :, : state.length]
+        values[:, :, :, : state.length] = state.values[:, :, :, : state.length]
+        state.keys, state.values, state.binding = keys, values, None
+
+    def _capacity_for(self, tokens: int) -> int:
+        rounded = -(-tokens // GROW_TOKENS) * GROW_TOKENS
+        return min(rounded, self.info.context_length) if tokens <= self.info.context_length else rounded
 
     def _check_ids(self, token_ids: np.ndarray) -> np.ndarray:
         ids = np.ascontiguousarray(token_ids, dtype=np.int64).reshape(-1)

@@ -20,6 +20,10 @@ def load(checkpoint: Checkpoint) -> Backend:
     """The decoder or encoder backend for an exported bundle."""
     section = read_section(checkpoint)
     session = open_session(checkpoint, section)
+    if section["kind"] == "decoder" and section.get("cache") == "recurrent":
+        from .recurrent import OnnxRecurrentBackend
+
+        return OnnxRecurrentBackend(checkpoint, section, session)
     if section["kind"] == "decoder":
         from .decoder import OnnxDecoderBackend
 
@@ -43,11 +47,14 @@ def read_section(checkpoint: Checkpoint) -> dict[str, Any]:
     graph = (section.get("graphs") or {}).get("model")
     if not isinstance(graph, dict) or not isinstance(graph.get("file"), str):
         raise ModelLoadError(manifest_path, "'onnx.graphs.model.file' is missing")
-    required = (
-        ("num_hidden_layers", "num_key_value_heads", "head_dim", "vocab_size", "context_length", "parameters")
-        if section["kind"] == "decoder"
-        else ("embedding_dim", "vocab_size", "context_length", "parameters")
-    )
+    if section.get("cache", "kv") not in ("kv", "recurrent"):
+        raise ModelLoadError(manifest_path, f"'onnx.cache' must be kv or recurrent, got {section.get('cache')!r}")
+    if section["kind"] == "encoder":
+        required: tuple[str, ...] = ("embedding_dim", "vocab_size", "context_length", "parameters")
+    elif section.get("cache") == "recurrent":  # state shapes come from 'onnx.state'
+        required = ("num_hidden_layers", "vocab_size", "context_length", "parameters")
+    else:
+        required = ("num_hidden_layers", "num_key_value_heads", "head_dim", "vocab_size", "context_length", "parameters")
     for key in required:
         if type(section.get(key)) is not int or section[key] <= 0:
             raise ModelLoadError(manifest_path, f"'onnx.{key}' must be a positive integer")
@@ -61,7 +68,17 @@ def open_session(checkpoint: Checkpoint, section: dict[str, Any]) -> Any:
     path = checkpoint.file(section["graphs"]["model"]["file"])
     options = ort.SessionOptions()
     options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    # Idle worker threads sleep instead of spinning: on a phone (or any box where the
+    # daemon shares few cores) spinning burns battery and starves the thread doing
+    # the work; measured on 2 shared cores it made decode ~2x slower (docs/bench_onnx.md).
+    options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+    options.add_session_config_entry("session.inter_op.allow_spinning", "0")
     try:
         return ort.InferenceSession(str(path), sess_options=options, providers=["CPUExecutionProvider"])
     except Exception as exc:  # onnxruntime raises its own Fail/InvalidGraph types
         raise ModelLoadError(path, f"onnxruntime cannot load the graph ({exc})") from None
+
+
+def has_input(session: Any, name: str) -> bool:
+    """Whether the graph takes ``name``: a plain input or an overridable initializer (an optional input)."""
+    return any(value.name == name for value in (*session.get_inputs(), *session.get_overridable_initializers()))
