@@ -1,20 +1,26 @@
-"""A small synchronous Python client for the agentd daemon.
+"""The Python SDK for the agentd daemon: :class:`Client` (blocking); :class:`agentd.aio_client.AsyncClient` (asyncio).
 
-    from agentd.client import Client, SamplingOptions
+    from agentd.client import Client, Credentials, SamplingOptions
 
     with Client() as client:                       # $AGENTD_SOCKET or the default socket
         for chunk in client.generate("Once upon", sampling=SamplingOptions(max_tokens=20)):
             print(chunk.text, end="")
         vectors = client.embed(["hello", "world"])  # (2, dim) float32
 
+    # A daemon on another machine: TLS (CA file) and a bearer token.
+    remote = Client("agentd.lan:7070", credentials=Credentials(ca_file="ca.pem", token_file="token"))
+
 Every gRPC failure is raised as the matching :mod:`agentd.errors` class with
 the daemon's one-line message, so callers (and the CLI) never see a raw
-``grpc.RpcError``.
+``grpc.RpcError``. The request builders and error mapping here are shared
+with the asyncio client.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from os import PathLike
+from pathlib import Path
 from typing import Iterator, Literal, Mapping, Sequence
 
 import grpc
@@ -27,7 +33,9 @@ from agentd.errors import (
     InvalidArgument,
     NotFound,
     OutOfRange,
+    PermissionDenied,
     ResourceExhausted,
+    Unauthenticated,
     Unavailable,
 )
 from agentd.v1 import inference_pb2, inference_pb2_grpc, models_pb2, models_pb2_grpc
@@ -36,6 +44,8 @@ Kind = Literal["decoder", "encoder"]
 KIND_VALUES: Mapping[Kind, int] = {"decoder": models_pb2.MODEL_KIND_DECODER, "encoder": models_pb2.MODEL_KIND_ENCODER}
 #: Channel options: never route a loopback daemon through an HTTP proxy from the environment.
 CHANNEL_OPTIONS = [("grpc.enable_http_proxy", 0)]
+REQUEST_ID_METADATA = "x-request-id"
+Metadata = tuple[tuple[str, str], ...]
 
 
 @dataclass(frozen=True)
@@ -60,11 +70,130 @@ class SamplingOptions:
         request.stop.extend(self.stop)
 
 
+@dataclass(frozen=True)
+class Credentials:
+    """How to reach a daemon that is not on the local Unix socket.
+
+    TLS is used when ``tls`` is set or any certificate file is given (no
+    ``ca_file``: the system's trusted roots). ``cert_file`` + ``key_file`` are
+    the client certificate for mutual TLS. The token (``token`` or read from
+    ``token_file``) is sent as ``authorization: Bearer <token>`` on every call.
+    """
+
+    ca_file: str | PathLike[str] | None = None
+    cert_file: str | PathLike[str] | None = None
+    key_file: str | PathLike[str] | None = None
+    token: str | None = None
+    token_file: str | PathLike[str] | None = None
+    tls: bool = False
+    #: Expected name in the server certificate when it differs from the target's host.
+    server_name: str | None = None
+
+    @property
+    def uses_tls(self) -> bool:
+        return self.tls or any(f is not None for f in (self.ca_file, self.cert_file, self.key_file))
+
+    def channel_credentials(self) -> grpc.ChannelCredentials | None:
+        """TLS credentials, or None for a plaintext channel."""
+        if not self.uses_tls:
+            return None
+        if (self.cert_file is None) != (self.key_file is None):
+            raise InvalidArgument("cert_file", "a client certificate needs both cert_file and key_file")
+        return grpc.ssl_channel_credentials(
+            root_certificates=_read("ca_file", self.ca_file),
+            private_key=_read("key_file", self.key_file),
+            certificate_chain=_read("cert_file", self.cert_file),
+        )
+
+    def metadata(self) -> Metadata:
+        """Per-call metadata: the bearer token, if any."""
+        token = self.token
+        if token is None and self.token_file is not None:
+            token = (_read("token_file", self.token_file) or b"").decode("utf-8").strip()
+        if token is None:
+            return ()
+        if not token:
+            raise InvalidArgument("token_file", f"{self.token_file} is empty")
+        return (("authorization", f"Bearer {token}"),)
+
+    def channel_options(self) -> list[tuple[str, object]]:
+        options: list[tuple[str, object]] = list(CHANNEL_OPTIONS)
+        if self.server_name is not None:
+            options.append(("grpc.ssl_target_name_override", self.server_name))
+        return options
+
+
+def _read(field: str, path: str | PathLike[str] | None) -> bytes | None:
+    if path is None:
+        return None
+    try:
+        return Path(path).expanduser().read_bytes()
+    except OSError as exc:
+        raise InvalidArgument(field, f"{path}: cannot read ({exc.strerror})") from None
+
+
+def default_target(target: str | None) -> str:
+    """``target``, or the default Unix socket's."""
+    return target or unix_target(default_socket_path())
+
+
+def finish_reason_name(chunk: inference_pb2.GenerateResponse) -> str | None:
+    """``"stop"``, ``"length"``, ``"cancelled"``, or None for a chunk that is not the last."""
+    if chunk.finish_reason == inference_pb2.FINISH_REASON_UNSPECIFIED:
+        return None
+    return inference_pb2.FinishReason.Name(chunk.finish_reason).removeprefix("FINISH_REASON_").lower()
+
+
+def request_id_of(trailing: Sequence[tuple[str, str | bytes]] | None) -> str | None:
+    """The daemon's request id from a call's trailing metadata."""
+    for key, value in trailing or ():
+        if key == REQUEST_ID_METADATA:
+            return value.decode() if isinstance(value, bytes) else value
+    return None
+
+
+# -- request builders, shared with the asyncio client --------------------------------------------
+def prompt_request(prompt: str, model: str, sampling: SamplingOptions) -> inference_pb2.GenerateRequest:
+    request = inference_pb2.GenerateRequest(model=model, prompt=prompt)
+    sampling.apply(request)
+    return request
+
+
+def chat_request(
+    messages: Sequence[Mapping[str, str]], model: str, sampling: SamplingOptions
+) -> inference_pb2.GenerateRequest:
+    turns = [inference_pb2.ChatMessage(role=m["role"], content=m["content"]) for m in messages]
+    request = inference_pb2.GenerateRequest(model=model, messages=inference_pb2.ChatMessages(messages=turns))
+    sampling.apply(request)
+    return request
+
+
+def ids_request(token_ids: Sequence[int], model: str, sampling: SamplingOptions) -> inference_pb2.GenerateRequest:
+    request = inference_pb2.GenerateRequest(model=model, prompt_token_ids=inference_pb2.TokenIds(ids=list(token_ids)))
+    sampling.apply(request)
+    return request
+
+
+def embeddings(response: inference_pb2.EmbedResponse) -> np.ndarray:
+    vectors = np.array([e.values for e in response.embeddings], dtype=np.float32)
+    return vectors.reshape(len(response.embeddings), response.dim)  # (N, dim) even when N == 0
+
+
+def pick_default(models: Sequence[models_pb2.ModelInfo], kind: Kind | None, target: str) -> str:
+    """The first served model of ``kind`` (any kind when None): the daemon's default."""
+    for info in models:
+        if kind is None or info.kind == KIND_VALUES[kind]:
+            return info.name
+    what = f"{kind} model" if kind else "model"
+    raise NotFound(f"the daemon at {target} serves no {what}")
+
+
 class GenerationStream:
     """Iterate for :class:`GenerateResponse` chunks; ``cancel()`` stops the daemon's generation.
 
     After the stream ends, ``finish_reason`` (``"stop"``, ``"length"``,
-    ``"cancelled"``) and ``usage`` are set from the last message.
+    ``"cancelled"``), ``usage`` and ``request_id`` (the daemon's id for the
+    call, as in its log) are set.
     """
 
     def __init__(self, call: grpc.Call, target: str):
@@ -77,9 +206,9 @@ class GenerationStream:
     def __iter__(self) -> Iterator[inference_pb2.GenerateResponse]:
         try:
             for chunk in self._call:
-                if chunk.finish_reason != inference_pb2.FINISH_REASON_UNSPECIFIED:
-                    name = inference_pb2.FinishReason.Name(chunk.finish_reason)
-                    self.finish_reason = name.removeprefix("FINISH_REASON_").lower()
+                reason = finish_reason_name(chunk)
+                if reason is not None:
+                    self.finish_reason = reason
                     self.usage = chunk.usage
                 yield chunk
         except grpc.RpcError as exc:
@@ -87,6 +216,11 @@ class GenerationStream:
                 self.finish_reason = "cancelled"
                 return
             raise error_from_rpc(exc, self._target) from None
+
+    @property
+    def request_id(self) -> str | None:
+        """The daemon's request id (waits for the call to end)."""
+        return request_id_of(self._call.trailing_metadata())
 
     def text(self) -> str:
         """Consume the stream and return the whole generated text."""
@@ -99,13 +233,22 @@ class GenerationStream:
 
 
 class Client:
-    """A connection to one daemon (Unix socket by default, or ``host:port``)."""
+    """A blocking connection to one daemon (Unix socket by default, or ``host:port``).
 
-    def __init__(self, target: str | None = None, *, timeout: float | None = None):
-        self.target = target or unix_target(default_socket_path())
-        #: Deadline in seconds for unary calls (None: no deadline).
+    :param target: ``unix:///path`` or ``host:port``; None dials the default socket.
+    :param credentials: TLS and token for a TCP daemon (see :class:`Credentials`).
+    :param timeout: deadline in seconds for unary calls (None: no deadline).
+    """
+
+    def __init__(self, target: str | None = None, *, credentials: Credentials = Credentials(), timeout: float | None = None):
+        self.target = default_target(target)
         self.timeout = timeout
-        self._channel = grpc.insecure_channel(self.target, options=CHANNEL_OPTIONS)
+        self._metadata = credentials.metadata()
+        channel_credentials = credentials.channel_credentials()
+        if channel_credentials is None:
+            self._channel = grpc.insecure_channel(self.target, options=credentials.channel_options())
+        else:
+            self._channel = grpc.secure_channel(self.target, channel_credentials, options=credentials.channel_options())
         self._inference = inference_pb2_grpc.InferenceStub(self._channel)
         self._models = models_pb2_grpc.ModelsStub(self._channel)
 
@@ -130,19 +273,14 @@ class Client:
 
     def default_model(self, kind: Kind | None = None) -> str:
         """The first served model of ``kind`` (any kind when None): the daemon's default."""
-        for info in self.list_models():
-            if kind is None or info.kind == KIND_VALUES[kind]:
-                return info.name
-        what = f"{kind} model" if kind else "model"
-        raise NotFound(f"the daemon at {self.target} serves no {what}")
+        return pick_default(self.list_models(), kind, self.target)
 
     # -- inference ---------------------------------------------------------------
     def generate(
         self, prompt: str, *, model: str | None = None, sampling: SamplingOptions = SamplingOptions()
     ) -> GenerationStream:
         """Stream a continuation of ``prompt``."""
-        request = inference_pb2.GenerateRequest(model=model or self.default_model("decoder"), prompt=prompt)
-        return self._generate(request, sampling)
+        return self._stream(prompt_request(prompt, model or self.default_model("decoder"), sampling))
 
     def chat(
         self,
@@ -152,28 +290,18 @@ class Client:
         sampling: SamplingOptions = SamplingOptions(),
     ) -> GenerationStream:
         """Stream the assistant's reply to ``messages`` (``{"role", "content"}`` dicts)."""
-        turns = [inference_pb2.ChatMessage(role=m["role"], content=m["content"]) for m in messages]
-        request = inference_pb2.GenerateRequest(
-            model=model or self.default_model("decoder"), messages=inference_pb2.ChatMessages(messages=turns)
-        )
-        return self._generate(request, sampling)
+        return self._stream(chat_request(messages, model or self.default_model("decoder"), sampling))
 
     def generate_ids(
         self, token_ids: Sequence[int], *, model: str | None = None, sampling: SamplingOptions = SamplingOptions()
     ) -> GenerationStream:
         """Stream a continuation of pre-tokenized ``token_ids``."""
-        request = inference_pb2.GenerateRequest(
-            model=model or self.default_model("decoder"),
-            prompt_token_ids=inference_pb2.TokenIds(ids=list(token_ids)),
-        )
-        return self._generate(request, sampling)
+        return self._stream(ids_request(token_ids, model or self.default_model("decoder"), sampling))
 
     def embed(self, texts: Sequence[str], *, model: str | None = None) -> np.ndarray:
         """L2-normalised embeddings, float32 of shape ``(len(texts), dim)``."""
         request = inference_pb2.EmbedRequest(model=model or self.default_model("encoder"), texts=list(texts))
-        response = self._unary(self._inference.Embed, request)
-        vectors = np.array([e.values for e in response.embeddings], dtype=np.float32)
-        return vectors.reshape(len(response.embeddings), response.dim)  # (N, dim) even when N == 0
+        return embeddings(self._unary(self._inference.Embed, request))
 
     def tokenize(
         self, text: str, *, model: str | None = None, add_special_tokens: bool = True
@@ -201,22 +329,24 @@ class Client:
         return health_pb2.HealthCheckResponse.ServingStatus.Name(response.status)
 
     # -- plumbing --------------------------------------------------------------------
-    def _generate(self, request: inference_pb2.GenerateRequest, sampling: SamplingOptions) -> GenerationStream:
-        sampling.apply(request)
-        return GenerationStream(self._inference.Generate(request), self.target)
+    def _stream(self, request: inference_pb2.GenerateRequest) -> GenerationStream:
+        return GenerationStream(self._inference.Generate(request, metadata=self._metadata), self.target)
 
     def _unary(self, method: grpc.UnaryUnaryMultiCallable, request: object):  # noqa: ANN202 - the stub's type
         try:
-            return method(request, timeout=self.timeout)
+            return method(request, timeout=self.timeout, metadata=self._metadata)
         except grpc.RpcError as exc:
             raise error_from_rpc(exc, self.target) from None
 
 
-def error_from_rpc(exc: grpc.RpcError, target: str) -> AgentdError:
+def error_from_rpc(exc: grpc.RpcError | grpc.aio.AioRpcError, target: str) -> AgentdError:
     """The agentd error for a failed call, carrying the daemon's one-line message."""
     code: grpc.StatusCode = exc.code()  # type: ignore[attr-defined]
     details: str = exc.details() or code.name  # type: ignore[attr-defined]
     if code == grpc.StatusCode.UNAVAILABLE:
+        lowered = details.lower()
+        if "ssl" in lowered or "handshake" in lowered or "certificate" in lowered:
+            return Unavailable(f"TLS handshake with agentd at {target} failed (check the CA, client certificate and host name): {details}")
         return Unavailable(f"cannot reach agentd at {target}: is `agentd serve` running?")
     if code == grpc.StatusCode.INVALID_ARGUMENT:
         field, sep, problem = details.partition(": ")
@@ -229,4 +359,8 @@ def error_from_rpc(exc: grpc.RpcError, target: str) -> AgentdError:
         return ResourceExhausted(details)
     if code in (grpc.StatusCode.CANCELLED, grpc.StatusCode.DEADLINE_EXCEEDED):
         return Cancelled(details)
+    if code == grpc.StatusCode.UNAUTHENTICATED:
+        return Unauthenticated(f"agentd at {target} refused the call (UNAUTHENTICATED): {details}")
+    if code == grpc.StatusCode.PERMISSION_DENIED:
+        return PermissionDenied(f"agentd at {target} refused the call (PERMISSION_DENIED): {details}")
     return AgentdError(f"daemon error ({code.name}): {details}")

@@ -72,6 +72,20 @@ class ResourceExhausted(AgentdError):
     exit_code = 75
 
 
+class Unauthenticated(AgentdError):
+    """Missing or wrong credentials."""
+
+    grpc_code = "UNAUTHENTICATED"
+    exit_code = 77
+
+
+class PermissionDenied(AgentdError):
+    """Authenticated, but not allowed to make this call here."""
+
+    grpc_code = "PERMISSION_DENIED"
+    exit_code = 77
+
+
 class Cancelled(AgentdError):
     """The client cancelled the request or its deadline expired."""
 

@@ -55,7 +55,7 @@ def daemon(tmp_path_factory):
     with socket_dir() as directory:
         socket_path = directory / "run" / "a.sock"
         with stdout.open("w") as out, stderr.open("w") as err:
-            process = subprocess.Popen([*AGENTD, "serve", "--socket", str(socket_path)], stdout=out, stderr=err, env=env)
+            process = subprocess.Popen([*AGENTD, "serve", "--socket", str(socket_path), "--grace", "0.5"], stdout=out, stderr=err, env=env)
         running = RunningDaemon(process, socket_path, stdout, stderr, env)
         try:
             _wait_until_serving(running)
@@ -179,7 +179,7 @@ def test_cancelled_stream_stops_generation(daemon, client) -> None:
 
 def test_sigterm_stops_gracefully_and_removes_the_socket(daemon, client) -> None:
     # A generation still running when SIGTERM arrives (greedy: ~2000 tokens, far
-    # longer than the 5 s grace) is cancelled after the grace, not waited for.
+    # longer than this daemon's 0.5 s grace) is cancelled after the grace, not waited for.
     stream = client.generate("Tell me a long story", sampling=SamplingOptions(max_tokens=2000, temperature=0))
     chunks = iter(stream)
     next(chunks)
@@ -204,7 +204,7 @@ def test_serve_given_models_over_loopback_tcp(tmp_path) -> None:
     stdout, stderr = tmp_path / "serve.out", tmp_path / "serve.err"
     with stdout.open("w") as out, stderr.open("w") as err:
         process = subprocess.Popen(
-            [*AGENTD, "serve", "--no-defaults", "--model", f"mine={checkpoint}", "--tcp", "127.0.0.1:0",
+            [*AGENTD, "serve", "--no-defaults", "--model", f"mine={checkpoint}", "--tcp", "127.0.0.1:0", "--insecure-loopback",
              "--socket", str(socket_path)],
             stdout=out, stderr=err, env=env,
         )

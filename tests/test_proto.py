@@ -126,8 +126,12 @@ def test_comment_check_catches_a_missing_comment(tmp_path) -> None:
 @pytest.mark.parametrize(
     ("module", "service", "methods"),
     [
-        ("inference_pb2", "Inference", {"Generate", "Embed", "Tokenize", "Detokenize"}),
-        ("models_pb2", "Models", {"ListModels", "GetModelInfo"}),
+        (
+            "inference_pb2",
+            "Inference",
+            {"Generate", "Embed", "Tokenize", "Detokenize", "SaveSession", "RestoreSession", "ListSessions", "DeleteSession"},
+        ),
+        ("models_pb2", "Models", {"ListModels", "GetModelInfo", "LoadModel", "UnloadModel"}),
     ],
 )
 def test_generated_modules_expose_the_services(module, service, methods) -> None:

@@ -2,12 +2,18 @@
 
 Each command dials the daemon (``--socket``/``AGENTD_SOCKET``, or ``--tcp``)
 and uses the daemon's default model of the kind it needs unless ``--model``
-names one. Errors print one line and exit non-zero (see agentd.cli.main).
+names one. Over TCP, ``--tls-ca`` (the CA that signed the daemon's
+certificate), ``--token-file`` and, for mutual TLS, ``--tls-cert`` +
+``--tls-key`` authenticate; each also reads an environment variable
+(``AGENTD_TLS_CA``, ``AGENTD_TOKEN_FILE``, ``AGENTD_TLS_CLIENT_CERT``,
+``AGENTD_TLS_CLIENT_KEY``) so other command groups calling :func:`connect`
+get them too. Errors print one line and exit non-zero (see agentd.cli.main).
 """
 
 from __future__ import annotations
 
 import enum
+import os
 import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Optional
@@ -25,6 +31,20 @@ SocketOption = Annotated[
 TcpOption = Annotated[
     Optional[str], typer.Option("--tcp", metavar="HOST:PORT", help="Dial the daemon over TCP instead.")
 ]
+TlsCaOption = Annotated[
+    Optional[Path], typer.Option("--tls-ca", help="CA certificate (PEM) that signed the daemon's TLS certificate; implies TLS. Env: AGENTD_TLS_CA.")
+]
+TlsCertOption = Annotated[
+    Optional[Path], typer.Option("--tls-cert", help="Client certificate (PEM) for mutual TLS. Env: AGENTD_TLS_CLIENT_CERT.")
+]
+TlsKeyOption = Annotated[
+    Optional[Path], typer.Option("--tls-key", help="Private key of --tls-cert. Env: AGENTD_TLS_CLIENT_KEY.")
+]
+TokenFileOption = Annotated[
+    Optional[Path], typer.Option("--token-file", help="File with the daemon's bearer token. Env: AGENTD_TOKEN_FILE.")
+]
+#: Client-side environment variables, read when the matching flag is not given.
+CLIENT_ENV = {"tls_ca": "AGENTD_TLS_CA", "tls_cert": "AGENTD_TLS_CLIENT_CERT", "tls_key": "AGENTD_TLS_CLIENT_KEY", "token_file": "AGENTD_TOKEN_FILE"}
 ModelOption = Annotated[
     Optional[str], typer.Option("--model", "-m", help="Served model name (default: the daemon's first model of its kind).")
 ]
@@ -45,14 +65,31 @@ class EmbedFormat(str, enum.Enum):
     similarity = "similarity"
 
 
-def connect(socket: Path | None, tcp: str | None) -> Client:
+def connect(
+    socket: Path | None,
+    tcp: str | None,
+    tls_ca: Path | None = None,
+    token_file: Path | None = None,
+    tls_cert: Path | None = None,
+    tls_key: Path | None = None,
+) -> Client:
     """A client for the daemon the options (or the environment) point at."""
-    from agentd.client import Client
+    from agentd.client import Client, Credentials
     from agentd.config import default_socket_path, parse_tcp_address, tcp_target, unix_target
 
+    def given(value: Path | None, name: str) -> Path | None:
+        raw = os.environ.get(CLIENT_ENV[name], "").strip()
+        return value if value is not None else (Path(raw) if raw else None)
+
+    credentials = Credentials(
+        ca_file=given(tls_ca, "tls_ca"),
+        cert_file=given(tls_cert, "tls_cert"),
+        key_file=given(tls_key, "tls_key"),
+        token_file=given(token_file, "token_file"),
+    )
     if tcp:
-        return Client(tcp_target(*parse_tcp_address(tcp)))
-    return Client(unix_target(socket or default_socket_path()))
+        return Client(tcp_target(*parse_tcp_address(tcp)), credentials=credentials)
+    return Client(unix_target(socket or default_socket_path()), credentials=credentials)
 
 
 @app.command()
@@ -67,10 +104,14 @@ def generate(
     stop: StopOption = None,
     socket: SocketOption = None,
     tcp: TcpOption = None,
+    tls_ca: TlsCaOption = None,
+    token_file: TokenFileOption = None,
+    tls_cert: TlsCertOption = None,
+    tls_key: TlsKeyOption = None,
 ) -> None:
     """Continue PROMPT, streaming the text as it is generated."""
     sampling = _sampling(max_tokens, temperature, top_p, top_k, seed, stop)
-    with connect(socket, tcp) as client:
+    with connect(socket, tcp, tls_ca, token_file, tls_cert, tls_key) as client:
         _print_stream(client.generate(prompt, model=model, sampling=sampling))
 
 
@@ -87,11 +128,15 @@ def chat(
     stop: StopOption = None,
     socket: SocketOption = None,
     tcp: TcpOption = None,
+    tls_ca: TlsCaOption = None,
+    token_file: TokenFileOption = None,
+    tls_cert: TlsCertOption = None,
+    tls_key: TlsKeyOption = None,
 ) -> None:
     """Chat with a model: one turn, or a conversation when stdin is a terminal and no MESSAGE is given."""
     sampling = _sampling(max_tokens, temperature, top_p, top_k, seed, stop)
     history = [{"role": "system", "content": system}] if system else []
-    with connect(socket, tcp) as client:
+    with connect(socket, tcp, tls_ca, token_file, tls_cert, tls_key) as client:
         model = model or client.default_model("decoder")
         if message is None and sys.stdin.isatty():
             _chat_repl(client, model, history, sampling)
@@ -111,13 +156,17 @@ def embed(
     ] = EmbedFormat.json,
     socket: SocketOption = None,
     tcp: TcpOption = None,
+    tls_ca: TlsCaOption = None,
+    token_file: TokenFileOption = None,
+    tls_cert: TlsCertOption = None,
+    tls_key: TlsKeyOption = None,
 ) -> None:
     """Embed TEXTS with an encoder model."""
     import json
 
     import numpy as np
 
-    with connect(socket, tcp) as client:
+    with connect(socket, tcp, tls_ca, token_file, tls_cert, tls_key) as client:
         vectors = client.embed(texts, model=model)
     if output is EmbedFormat.dims:
         typer.echo(f"{vectors.shape[0]} x {vectors.shape[1]}")

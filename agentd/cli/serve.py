@@ -1,59 +1,187 @@
-"""``agentd serve``: run the daemon."""
+"""``agentd serve``: run the daemon.
+
+Every option is also a key of the TOML config file and an ``AGENTD_*``
+environment variable (agentd.config.KEYS; docs/configuration.md); flags win.
+Options default to None here so "not given" is distinguishable from a value.
+"""
 
 from __future__ import annotations
 
+import enum
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Optional
+from typing import TYPE_CHECKING, Annotated, Any, Optional
 
 import typer
 
 from agentd.cli import app
 
 if TYPE_CHECKING:
+    from agentd.config import ServeConfig
     from agentd.server.app import Daemon
     from agentd.server.served import ModelSource
 
 
+class LogFormatChoice(str, enum.Enum):
+    """``--log-format`` values (auto: JSON unless stderr is a terminal)."""
+
+    auto = "auto"
+    json = "json"
+    text = "text"
+
+
+class LogLevelChoice(str, enum.Enum):
+    """``--log-level`` values."""
+
+    debug = "debug"
+    info = "info"
+    warning = "warning"
+    error = "error"
+
+
+SECURITY = "Security"
+LOGGING = "Logging"
+ENGINE = "Engine"
+
+
 @app.command()
 def serve(
+    config_file: Annotated[
+        Optional[Path], typer.Option("--config", help="TOML config file (default: $AGENTD_CONFIG, else $AGENTD_HOME/agentd.toml if present).")
+    ] = None,
+    print_config: Annotated[
+        bool, typer.Option("--print-config", help="Print the effective configuration as TOML and exit.")
+    ] = False,
     socket: Annotated[
-        Optional[Path],
-        typer.Option("--socket", envvar="AGENTD_SOCKET", help="Unix socket to listen on (default: $XDG_RUNTIME_DIR/agentd/agentd.sock or $AGENTD_HOME/agentd.sock)."),
+        Optional[Path], typer.Option("--socket", help="Unix socket to listen on (default: $XDG_RUNTIME_DIR/agentd/agentd.sock or $AGENTD_HOME/agentd.sock).")
     ] = None,
     tcp: Annotated[
-        Optional[str], typer.Option("--tcp", metavar="HOST:PORT", help="Also listen on TCP (loopback only, no TLS yet).")
+        Optional[str], typer.Option("--tcp", metavar="HOST:PORT", help="Also listen on TCP (needs TLS, or --insecure-loopback).")
     ] = None,
     model: Annotated[
-        Optional[list[str]],
-        typer.Option("--model", metavar="NAME=PATH", help="Serve a checkpoint or bundle directory (repeatable)."),
+        Optional[list[str]], typer.Option("--model", metavar="NAME=PATH", help="Serve a checkpoint or bundle directory (repeatable).")
     ] = None,
     no_defaults: Annotated[
-        bool, typer.Option("--no-defaults", help="Do not serve the built-in default models.")
-    ] = False,
+        Optional[bool], typer.Option("--no-defaults/--defaults", show_default=False, help="Do not serve the built-in default models.")
+    ] = None,
     grace: Annotated[
-        float, typer.Option("--grace", min=0.0, help="Seconds in-flight requests get on SIGTERM/SIGINT.")
-    ] = 5.0,
+        Optional[float], typer.Option("--grace", help="Seconds in-flight requests get on SIGTERM/SIGINT before they are cancelled.")
+    ] = None,
+    tls_cert: Annotated[
+        Optional[Path], typer.Option("--tls-cert", help="PEM server certificate (chain) for TCP.", rich_help_panel=SECURITY)
+    ] = None,
+    tls_key: Annotated[
+        Optional[Path], typer.Option("--tls-key", help="PEM private key of --tls-cert.", rich_help_panel=SECURITY)
+    ] = None,
+    tls_client_ca: Annotated[
+        Optional[Path], typer.Option("--tls-client-ca", help="Require TCP clients to present a certificate signed by this CA (mutual TLS).", rich_help_panel=SECURITY)
+    ] = None,
+    auth_token_file: Annotated[
+        Optional[Path], typer.Option("--auth-token-file", help="File with the bearer token TCP clients must send.", rich_help_panel=SECURITY)
+    ] = None,
+    insecure_loopback: Annotated[
+        Optional[bool], typer.Option("--insecure-loopback/--no-insecure-loopback", show_default=False, help="Allow plaintext TCP on a loopback address (development only).", rich_help_panel=SECURITY)
+    ] = None,
+    socket_requires_token: Annotated[
+        Optional[bool], typer.Option("--socket-requires-token/--no-socket-requires-token", show_default=False, help="Require the bearer token on the Unix socket too.", rich_help_panel=SECURITY)
+    ] = None,
+    remote_admin: Annotated[
+        Optional[bool], typer.Option("--remote-admin/--no-remote-admin", show_default=False, help="Allow LoadModel/UnloadModel over TCP.", rich_help_panel=SECURITY)
+    ] = None,
+    log_format: Annotated[
+        Optional[LogFormatChoice], typer.Option("--log-format", help="json, text, or auto (json unless stderr is a terminal).", rich_help_panel=LOGGING)
+    ] = None,
+    log_level: Annotated[
+        Optional[LogLevelChoice], typer.Option("--log-level", rich_help_panel=LOGGING)
+    ] = None,
+    log_prompts: Annotated[
+        Optional[bool], typer.Option("--log-prompts/--no-log-prompts", show_default=False, help="Log prompt text (off by default).", rich_help_panel=LOGGING)
+    ] = None,
+    max_batch: Annotated[
+        Optional[int], typer.Option("--max-batch", help="Most requests decoded together per model.", rich_help_panel=ENGINE)
+    ] = None,
+    max_queue: Annotated[
+        Optional[int], typer.Option("--max-queue", help="Most requests waiting per model.", rich_help_panel=ENGINE)
+    ] = None,
+    prefill_chunk: Annotated[
+        Optional[int], typer.Option("--prefill-chunk", help="Prompt tokens prefilled per engine step.", rich_help_panel=ENGINE)
+    ] = None,
+    memory_budget: Annotated[
+        Optional[str], typer.Option("--memory-budget", metavar="SIZE", help="e.g. 4GiB; 0: no limit.", rich_help_panel=ENGINE)
+    ] = None,
+    prefix_cache_budget: Annotated[
+        Optional[str], typer.Option("--prefix-cache-budget", metavar="SIZE", help="Cached prompt-prefix states per model; 0: off.", rich_help_panel=ENGINE)
+    ] = None,
+    session_budget: Annotated[
+        Optional[str], typer.Option("--session-budget", metavar="SIZE", help="State all in-memory sessions may hold.", rich_help_panel=ENGINE)
+    ] = None,
+    session_ttl: Annotated[
+        Optional[float], typer.Option("--session-ttl", help="Seconds an idle session is kept.", rich_help_panel=ENGINE)
+    ] = None,
+    metrics_host: Annotated[
+        Optional[str], typer.Option("--metrics-host", help="Address of the Prometheus endpoint.", rich_help_panel=ENGINE)
+    ] = None,
+    metrics_port: Annotated[
+        Optional[int], typer.Option("--metrics-port", help="Port of the Prometheus endpoint (unset: off).", rich_help_panel=ENGINE)
+    ] = None,
 ) -> None:
-    """Serve models over gRPC until SIGTERM or SIGINT."""
+    """Serve models over gRPC until SIGTERM or SIGINT (then drain for --grace seconds)."""
+    from agentd.config import config_to_toml, load_serve_config
+
+    flags: dict[str, Any] = {
+        "socket": socket, "tcp": tcp, "models": model, "no_defaults": no_defaults, "grace": grace,
+        "tls_cert": tls_cert, "tls_key": tls_key, "tls_client_ca": tls_client_ca, "auth_token_file": auth_token_file,
+        "insecure_loopback": insecure_loopback, "socket_requires_token": socket_requires_token,
+        "remote_admin": remote_admin, "log_format": log_format, "log_level": log_level, "log_prompts": log_prompts,
+        "max_batch": max_batch, "max_queue": max_queue, "prefill_chunk": prefill_chunk,
+        "memory_budget": memory_budget, "prefix_cache_budget": prefix_cache_budget,
+        "session_budget": session_budget, "session_ttl": session_ttl, "metrics_host": metrics_host,
+        "metrics_port": metrics_port,
+    }
+    config = load_serve_config(config_file, flags=flags)
+    if print_config:
+        typer.echo(config_to_toml(config), nl=False)
+        return
+    _serve(config)
+
+
+def _serve(config: ServeConfig) -> None:
     import asyncio
-    import logging
 
-    from agentd.config import default_socket_path, parse_tcp_address
-    from agentd.server.app import Daemon, check_tcp_address
-    from agentd.server.served import ModelTable, require_models
+    from agentd.logging_setup import configure_logging
+    from agentd.server.app import Daemon
+    from agentd.server.auth import Security
+    from agentd.server.served import ModelTable, ServingSettings, require_models
+    from agentd.server.sessions import SessionSettings
 
-    logging.basicConfig(level=logging.INFO, format="agentd: %(levelname)s %(name)s: %(message)s")
-    # Address problems are reported before the (slow) model loading.
-    tcp_address = check_tcp_address(parse_tcp_address(tcp)) if tcp else None
-    user_models = [_parse_model(spec) for spec in model or []]
-    sources = [] if no_defaults else _default_sources(exclude={source.name for source in user_models})
+    configure_logging(config.log_format, config.log_level)
+    # Certificates and the token are checked before the (slow) model loading.
+    security = Security.from_config(config)
+    user_models = [_source(name, path) for name, path in config.models.items()]
+    sources = [] if config.no_defaults else _default_sources(exclude=set(config.models))
     sources += user_models
     typer.echo("agentd: loading models...")
     try:
-        table = require_models(ModelTable.load(sources))
+        settings = ServingSettings(
+            max_batch=config.max_batch,
+            max_queue=config.max_queue,
+            prefill_chunk=config.prefill_chunk,
+            prefix_cache_bytes=config.prefix_cache_budget,
+            memory_budget=config.memory_budget,
+            unload_grace=config.grace,
+            sessions=SessionSettings(ttl=config.session_ttl, budget_bytes=config.session_budget),
+        )
+        table = require_models(ModelTable.load(sources, settings))
     except KeyboardInterrupt:  # before the loop installs its signal handlers
         raise typer.Exit(130) from None
-    daemon = Daemon(table, socket_path=socket or default_socket_path(), tcp=tcp_address, grace=grace)
+    daemon = Daemon(
+        table,
+        socket_path=config.socket,
+        tcp=config.tcp,
+        grace=config.grace,
+        security=security,
+        log_prompts=config.log_prompts,
+        metrics=(config.metrics_host, config.metrics_port) if config.metrics_port is not None else None,
+    )
     for served in table:
         info = served.model.info
         note = f" - {served.description}" if served.description else ""
@@ -68,17 +196,15 @@ def serve(
 async def _run(daemon: Daemon) -> None:
     for target in await daemon.start():
         typer.echo(f"agentd: listening on {target}")
+    if daemon.metrics_url is not None:
+        typer.echo(f"agentd: metrics on {daemon.metrics_url}")
     await daemon.run_until_signalled()
 
 
-def _parse_model(spec: str) -> ModelSource:
-    from agentd.errors import InvalidArgument
+def _source(name: str, path: Path) -> ModelSource:
     from agentd.server.served import ModelSource
 
-    name, sep, path = spec.partition("=")
-    if not sep or not name.strip() or not path.strip():
-        raise InvalidArgument("--model", f"expected NAME=PATH, got {spec!r}")
-    return ModelSource(name.strip(), Path(path.strip()).expanduser())
+    return ModelSource(name, path)
 
 
 def _default_sources(exclude: set[str]) -> list[ModelSource]:

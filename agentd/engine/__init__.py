@@ -7,7 +7,8 @@
     engine.close(drain=True, grace=5.0)
 """
 
-from agentd.engine.handle import RequestHandle
+from agentd.engine.handle import RequestHandle, RetainedState
+from agentd.engine.prefix_cache import PrefixCache
 from agentd.engine.scheduler import Engine
 
-__all__ = ["Engine", "RequestHandle"]
+__all__ = ["Engine", "PrefixCache", "RequestHandle", "RetainedState"]

@@ -14,15 +14,35 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import logging
 import threading
 import time
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, AsyncIterator, Callable, Iterator, Union
+
+from agentd.backend import State
 
 if TYPE_CHECKING:
     from agentd.generation import GenerationEvent
 
+log = logging.getLogger(__name__)
+
 #: What the engine publishes: an event, or the exception that failed the request.
 _Item = Union["GenerationEvent", BaseException]
+
+
+@dataclass(frozen=True)
+class RetainedState:
+    """A finished request's backend state, kept for the next turn of a session.
+
+    ``state`` holds exactly ``tokens`` (the prompt, then every generated token
+    but the newest: a sampled token is only fed back by the next decode).
+    ``pending`` is that newest token, or None if nothing was generated.
+    """
+
+    state: State
+    tokens: tuple[int, ...]
+    pending: int | None
 
 
 class RequestHandle:
@@ -41,10 +61,17 @@ class RequestHandle:
         self._forward: Callable[[_Item], None] | None = None
         self._claimed = False
         self._done = False
+        self._done_callbacks: list[Callable[["RequestHandle"], None]] = []
         #: What the engine really did, even after the reader left: tokens generated
         #: so far, and the final finish_reason (None while running or if it failed).
         self.completion_tokens = 0
         self.finish_reason: str | None = None
+        #: Prompt tokens whose state came ready-made (a session or the prefix cache)
+        #: instead of being prefilled; set when the request is admitted.
+        self.cached_tokens = 0
+        #: Submitted with ``keep_state``: the state it ended in, set before the final
+        #: event (None if the request failed, or was not asked to keep it).
+        self.retained: RetainedState | None = None
 
     # -- caller side -------------------------------------------------------------
     def cancel(self) -> None:
@@ -60,6 +87,16 @@ class RequestHandle:
     def done(self) -> bool:
         """True once the final event (or the error) has been published."""
         return self._done
+
+    def on_done(self, callback: Callable[["RequestHandle"], None]) -> None:
+        """Call ``callback(handle)`` once the request has ended, before its final item
+        reaches the reader (at once if it already has). Runs on the engine thread,
+        so it must be quick and thread-safe; whatever it raises is logged."""
+        with self._cond:
+            if not self._done:
+                self._done_callbacks.append(callback)
+                return
+        _call(callback, self)
 
     def expired(self, now: float | None = None) -> bool:
         """True when the deadline has passed."""
@@ -105,12 +142,18 @@ class RequestHandle:
         self._put(error)
 
     def _put(self, item: _Item) -> None:
+        if _is_last(item):
+            with self._cond:
+                self._done = True
+                callbacks, self._done_callbacks = self._done_callbacks, []
+            if not isinstance(item, BaseException):
+                self.completion_tokens, self.finish_reason = item.completion_tokens, item.finish_reason
+            for callback in callbacks:  # before the reader can see the end (and e.g. reuse a session)
+                _call(callback, self)
         with self._cond:
             if not isinstance(item, BaseException):
                 self.completion_tokens = item.completion_tokens
                 self.finish_reason = item.finish_reason
-            if _is_last(item):
-                self._done = True
             if self._forward is None:
                 self._items.append(item)
                 self._cond.notify_all()
@@ -143,6 +186,13 @@ class RequestHandle:
         finally:
             if not finished:
                 self.cancel()
+
+
+def _call(callback: Callable[["RequestHandle"], None], handle: "RequestHandle") -> None:
+    try:
+        callback(handle)
+    except Exception:  # a caller's bookkeeping must not kill the engine thread
+        log.exception("request %d: on_done callback failed", handle.request_id)
 
 
 def _is_last(item: _Item) -> bool:

@@ -11,6 +11,14 @@ Each step:
    its length, and samples each row with that request's own
    :class:`~agentd.generation.GenerationSequence`.
 
+A request may arrive with a ready state that already holds the first
+``cached_tokens`` of its prompt (a session's next turn) and may ask to
+``keep_state``: the state it ends in is then handed back on its handle
+(:class:`~agentd.engine.handle.RetainedState`) instead of being freed. With a
+:class:`~agentd.engine.prefix_cache.PrefixCache`, a fresh request starts from
+the saved state of its longest cached ``prefix_boundaries`` prefix, and the
+state at its longest uncached boundary is saved for the requests after it.
+
 Requests wait in a bounded queue; beyond it ``submit`` raises
 :class:`ResourceExhausted` at once. A backend error fails only the requests it
 belongs to: a failed batched decode is retried row by row to find them (the
@@ -22,6 +30,7 @@ contract as NumPy.
 from __future__ import annotations
 
 import collections
+import dataclasses
 import itertools
 import logging
 import threading
@@ -31,8 +40,9 @@ from typing import TYPE_CHECKING, Collection, Sequence
 
 import numpy as np
 
-from agentd.backend import Backend
-from agentd.engine.handle import RequestHandle
+from agentd.backend import Backend, State
+from agentd.engine.handle import RequestHandle, RetainedState
+from agentd.engine.prefix_cache import PrefixCache
 from agentd.errors import InvalidArgument, ResourceExhausted, Unavailable
 from agentd.generation import GenerationEvent, GenerationSequence, SamplingParams
 
@@ -49,6 +59,14 @@ class _Request:
 
     handle: RequestHandle
     sequence: GenerationSequence
+    #: Hand the final state back on the handle rather than freeing it.
+    keep_state: bool = False
+    #: Prompt lengths at which the prefix cache may look up / save a state.
+    boundaries: tuple[int, ...] = ()
+    #: Prompt length at which to save the state into the prefix cache (None: nowhere).
+    snapshot_at: int | None = None
+    #: Sampled ids, recorded only for ``keep_state`` (the retained state's history).
+    generated: list[int] = dataclasses.field(default_factory=list)
 
 
 class Engine:
@@ -68,6 +86,7 @@ class Engine:
         max_batch: int = 16,
         max_queue: int = 64,
         prefill_chunk: int = 256,
+        prefix_cache: PrefixCache | None = None,
         name: str = "engine",
     ):
         if backend.info.kind != "decoder":
@@ -81,7 +100,10 @@ class Engine:
         self.max_batch = max_batch
         self.max_queue = max_queue
         self.prefill_chunk = prefill_chunk
+        self.prefix_cache = prefix_cache
         self.name = name
+        # State bytes of the running sequences, measured by the engine thread after each step.
+        self._state_bytes = 0
 
         # Guards _queue, _running and the flags; the engine thread waits on it when idle.
         self._cond = threading.Condition()
@@ -95,14 +117,23 @@ class Engine:
         self._thread.start()
 
     @classmethod
-    def from_model(cls, model: "Model", **limits: int) -> "Engine":
+    def from_model(
+        cls, model: "Model", *, prefix_cache: PrefixCache | None = None, name: str | None = None, **limits: int
+    ) -> "Engine":
         """An engine over a loaded :class:`~agentd.model.Model` (its backend, tokenizer and EOS ids).
 
         ``limits`` are ``max_batch``, ``max_queue`` and ``prefill_chunk``.
         """
         # A tokenizer knows its EOS ids; without one the checkpoint's config names them.
         eos = model.eos_token_ids
-        return cls(model.backend, model.tokenizer, eos_token_ids=eos, name=model.path.name, **limits)
+        return cls(
+            model.backend,
+            model.tokenizer,
+            eos_token_ids=eos,
+            prefix_cache=prefix_cache,
+            name=name or model.path.name,
+            **limits,
+        )
 
     # -- callers -----------------------------------------------------------------------
     def submit(
@@ -111,6 +142,10 @@ class Engine:
         params: SamplingParams,
         *,
         deadline: float | None = None,
+        state: State | None = None,
+        cached_tokens: int = 0,
+        keep_state: bool = False,
+        prefix_boundaries: Sequence[int] = (),
     ) -> RequestHandle:
         """Queue a generation; returns its handle at once.
 
@@ -119,19 +154,33 @@ class Engine:
         :class:`OutOfRange`. A full queue raises :class:`ResourceExhausted`, a
         closing engine :class:`Unavailable`; neither ever blocks. ``deadline``
         is a ``time.monotonic()`` value after which the request is cancelled.
+
+        ``state`` (made by this backend) already holds the first
+        ``cached_tokens`` prompt ids, which are then not prefilled again; the
+        engine owns it from here on. With ``keep_state`` the final state is put
+        on ``handle.retained``. ``prefix_boundaries`` are prompt lengths worth
+        caching (e.g. where the system prompt ends) for the prefix cache.
         """
         sequence = GenerationSequence(
-            self.backend.info, self.tokenizer, prompt_ids, params, eos_token_ids=self.eos_token_ids
+            self.backend.info, self.tokenizer, prompt_ids, params, eos_token_ids=self.eos_token_ids, state=state
         )
+        if (state is None) != (cached_tokens == 0) or not 0 <= cached_tokens < sequence.prompt.size:
+            raise InvalidArgument(
+                "cached_tokens", "must be 0 without a state, and leave at least one prompt token to prefill"
+            )
+        sequence.prefilled = cached_tokens
         handle = RequestHandle(next(self._ids), int(sequence.prompt.size), deadline)
+        handle.cached_tokens = cached_tokens
         with self._cond:
             if not self._accepting:
                 raise Unavailable(f"model {self.name!r} is shutting down")
-            if len(self._queue) >= self.max_queue:
+            # Cancelled requests leave the queue at the next step; they hold no place meanwhile.
+            if len(self._queue) >= self.max_queue and sum(not r.handle.cancel_requested for r in self._queue) >= self.max_queue:
                 raise ResourceExhausted(
                     f"model {self.name!r}: {len(self._queue)} requests are already queued (max_queue); retry later"
                 )
-            self._queue.append(_Request(handle, sequence))
+            boundaries = tuple(sorted({int(b) for b in prefix_boundaries if 0 < b < sequence.prompt.size}))
+            self._queue.append(_Request(handle, sequence, keep_state=keep_state, boundaries=boundaries))
             self._cond.notify_all()
         return handle
 
@@ -144,6 +193,10 @@ class Engine:
         """Requests waiting for a slot."""
         with self._cond:
             return len(self._queue)
+
+    def state_bytes(self) -> int:
+        """Bytes held by the running sequences' states (as of the last step)."""
+        return self._state_bytes
 
     def wait_idle(self, timeout: float | None = None) -> bool:
         """Block until no request is queued or running; False if ``timeout`` passed first."""
@@ -188,10 +241,20 @@ class Engine:
                     failed, self._running = self._running, []
                 for request in failed:
                     self._fail(request, exc)
+            self._measure()
             with self._cond:
                 if not self._queue and not self._running:
                     self._cond.notify_all()  # wakes wait_idle() (only now: waking it every step costs the GIL)
         self._shutdown()
+        self._measure()
+
+    def _measure(self) -> None:
+        try:
+            self._state_bytes = sum(
+                self.backend.state_bytes(r.sequence.state) for r in list(self._running) if r.sequence.state is not None
+            )
+        except Exception:  # a metric must never take the engine down
+            log.debug("%s: state_bytes failed", self.name, exc_info=True)
 
     def _step(self) -> None:
         dropped = self._admit()
@@ -223,11 +286,28 @@ class Engine:
                 admitted.append(request)
         for request in admitted:
             try:
-                request.sequence.state = self.backend.new_state()
+                self._prepare_state(request)
             except Exception as exc:  # whatever a backend raises fails this request only
                 self._remove(request)
                 self._fail(request, exc)
         return dropped
+
+    def _prepare_state(self, request: _Request) -> None:
+        """Give an admitted request its state: its own, a cached prefix's, or a new one."""
+        sequence, cache = request.sequence, self.prefix_cache
+        if sequence.state is None:
+            hit = cache.lookup(sequence.prompt, request.boundaries) if cache is not None and request.boundaries else None
+            if hit is not None:
+                sequence.state = self.backend.load_state(hit[1])  # a copy: the entry stays untouched
+                sequence.prefilled = hit[0]
+                request.handle.cached_tokens = hit[0]
+            else:
+                sequence.state = self.backend.new_state()
+        if cache is not None:
+            # Save at the longest boundary past what the state already holds, unless cached.
+            later = [b for b in request.boundaries if b > sequence.prefilled]
+            if later and not cache.contains(sequence.prompt[: later[-1]]):
+                request.snapshot_at = later[-1]
 
     def _prefill(self) -> None:
         """Spend at most ``prefill_chunk`` prompt tokens, oldest request first."""
@@ -238,7 +318,10 @@ class Engine:
             sequence = request.sequence
             if not sequence.needs_prefill:
                 continue
-            chunk = sequence.next_prompt_chunk(budget)
+            limit = budget
+            if request.snapshot_at is not None:
+                limit = min(limit, request.snapshot_at - sequence.prefilled)  # stop exactly at the boundary
+            chunk = sequence.next_prompt_chunk(limit)
             try:
                 logits = self.backend.prefill(chunk, sequence.state)
                 events = sequence.accept_prefill(chunk.size, logits)
@@ -247,7 +330,18 @@ class Engine:
                 self._fail(request, exc)
                 continue
             budget -= chunk.size
+            if request.snapshot_at == sequence.prefilled:
+                self._snapshot(request)
             self._publish(request, events)
+
+    def _snapshot(self, request: _Request) -> None:
+        """Save the state at ``snapshot_at`` into the prefix cache (a failure only skips it)."""
+        boundary, request.snapshot_at = request.snapshot_at, None
+        assert self.prefix_cache is not None and boundary is not None
+        try:
+            self.prefix_cache.store(request.sequence.prompt[:boundary], self.backend.save_state(request.sequence.state))
+        except Exception:
+            log.warning("%s: could not save a prefix state; continuing without", self.name, exc_info=True)
 
     def _decode(self) -> None:
         """One batched decode step for every decoding sequence."""
@@ -290,6 +384,8 @@ class Engine:
     # -- bookkeeping ---------------------------------------------------------------------
     def _publish(self, request: _Request, events: list[GenerationEvent]) -> None:
         """Hand ``events`` to the caller; a final event frees the slot first."""
+        if request.keep_state:
+            request.generated.extend(e.token_id for e in events if e.token_id is not None)
         if request.sequence.finished:
             self._remove(request)
         for event in events:
@@ -297,7 +393,7 @@ class Engine:
 
     def _end(self, request: _Request, final: GenerationEvent) -> None:
         """Publish the final event of a request already out of the queue and slots."""
-        request.sequence.state = None
+        self._release(request)
         request.handle.publish(final)
 
     def _remove(self, request: _Request) -> None:
@@ -306,11 +402,25 @@ class Engine:
         with self._cond:
             if request in self._running:
                 self._running.remove(request)
-        request.sequence.state = None
+        self._release(request)
+
+    def _release(self, request: _Request) -> None:
+        """Drop the request's state, or hand it back on the handle for ``keep_state``."""
+        sequence = request.sequence
+        if request.keep_state and sequence.state is not None:
+            tokens = sequence.prompt[: sequence.prefilled].tolist()
+            pending = None
+            if sequence.prefilled >= sequence.prompt.size and request.generated:
+                # The newest token was sampled but never fed back: it is not in the state.
+                tokens += request.generated[:-1]
+                pending = request.generated[-1]
+            request.handle.retained = RetainedState(sequence.state, tuple(tokens), pending)
+        sequence.state = None
 
     def _fail(self, request: _Request, error: BaseException) -> None:
         log.warning("%s: request %d failed: %s: %s", self.name, request.handle.request_id, type(error).__name__, error)
         request.sequence.state = None
+        request.handle.retained = None  # a failed step may have left the state anywhere
         request.handle.fail(error)
 
     def _shutdown(self) -> None:

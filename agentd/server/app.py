@@ -1,10 +1,14 @@
-"""The daemon: one grpc.aio server with Inference, Models, health and reflection.
+"""The daemon: grpc.aio servers with Inference, Models, health and reflection.
 
 Listens on a Unix socket (owner-only: the directory is made 0700, the socket
 is bound under umask 0o177 so it is 0600 from its first instant) and,
-optionally, on a loopback TCP port. SIGTERM/SIGINT stop it gracefully:
-health turns NOT_SERVING, in-flight RPCs get ``grace`` seconds, the socket
-file is removed.
+optionally, on TCP. Each listener is its own ``aio.Server`` over the same
+servicers, so its authentication policy (agentd.server.auth) is fixed by
+where a call arrived, never guessed from the peer address.
+
+SIGTERM/SIGINT drain: health turns NOT_SERVING, the listeners stop accepting,
+in-flight RPCs get ``grace`` seconds to finish and are then cancelled, the
+socket file is removed.
 """
 
 from __future__ import annotations
@@ -17,6 +21,7 @@ import signal
 import socket
 import stat
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from grpc import aio
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
@@ -24,11 +29,16 @@ from grpc_reflection.v1alpha import reflection
 
 from agentd.config import is_loopback, make_private_dirs, tcp_target, unix_target
 from agentd.errors import AgentdError, InvalidArgument
+from agentd.server.access_log import AccessLogInterceptor
+from agentd.server.auth import Security
 from agentd.server.catalog import ModelsServicer
 from agentd.server.inference import InferenceServicer
 from agentd.server.interceptor import ErrorInterceptor
 from agentd.server.served import ModelTable
 from agentd.v1 import inference_pb2, inference_pb2_grpc, models_pb2, models_pb2_grpc
+
+if TYPE_CHECKING:
+    from wsgiref.simple_server import WSGIServer
 
 log = logging.getLogger(__name__)
 
@@ -46,7 +56,13 @@ SERVER_OPTIONS = [
 
 
 class Daemon:
-    """A configured server: ``start()``, then ``stop()`` (or ``run_until_signalled()``)."""
+    """A configured server: ``start()``, then ``stop()`` (or ``run_until_signalled()``).
+
+    ``security`` defaults to no TLS and no token: fine for the Unix socket, and
+    the constructor still refuses plaintext TCP beyond loopback. ``agentd
+    serve`` builds it from the configuration, which requires TLS for TCP
+    unless ``insecure_loopback`` is set (agentd.config.check_security).
+    """
 
     def __init__(
         self,
@@ -55,69 +71,125 @@ class Daemon:
         socket_path: Path | None,
         tcp: tuple[str, int] | None = None,
         grace: float = 5.0,
+        security: Security = Security(),
+        log_prompts: bool = False,
+        metrics: tuple[str, int] | None = None,
     ):
         if socket_path is None and tcp is None:
             raise InvalidArgument("--socket", "the daemon needs a Unix socket or a TCP address to listen on")
         self.models = models
         self.socket_path = socket_path.expanduser().absolute() if socket_path is not None else None
-        self.tcp = check_tcp_address(tcp) if tcp is not None else None
+        self.security = security
+        self.tcp = tcp if tcp is None or security.tcp_credentials is not None else check_tcp_address(tcp)
         self.grace = grace
+        self.log_prompts = log_prompts
+        #: ``(host, port)`` of the Prometheus endpoint, or None for none.
+        self.metrics = metrics
+        #: ``http://host:port/metrics`` once started.
+        self.metrics_url: str | None = None
+        self._metrics_server: WSGIServer | None = None
         #: Targets clients dial, filled by ``start()`` (``unix:///...``, ``127.0.0.1:PORT``).
         self.targets: list[str] = []
-        self._server: aio.Server | None = None
+        self._servers: list[aio.Server] = []
         self._health: health.aio.HealthServicer | None = None
+        self._socket_inode: int | None = None
 
     async def start(self) -> list[str]:
         """Bind, start serving and report SERVING; returns the targets listened on."""
-        server = aio.server(interceptors=[ErrorInterceptor()], options=SERVER_OPTIONS)
-        inference_pb2_grpc.add_InferenceServicer_to_server(InferenceServicer(self.models), server)
-        models_pb2_grpc.add_ModelsServicer_to_server(ModelsServicer(self.models), server)
         self._health = health.aio.HealthServicer()
-        health_pb2_grpc.add_HealthServicer_to_server(self._health, server)
-        reflection.enable_server_reflection(
-            (INFERENCE_SERVICE, MODELS_SERVICE, health.SERVICE_NAME, reflection.SERVICE_NAME), server
-        )
-        if self.socket_path is not None:
-            self.targets.append(_bind_unix(server, self.socket_path))
-        if self.tcp is not None:
-            self.targets.append(_bind_tcp(server, *self.tcp))
-        await server.start()
-        self._server = server
+        servicers = (InferenceServicer(self.models), ModelsServicer(self.models))
+        try:
+            if self.socket_path is not None:
+                server = self._server(servicers, self.security.unix_interceptors())
+                self.targets.append(_bind_unix(server, self.socket_path))
+                self._socket_inode = self.socket_path.stat().st_ino
+            if self.tcp is not None:
+                server = self._server(servicers, self.security.tcp_interceptors())
+                self.targets.append(_bind_tcp(server, *self.tcp, self.security))
+            for server in self._servers:
+                await server.start()
+            if self.metrics is not None:
+                self._start_metrics(*self.metrics)
+        except BaseException:
+            await self._stop_servers(0)
+            raise
         for service in HEALTH_SERVICES:
             await self._health.set(service, health_pb2.HealthCheckResponse.SERVING)
+        await self.models.bind_health(self._health)  # one health service per model
         return self.targets
 
     async def stop(self) -> None:
-        """Report NOT_SERVING, let in-flight RPCs finish for ``grace`` seconds, remove the socket."""
-        if self._server is None:
+        """Drain: NOT_SERVING, stop accepting, ``grace`` seconds for in-flight RPCs, then cancel them."""
+        if not self._servers:
             return
         if self._health is not None:
             await self._health.enter_graceful_shutdown()
-        await self._server.stop(self.grace)
-        self._server = None
-        if self.socket_path is not None:
-            self.socket_path.unlink(missing_ok=True)
+        await self._stop_servers(self.grace)
+        await self.models.close()  # after the RPCs that used the engines have ended
+        if self._metrics_server is not None:
+            self._metrics_server.shutdown()
+            self._metrics_server = None
+        log.info("stopped")
 
     async def run_until_signalled(self) -> None:
-        """Serve until SIGTERM or SIGINT, then stop gracefully."""
+        """Serve until SIGTERM or SIGINT, then drain and stop."""
         loop = asyncio.get_running_loop()
         stopping = asyncio.Event()
         for signum in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(signum, stopping.set)
         try:
             await stopping.wait()
-            log.info("stopping (grace %.1fs)", self.grace)
+            log.info("stopping: in-flight requests get %.1f s to finish", self.grace, extra={"grace_s": self.grace})
         finally:
             await self.stop()
 
+    def _server(self, servicers: tuple[InferenceServicer, ModelsServicer], auth: list[aio.ServerInterceptor]) -> aio.Server:
+        """One listener's server: auth first, then error mapping, then the access log around the servicer."""
+        interceptors = [*auth, ErrorInterceptor(), AccessLogInterceptor(log_prompts=self.log_prompts)]
+        server = aio.server(interceptors=interceptors, options=SERVER_OPTIONS)
+        inference, models = servicers
+        inference_pb2_grpc.add_InferenceServicer_to_server(inference, server)
+        models_pb2_grpc.add_ModelsServicer_to_server(models, server)
+        health_pb2_grpc.add_HealthServicer_to_server(self._health, server)
+        reflection.enable_server_reflection(
+            (INFERENCE_SERVICE, MODELS_SERVICE, health.SERVICE_NAME, reflection.SERVICE_NAME), server
+        )
+        self._servers.append(server)
+        return server
+
+    def _start_metrics(self, host: str, port: int) -> None:
+        from agentd.server.metrics import start_metrics_server
+
+        try:
+            self._metrics_server = start_metrics_server(port, host)
+        except OSError as exc:
+            raise InvalidArgument("--metrics-port", f"cannot listen on {tcp_target(host, port)}: {exc.strerror}") from None
+        self.metrics_url = f"http://{tcp_target(host, self._metrics_server.server_port)}/metrics"
+
+    async def _stop_servers(self, grace: float) -> None:
+        servers, self._servers = self._servers, []
+        # All listeners drain together: the grace period is one wall-clock budget.
+        await asyncio.gather(*(server.stop(grace) for server in servers))
+        self._remove_own_socket()
+
+    def _remove_own_socket(self) -> None:
+        """Remove the socket file, unless another daemon has meanwhile bound the same path."""
+        if self.socket_path is None or self._socket_inode is None:
+            return
+        try:
+            if self.socket_path.lstat().st_ino == self._socket_inode:
+                self.socket_path.unlink()
+        except FileNotFoundError:
+            pass
+        self._socket_inode = None
+
 
 def check_tcp_address(address: tuple[str, int]) -> tuple[str, int]:
-    """Refuse non-loopback TCP: without TLS anyone on the network could use the models."""
+    """Refuse plaintext TCP beyond loopback: anyone on the network could use the models."""
     if not is_loopback(address[0]):
         raise InvalidArgument(
             "--tcp",
-            f"{address[0]} is not a loopback address; insecure TCP is only allowed on "
-            "127.0.0.1, ::1 or localhost until TLS is supported",
+            f"{address[0]} is not a loopback address; TCP beyond this machine needs --tls-cert and --tls-key",
         )
     return address
 
@@ -138,14 +210,17 @@ def _bind_unix(server: aio.Server, path: Path) -> str:
     return target
 
 
-def _bind_tcp(server: aio.Server, host: str, port: int) -> str:
-    bound = _add_port(server, tcp_target(host, port))
+def _bind_tcp(server: aio.Server, host: str, port: int, security: Security) -> str:
+    bound = _add_port(server, tcp_target(host, port), security)
     return tcp_target(host, bound)
 
 
-def _add_port(server: aio.Server, target: str) -> int:
+def _add_port(server: aio.Server, target: str, security: Security | None = None) -> int:
     try:
-        port = server.add_insecure_port(target)
+        if security is not None and security.tcp_credentials is not None:
+            port = server.add_secure_port(target, security.tcp_credentials)
+        else:
+            port = server.add_insecure_port(target)
     except RuntimeError as exc:
         raise AgentdError(f"cannot listen on {target}: {exc}") from None
     if port == 0:

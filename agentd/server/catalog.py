@@ -1,43 +1,81 @@
-"""``agentd.v1.Models``: which models the daemon serves and what they are."""
+"""``agentd.v1.Models``: which models the daemon serves, what they are, and loading them at run time."""
 
 from __future__ import annotations
 
+from pathlib import Path
+
 from grpc import aio
 
+from agentd.errors import InvalidArgument
 from agentd.server.served import ModelTable, ServedModel
 from agentd.v1 import models_pb2 as pb
 from agentd.v1 import models_pb2_grpc
 
 KINDS = {"decoder": pb.MODEL_KIND_DECODER, "encoder": pb.MODEL_KIND_ENCODER}
+STATUSES = {
+    "loading": pb.MODEL_STATUS_LOADING,
+    "ready": pb.MODEL_STATUS_READY,
+    "evicted": pb.MODEL_STATUS_EVICTED,
+    "failed": pb.MODEL_STATUS_FAILED,
+}
 
 
 class ModelsServicer(models_pb2_grpc.ModelsServicer):
-    """Serves ListModels and GetModelInfo from a :class:`ModelTable`."""
+    """Serves ListModels, GetModelInfo, LoadModel and UnloadModel over a :class:`ModelTable`."""
 
     def __init__(self, models: ModelTable):
         self._models = models
 
     async def ListModels(self, request: pb.ListModelsRequest, context: aio.ServicerContext) -> pb.ListModelsResponse:
-        return pb.ListModelsResponse(models=[model_info(served) for served in self._models])
+        return pb.ListModelsResponse(models=[model_info(served, self._models) for served in self._models])
 
     async def GetModelInfo(self, request: pb.GetModelInfoRequest, context: aio.ServicerContext) -> pb.ModelInfo:
-        return model_info(self._models.get(request.name, field_name="name"))
+        return model_info(self._models.get(request.name, field_name="name"), self._models)
+
+    async def LoadModel(self, request: pb.LoadModelRequest, context: aio.ServicerContext) -> pb.ModelInfo:
+        if not request.path:
+            raise InvalidArgument("path", "is required: a checkpoint or bundle directory on the daemon's machine")
+        description = request.description if request.HasField("description") else None
+        served = await self._models.start_load(request.name, Path(request.path), description)
+        if request.wait:
+            await self._models.wait_loaded(served.name)
+        return model_info(served, self._models)
+
+    async def UnloadModel(self, request: pb.UnloadModelRequest, context: aio.ServicerContext) -> pb.UnloadModelResponse:
+        await self._models.unload(request.name)
+        return pb.UnloadModelResponse()
 
 
-def model_info(served: ServedModel) -> pb.ModelInfo:
-    """The wire form of a served model's :class:`agentd.backend.ModelInfo`."""
-    info = served.model.info
-    return pb.ModelInfo(
+def model_info(served: ServedModel, table: ModelTable | None = None) -> pb.ModelInfo:
+    """The wire form of a served model (what it is, once it has loaded, and where it stands)."""
+    message = pb.ModelInfo(
         name=served.name,
-        architecture=info.architecture,
-        kind=KINDS.get(info.kind, pb.MODEL_KIND_UNSPECIFIED),
-        parameters=info.parameters,
-        context_length=info.context_length,
-        vocab_size=info.vocab_size,
-        dtype=info.dtype,
-        state_bytes_per_token=info.state_bytes_per_token,
-        state_bytes_per_sequence=info.state_bytes_per_sequence,
-        embedding_dim=info.embedding_dim,
         description=served.description,
-        source=str(served.model.path),
+        source=str(served.path),
+        status=STATUSES[served.status],
+        health_service=served.health_service,
+        weight_bytes=served.weight_bytes,
+        state_bytes=state_bytes(served, table),
+        error=str(served.error) if served.error is not None else "",
     )
+    info = served.info
+    if info is not None:
+        message.architecture = info.architecture
+        message.kind = KINDS.get(info.kind, pb.MODEL_KIND_UNSPECIFIED)
+        message.parameters = info.parameters
+        message.context_length = info.context_length
+        message.vocab_size = info.vocab_size
+        message.dtype = info.dtype
+        message.state_bytes_per_token = info.state_bytes_per_token
+        message.state_bytes_per_sequence = info.state_bytes_per_sequence
+        message.embedding_dim = info.embedding_dim
+    return message
+
+
+def state_bytes(served: ServedModel, table: ModelTable | None) -> int:
+    """State memory a model holds now: running sequences, its sessions and its prefix cache."""
+    total = served.engine.state_bytes() if served.engine is not None else 0
+    total += served.prefix_cache.nbytes if served.prefix_cache is not None else 0
+    if table is not None:
+        total += table.sessions.total_bytes(served.name)
+    return total

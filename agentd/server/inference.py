@@ -1,8 +1,9 @@
-"""``agentd.v1.Inference``: Generate, Embed, Tokenize, Detokenize.
+"""``agentd.v1.Inference``: Generate, Embed, Tokenize, Detokenize, and sessions.
 
 Thin: each handler validates its request into typed arguments, runs the model
-work off the event loop and translates the result to protobuf. Errors are
-raised as agentd.errors classes; the interceptor maps them to status codes.
+work off the event loop (Generate through the model's batching engine) and
+translates the result to protobuf. Errors are raised as agentd.errors
+classes; the interceptor maps them to status codes.
 """
 
 from __future__ import annotations
@@ -18,11 +19,13 @@ from grpc import aio
 from agentd.errors import InvalidArgument, OutOfRange
 from agentd.server.interceptor import request_id
 from agentd.server.served import ModelTable, ServedModel
+from agentd.server.sessions import Session
 from agentd.server.streaming import GenerationRun, run_exclusive
 from agentd.v1 import inference_pb2 as pb
 from agentd.v1 import inference_pb2_grpc
 
 if TYPE_CHECKING:
+    from agentd.engine import RequestHandle
     from agentd.generation import GenerationEvent, SamplingParams
     from agentd.tokenizer import Tokenizer
 
@@ -32,11 +35,19 @@ log = logging.getLogger(__name__)
 SAMPLING_FIELDS = ("max_tokens", "temperature", "top_k", "top_p", "min_p", "repetition_penalty", "seed")
 #: Most texts one Embed call may carry (bounds a request's memory).
 MAX_EMBED_TEXTS = 256
+#: Raw prompts offer the prefix cache a boundary every this many tokens.
+PREFIX_BLOCK = 64
 
 FINISH_REASONS = {
     "stop": pb.FINISH_REASON_STOP,
     "length": pb.FINISH_REASON_LENGTH,
     "cancelled": pb.FINISH_REASON_CANCELLED,
+}
+SESSION_OUTCOMES = {
+    None: pb.SESSION_OUTCOME_UNSPECIFIED,
+    "created": pb.SESSION_OUTCOME_CREATED,
+    "continued": pb.SESSION_OUTCOME_CONTINUED,
+    "restarted": pb.SESSION_OUTCOME_RESTARTED,
 }
 
 
@@ -47,54 +58,113 @@ class InferenceServicer(inference_pb2_grpc.InferenceServicer):
         self._models = models
 
     async def Generate(self, request: pb.GenerateRequest, context: aio.ServicerContext) -> AsyncIterator[pb.GenerateResponse]:
-        served = self._models.decoder(request.model)
-        prompt_ids = await asyncio.to_thread(_prompt_ids, served, request)
-        params = _sampling_params(served, request)
-        run = GenerationRun(served, prompt_ids, params)
         started = time.monotonic()
-        try:
+        async with self._models.use(request.model, "decoder") as served:
+            prompt_ids, boundaries = await asyncio.to_thread(_prompt_ids, served, request)
+            params = _sampling_params(served, request)
+            remaining = context.time_remaining()
+            run = GenerationRun(
+                served,
+                prompt_ids,
+                params,
+                started=started,
+                deadline=time.monotonic() + remaining if remaining is not None else None,
+                sessions=self._models.sessions,
+                session_id=request.session_id,
+                prefix_boundaries=boundaries,
+            )
+            run.start()  # a full queue raises RESOURCE_EXHAUSTED here, before any stream message
+            rid = request_id.get()
+
+            def log_end(handle: "RequestHandle") -> None:
+                # What the engine really did (also after the client left). Counts and
+                # timing only: no prompt or generated text in logs.
+                log.info(
+                    "request %s Generate model=%s prompt_tokens=%d cached_tokens=%d completion_tokens=%d "
+                    "finish=%s session=%s %.3fs",
+                    rid, served.name, len(prompt_ids), handle.cached_tokens, handle.completion_tokens,
+                    handle.finish_reason or "error", run.outcome or "-", time.monotonic() - started,
+                )
+
+            assert run.handle is not None
+            run.handle.on_done(log_end)
             async with aclosing(run.events()) as events:
                 async for event in events:
-                    yield _response(event)
-        finally:
-            # Counts and timing only: no prompt or generated text in logs.
-            log.info(
-                "request %s Generate model=%s prompt_tokens=%d completion_tokens=%d finish=%s %.3fs",
-                request_id.get(), served.name, len(prompt_ids), run.completion_tokens,
-                run.finish_reason or "aborted", time.monotonic() - started,
-            )
+                    yield _response(event, run)
 
     async def Embed(self, request: pb.EmbedRequest, context: aio.ServicerContext) -> pb.EmbedResponse:
-        served = self._models.encoder(request.model)
-        texts = list(request.texts)
-        if not texts:
-            raise InvalidArgument("texts", "is empty: give at least one text")
-        if len(texts) > MAX_EMBED_TEXTS:
-            raise InvalidArgument("texts", f"holds {len(texts)} texts; at most {MAX_EMBED_TEXTS} per call")
-        started = time.monotonic()
-        vectors = await run_exclusive(served, lambda: served.model.embed(texts))
+        async with self._models.use(request.model, "encoder") as served:
+            texts = list(request.texts)
+            if not texts:
+                raise InvalidArgument("texts", "is empty: give at least one text")
+            if len(texts) > MAX_EMBED_TEXTS:
+                raise InvalidArgument("texts", f"holds {len(texts)} texts; at most {MAX_EMBED_TEXTS} per call")
+            started = time.monotonic()
+            model = served.model
+            vectors = await run_exclusive(served, lambda: model.embed(texts))
         log.info("request %s Embed model=%s texts=%d %.3fs", request_id.get(), served.name, len(texts), time.monotonic() - started)
         dim = int(vectors.shape[1])
         return pb.EmbedResponse(embeddings=[pb.Embedding(values=row.tolist()) for row in vectors], dim=dim)
 
     async def Tokenize(self, request: pb.TokenizeRequest, context: aio.ServicerContext) -> pb.TokenizeResponse:
-        tokenizer = _tokenizer(self._models.get(request.model), "model")
+        async with self._models.use(request.model, None) as served:
+            tokenizer = _tokenizer(served, "model")
         ids = await asyncio.to_thread(tokenizer.encode, request.text, request.add_special_tokens)
         return pb.TokenizeResponse(ids=ids, tokens=[tokenizer.id_to_token(i) or "" for i in ids])
 
     async def Detokenize(self, request: pb.DetokenizeRequest, context: aio.ServicerContext) -> pb.DetokenizeResponse:
-        tokenizer = _tokenizer(self._models.get(request.model), "model")
+        async with self._models.use(request.model, None) as served:
+            tokenizer = _tokenizer(served, "model")
         ids = list(request.ids)
         _check_ids(ids, tokenizer.vocab_size, "ids")
         text = await asyncio.to_thread(tokenizer.decode, ids, request.skip_special_tokens)
         return pb.DetokenizeResponse(text=text)
 
+    # -- sessions ----------------------------------------------------------------------------
+    async def SaveSession(self, request: pb.SaveSessionRequest, context: aio.ServicerContext) -> pb.SaveSessionResponse:
+        sessions = self._models.sessions
+        session = sessions.get(request.session_id)
+        async with self._models.use(session.model, "decoder") as served:
+            saved = await sessions.save(session.session_id, served.model.backend)
+        log.info("request %s SaveSession %s tokens=%d bytes=%d", request_id.get(), session.session_id, saved.tokens, saved.file_bytes)
+        return pb.SaveSessionResponse(path=str(saved.path), file_bytes=saved.file_bytes, tokens=saved.tokens)
+
+    async def RestoreSession(self, request: pb.RestoreSessionRequest, context: aio.ServicerContext) -> pb.SessionInfo:
+        sessions = self._models.sessions
+        header, state = await asyncio.to_thread(sessions.read_header, request.session_id)
+        async with self._models.use(str(header.get("model", "")), "decoder", field_name="session_id") as served:
+            architecture = served.model.info.architecture
+            if header.get("architecture") != architecture:
+                raise InvalidArgument(
+                    "session_id",
+                    f"saved for a {header.get('architecture')} model; {served.name!r} is now a {architecture}",
+                )
+            session = await sessions.restore(request.session_id, served.name, served.model.backend, state, header)
+        return session_info(session)
+
+    async def ListSessions(self, request: pb.ListSessionsRequest, context: aio.ServicerContext) -> pb.ListSessionsResponse:
+        return pb.ListSessionsResponse(
+            sessions=[session_info(s) for s in self._models.sessions.list(request.model or None)]
+        )
+
+    async def DeleteSession(self, request: pb.DeleteSessionRequest, context: aio.ServicerContext) -> pb.DeleteSessionResponse:
+        sessions = self._models.sessions
+        deleted = sessions.delete(request.session_id)
+        deleted_saved = False
+        if request.delete_saved:
+            path = sessions.file_path(request.session_id)
+            deleted_saved = path.is_file()
+            path.unlink(missing_ok=True)
+        return pb.DeleteSessionResponse(deleted=deleted, deleted_saved=deleted_saved)
+
 
 # -- request -> typed arguments ---------------------------------------------------
-def _prompt_ids(served: ServedModel, request: pb.GenerateRequest) -> list[int]:
-    """Token ids of the request's prompt, messages or ids; checked against the context."""
+def _prompt_ids(served: ServedModel, request: pb.GenerateRequest) -> tuple[list[int], list[int]]:
+    """Token ids of the request's prompt, messages or ids, checked against the context,
+    and the prompt lengths worth offering the prefix cache."""
     which = request.WhichOneof("input")
     model = served.model
+    assert model is not None
     if which is None:
         raise InvalidArgument("prompt", "one of prompt, messages or prompt_token_ids is required")
     if which == "prompt":
@@ -109,7 +179,8 @@ def _prompt_ids(served: ServedModel, request: pb.GenerateRequest) -> list[int]:
             if not message.role:
                 raise InvalidArgument(f"messages[{index}].role", "is empty")
         chat = [{"role": message.role, "content": message.content} for message in messages]
-        ids = _tokenizer(served, "messages").apply_chat_template(chat, add_generation_prompt=True)
+        tokenizer = _tokenizer(served, "messages")
+        ids = tokenizer.apply_chat_template(chat, add_generation_prompt=True)
     else:
         ids = list(request.prompt_token_ids.ids)
         if not ids:
@@ -120,11 +191,36 @@ def _prompt_ids(served: ServedModel, request: pb.GenerateRequest) -> list[int]:
     context = model.info.context_length
     if len(ids) >= context:
         raise OutOfRange(f"prompt has {len(ids)} tokens; the model's context is {context}, leaving no room to generate")
-    return ids
+    if which == "messages":
+        boundaries = _message_boundaries(tokenizer, chat, ids)
+    else:
+        boundaries = list(range(PREFIX_BLOCK, len(ids), PREFIX_BLOCK))
+    return ids, boundaries
+
+
+def _message_boundaries(tokenizer: "Tokenizer", chat: list[dict[str, str]], ids: list[int]) -> list[int]:
+    """Where the first message (a system prompt, typically) and everything before the
+    last message end in ``ids``: the prefixes a later request is likely to repeat.
+
+    A boundary counts only if the template renders that part of the conversation
+    as an exact prefix of the whole (true of ChatML-style templates).
+    """
+    boundaries = []
+    for count in sorted({1, len(chat) - 1}):
+        if not 0 < count < len(chat):
+            continue
+        try:
+            head = tokenizer.apply_chat_template(chat[:count], add_generation_prompt=False)
+        except Exception:  # e.g. a template that insists on a user turn: only an optimisation is lost
+            continue
+        if 0 < len(head) < len(ids) and ids[: len(head)] == head:
+            boundaries.append(len(head))
+    return boundaries
 
 
 def _sampling_params(served: ServedModel, request: pb.GenerateRequest) -> "SamplingParams":
     """The model's defaults overridden by the fields the request sets; validated."""
+    assert served.model is not None
     overrides: dict[str, Any] = {name: getattr(request, name) for name in SAMPLING_FIELDS if request.HasField(name)}
     if request.stop:
         overrides["stop"] = tuple(request.stop)
@@ -135,7 +231,7 @@ def _sampling_params(served: ServedModel, request: pb.GenerateRequest) -> "Sampl
 
 
 def _tokenizer(served: ServedModel, field: str) -> "Tokenizer":
-    if served.model.tokenizer is None:
+    if served.model is None or served.model.tokenizer is None:
         raise InvalidArgument(field, f"model {served.name!r} has no tokenizer")
     return served.model.tokenizer
 
@@ -147,11 +243,29 @@ def _check_ids(ids: list[int], vocab_size: int, field: str) -> None:
 
 
 # -- results -> protobuf --------------------------------------------------------------
-def _response(event: "GenerationEvent") -> pb.GenerateResponse:
+def _response(event: "GenerationEvent", run: GenerationRun) -> pb.GenerateResponse:
     if event.finish_reason is None:
         return pb.GenerateResponse(text=event.text, token_ids=[event.token_id], logprobs=[event.logprob])
+    usage = pb.Usage(
+        prompt_tokens=event.prompt_tokens,
+        completion_tokens=event.completion_tokens,
+        cached_prompt_tokens=run.cached_tokens,
+    )
     return pb.GenerateResponse(
         text=event.text,
         finish_reason=FINISH_REASONS[event.finish_reason],
-        usage=pb.Usage(prompt_tokens=event.prompt_tokens, completion_tokens=event.completion_tokens),
+        usage=usage,
+        session_outcome=SESSION_OUTCOMES[run.outcome],
+    )
+
+
+def session_info(session: Session) -> pb.SessionInfo:
+    """The wire form of an in-memory session."""
+    return pb.SessionInfo(
+        session_id=session.session_id,
+        model=session.model,
+        tokens=len(session.tokens),
+        state_bytes=session.state_bytes,
+        idle_seconds=max(0.0, time.monotonic() - session.last_used),
+        busy=session.busy,
     )

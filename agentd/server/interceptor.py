@@ -5,10 +5,12 @@ trailer of failed calls). :class:`agentd.errors.AgentdError` subclasses carry
 their status code (``grpc_code``) and a one-line message that goes to the
 client as is. Anything else is a bug: the traceback is logged here, on the
 server, and the client sees only INTERNAL with the request id to quote.
+Every RPC is also counted here by its final status code (``agentd_requests_total``).
 """
 
 from __future__ import annotations
 
+import asyncio
 import contextvars
 import inspect
 import logging
@@ -19,6 +21,7 @@ import grpc
 from grpc import aio
 
 from agentd.errors import AgentdError, InvalidArgument
+from agentd.server import metrics
 
 log = logging.getLogger(__name__)
 
@@ -59,14 +62,24 @@ class ErrorInterceptor(aio.ServerInterceptor):
 
 
 def _wrap_unary(behavior: UnaryBehavior, method: str) -> UnaryBehavior:
+    rpc = method.lstrip("/")
+
     async def wrapped(request: Any, context: aio.ServicerContext) -> Any:
         request_id.set(_new_request_id())
+        code = "OK"
         try:
             return await behavior(request, context)
         except aio.AbortError:
+            code = _aborted_code(context)
             raise  # the handler chose its status itself
+        except (asyncio.CancelledError, GeneratorExit):
+            code = "CANCELLED"
+            raise
         except Exception as exc:  # noqa: BLE001 - this is the single mapping point
+            code = status_for(exc)[0].name
             await abort_with(context, exc, method)
+        finally:
+            metrics.REQUESTS.labels(rpc, code).inc()
 
     return wrapped
 
@@ -76,15 +89,25 @@ def _wrap_stream(behavior: StreamBehavior, method: str) -> StreamBehavior:
         # e.g. health Watch: a coroutine that writes with ``context.write``.
         return _wrap_unary(behavior, method)
 
+    rpc = method.lstrip("/")
+
     async def wrapped(request: Any, context: aio.ServicerContext) -> AsyncIterator[Any]:
         request_id.set(_new_request_id())
+        code = "OK"
         try:
             async for response in behavior(request, context):
                 yield response
         except aio.AbortError:
+            code = _aborted_code(context)
+            raise
+        except (asyncio.CancelledError, GeneratorExit):
+            code = "CANCELLED"  # the client went away (or the server is stopping)
             raise
         except Exception as exc:  # noqa: BLE001 - this is the single mapping point
+            code = status_for(exc)[0].name
             await abort_with(context, exc, method)
+        finally:
+            metrics.REQUESTS.labels(rpc, code).inc()
 
     return wrapped
 
@@ -108,6 +131,12 @@ async def abort_with(context: aio.ServicerContext, exc: BaseException, method: s
     else:
         log.error("request %s %s failed with an unexpected error", rid, method, exc_info=exc)
     await context.abort(code, message, trailing_metadata=((REQUEST_ID_METADATA, rid),))
+
+
+def _aborted_code(context: aio.ServicerContext) -> str:
+    """The status a handler aborted with itself (``context.abort``)."""
+    code = context.code()
+    return code.name if isinstance(code, grpc.StatusCode) else "UNKNOWN"
 
 
 def _new_request_id() -> str:

@@ -1,22 +1,56 @@
-"""The models a daemon serves, by name, each with the lock that serialises its work."""
+"""The models a daemon serves: loaded at start or at run time, evicted under a memory budget.
+
+A :class:`ModelTable` maps served names to :class:`ServedModel` entries. Each
+entry is ``loading``, ``ready``, ``evicted`` or ``failed``; a ready decoder has
+an :class:`~agentd.engine.Engine` (continuous batching) and a prefix cache,
+a ready encoder a lock that serialises its ``embed`` calls.
+
+Run-time changes (``load`` / ``unload``) happen on the daemon's event loop;
+weights are read in a worker thread. Readiness is reported through the gRPC
+health service under ``agentd.model.<name>`` once :meth:`ModelTable.bind_health`
+has been called: NOT_SERVING while loading (or evicted, or failed), SERVING
+when ready, SERVICE_UNKNOWN once unloaded.
+
+With a memory budget (bytes of weights), loading past it first evicts the
+least recently used idle model (no RPC using it); a later request for an
+evicted model reloads it from its recorded path. Its sessions are dropped
+with it: a state only means something to the weights that made it.
+"""
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
+import re
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Iterator, Literal, Sequence
+from typing import TYPE_CHECKING, Any, AsyncIterator, Iterator, Literal, Sequence
 
-from agentd.errors import AgentdError, InvalidArgument, NotFound
+from agentd.errors import AgentdError, InvalidArgument, ModelLoadError, NotFound, ResourceExhausted
+from agentd.server.sessions import SessionSettings, SessionStore
 
 if TYPE_CHECKING:
+    from agentd.backend import ModelInfo
+    from agentd.engine import Engine, PrefixCache
     from agentd.model import Model
 
 log = logging.getLogger(__name__)
 
 #: ``config.json`` key holding a model's one-line description (see agentd.default_models).
 DESCRIPTION_KEY = "agentd_description"
+#: Health service name of a model: ``agentd.model.<name>``.
+HEALTH_PREFIX = "agentd.model."
+#: Weight files counted when estimating a model's memory before it is loaded.
+WEIGHT_SUFFIXES = (".safetensors", ".bin", ".onnx", ".data", ".pt")
+DTYPE_BYTES = {"float32": 4, "float16": 2, "bfloat16": 2, "float64": 8, "int8": 1, "uint8": 1}
+
+#: Names a client may give LoadModel (they also name a health service).
+MODEL_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
+
+Status = Literal["loading", "ready", "evicted", "failed"]
+Kind = Literal["decoder", "encoder"]
 
 
 @dataclass(frozen=True)
@@ -29,54 +63,98 @@ class ModelSource:
     description: str | None = None
 
 
-@dataclass
+@dataclass(frozen=True)
+class ServingSettings:
+    """How models are served: engine limits, caches, budgets (``agentd serve`` flags)."""
+
+    #: Sequences decoded together per step, per model.
+    max_batch: int = 16
+    #: Requests waiting for a slot, per model; beyond it RESOURCE_EXHAUSTED.
+    max_queue: int = 64
+    #: Prompt tokens prefilled per engine step (long prompts are spread over steps).
+    prefill_chunk: int = 256
+    #: Bytes of saved prefix states kept per model (0 turns the prefix cache off).
+    prefix_cache_bytes: int = 64 * 2**20
+    #: Bytes of model weights kept loaded; 0 means no limit.
+    memory_budget: int = 0
+    #: Seconds in-flight streams of an unloaded model may finish in.
+    unload_grace: float = 5.0
+    sessions: SessionSettings = field(default_factory=SessionSettings)
+
+
+@dataclass(eq=False)
 class ServedModel:
-    """A loaded model under its served name."""
+    """A model under its served name, in whatever state of loading it is."""
 
     name: str
-    model: "Model"
+    path: Path
     description: str
-    #: One request at a time runs model work (continuous batching comes later).
+    status: Status = "loading"
+    model: "Model | None" = None
+    #: Continuous-batching engine of a ready decoder.
+    engine: "Engine | None" = None
+    prefix_cache: "PrefixCache | None" = None
+    #: What the model is; kept after eviction so it can still be described.
+    info: "ModelInfo | None" = None
+    #: Bytes of weights (estimated from the files until loaded).
+    weight_bytes: int = 0
+    #: Why loading failed (``status == "failed"``).
+    error: AgentdError | None = None
+    #: RPCs using the model now; a model in use is never evicted.
+    in_use: int = 0
+    last_used: float = field(default_factory=time.monotonic)
+    #: Serialises an encoder's embed calls (one batch at a time).
     lock: asyncio.Lock = field(default_factory=asyncio.Lock)
+    _loading: "asyncio.Future[None] | None" = None
 
     @property
-    def kind(self) -> Literal["decoder", "encoder"]:
-        return self.model.info.kind
+    def kind(self) -> Kind | None:
+        return self.info.kind if self.info is not None else None
+
+    @property
+    def health_service(self) -> str:
+        return HEALTH_PREFIX + self.name
 
 
 class ModelTable:
     """Served models in serving order; lookups raise the errors clients should see."""
 
-    def __init__(self, models: Sequence[ServedModel]):
+    def __init__(self, models: Sequence[ServedModel], settings: ServingSettings | None = None):
+        self.settings = settings or ServingSettings()
+        self.sessions = SessionStore(self.settings.sessions)
         self._models: dict[str, ServedModel] = {}
+        self._health: Any = None  # grpc_health.v1.health.aio.HealthServicer, once bound
         for served in models:
             if served.name in self._models:
                 raise InvalidArgument("--model", f"name {served.name!r} is given twice")
             self._models[served.name] = served
+            if served.model is not None:
+                self._activate(served, served.model)
+        from agentd.server import metrics
+
+        metrics.watch(self)
 
     @classmethod
-    def load(cls, sources: Sequence[ModelSource]) -> "ModelTable":
-        """Load every source (slow: weights are read here, before serving starts)."""
+    def load(cls, sources: Sequence[ModelSource], settings: ServingSettings | None = None) -> "ModelTable":
+        """Load every source now (slow: weights are read here, before serving starts)."""
         from agentd.model import load_model
 
         models = []
         for source in sources:
             model = load_model(source.path)
-            description = source.description
-            if description is None:
-                description = str(model.checkpoint.config.get(DESCRIPTION_KEY, ""))
-            models.append(ServedModel(source.name, model, description))
+            models.append(ServedModel(source.name, model.path, _description(source, model), model=model))
             log.info("loaded %s from %s", source.name, model.path)
-        return cls(models)
+        return cls(models, settings)
 
     def __iter__(self) -> Iterator[ServedModel]:
-        return iter(self._models.values())
+        return iter(list(self._models.values()))
 
     def __len__(self) -> int:
         return len(self._models)
 
+    # -- lookups -----------------------------------------------------------------------
     def get(self, name: str, *, field_name: str = "model") -> ServedModel:
-        """The model called ``name``; INVALID_ARGUMENT if empty, NOT_FOUND if unknown."""
+        """The entry called ``name`` in any state; INVALID_ARGUMENT if empty, NOT_FOUND if unknown."""
         if not name:
             raise InvalidArgument(field_name, "is required (see `agentd models list`)")
         served = self._models.get(name)
@@ -85,19 +163,188 @@ class ModelTable:
             raise NotFound(f"model {name!r} is not served (served: {known})")
         return served
 
-    def decoder(self, name: str) -> ServedModel:
-        """A model that can Generate."""
-        served = self.get(name)
-        if served.kind != "decoder":
-            raise InvalidArgument("model", f"{name!r} is an {served.kind}: it cannot generate (use Embed)")
+    @contextlib.asynccontextmanager
+    async def use(self, name: str, kind: Kind | None, *, field_name: str = "model") -> AsyncIterator[ServedModel]:
+        """A ready model of ``kind`` (None: any) for the duration of one RPC (reloaded first if evicted).
+
+        While the block runs the model counts as in use, so it is not evicted.
+        """
+        served = self.get(name, field_name=field_name)
+        served.in_use += 1
+        try:
+            await self._ready(served)
+            if kind == "decoder" and served.kind != "decoder":
+                raise InvalidArgument(field_name, f"{name!r} is an {served.kind}: it cannot generate (use Embed)")
+            if kind == "encoder" and served.kind != "encoder":
+                raise InvalidArgument(field_name, f"{name!r} is a {served.kind}: it cannot embed (use Generate)")
+            served.last_used = time.monotonic()
+            yield served
+        finally:
+            served.in_use -= 1
+            served.last_used = time.monotonic()
+
+    async def _ready(self, served: ServedModel) -> None:
+        if served.status == "evicted":
+            log.info("reloading evicted model %s from %s", served.name, served.path)
+            self._start_loading(served)
+        if served.status == "loading" and served._loading is not None:
+            await asyncio.shield(served._loading)
+        if served.status == "failed":
+            assert served.error is not None
+            raise served.error
+        if served.status != "ready":
+            raise ModelLoadError(served.path, f"model {served.name!r} is {served.status}")
+
+    # -- run-time loading ----------------------------------------------------------------
+    async def bind_health(self, health: Any) -> None:
+        """Report each model's readiness on ``health`` (a grpc.aio HealthServicer) from now on."""
+        self._health = health
+        for served in self:
+            await self._report(served)
+
+    async def start_load(self, name: str, path: Path, description: str | None = None) -> ServedModel:
+        """Begin loading ``path`` as ``name`` in the background; returns its (loading) entry,
+        already reported NOT_SERVING. Refuses a name already served (unload it first)."""
+        if not MODEL_NAME.match(name):
+            raise InvalidArgument("name", "must be 1-128 characters of A-Z a-z 0-9 . _ - starting with a letter or digit")
+        if name in self._models:
+            raise InvalidArgument("name", f"model {name!r} is already served (unload it first)")
+        path = Path(path).expanduser()
+        if not path.is_dir():
+            raise NotFound(f"path: {path} is not a directory")
+        served = ServedModel(name, path.resolve(), description or "")
+        served.weight_bytes = estimate_weight_bytes(path)
+        self._make_room(served)
+        self._models[name] = served
+        self._start_loading(served, described=description is not None)
+        await self._report(served)
         return served
 
-    def encoder(self, name: str) -> ServedModel:
-        """A model that can Embed."""
-        served = self.get(name)
-        if served.kind != "encoder":
-            raise InvalidArgument("model", f"{name!r} is a {served.kind}: it cannot embed (use Generate)")
+    async def wait_loaded(self, name: str) -> ServedModel:
+        """Wait for ``name`` to finish loading (or failing)."""
+        served = self.get(name, field_name="name")
+        if served._loading is not None:
+            await asyncio.shield(served._loading)
         return served
+
+    async def unload(self, name: str) -> None:
+        """Stop serving ``name``: new requests get NOT_FOUND; running streams get ``unload_grace``."""
+        served = self.get(name, field_name="name")
+        del self._models[name]
+        if served._loading is not None:
+            with contextlib.suppress(Exception):
+                await asyncio.shield(served._loading)
+        await self._release(served, drain=True)
+        if self._health is not None:
+            from grpc_health.v1 import health_pb2
+
+            await self._health.set(served.health_service, health_pb2.HealthCheckResponse.SERVICE_UNKNOWN)
+        log.info("unloaded %s", name)
+
+    async def close(self) -> None:
+        """Stop every engine (the daemon is stopping); in-flight streams end as cancelled."""
+        for served in self:
+            if served.engine is not None:
+                await asyncio.to_thread(served.engine.close)
+
+    def loaded_bytes(self) -> int:
+        """Weight bytes of the models loaded or loading (what the budget counts)."""
+        return sum(s.weight_bytes for s in self._models.values() if s.status in ("loading", "ready"))
+
+    def _start_loading(self, served: ServedModel, *, described: bool = True) -> None:
+        if served.status == "evicted":
+            self._make_room(served)
+        served.status, served.error = "loading", None
+        served._loading = asyncio.ensure_future(self._load(served, described))
+
+    async def _load(self, served: ServedModel, described: bool) -> None:
+        from agentd.model import load_model
+
+        await self._report(served)  # NOT_SERVING while loading (a reload after eviction, too)
+        started = time.monotonic()
+        try:
+            model = await asyncio.to_thread(load_model, served.path)
+        except AgentdError as exc:
+            served.status, served.error = "failed", exc
+            log.warning("loading %s failed: %s", served.name, exc)
+        except Exception as exc:  # a bug in a backend: still a failed load, not a dead daemon
+            served.status, served.error = "failed", ModelLoadError(served.path, f"{type(exc).__name__}: {exc}")
+            log.exception("loading %s failed", served.name)
+        else:
+            if not described:
+                served.description = str(model.checkpoint.config.get(DESCRIPTION_KEY, ""))
+            self._activate(served, model)
+            log.info("loaded %s from %s in %.2fs", served.name, served.path, time.monotonic() - started)
+        finally:
+            served._loading = None
+        if self._models.get(served.name) is served:
+            await self._report(served)
+
+    def _activate(self, served: ServedModel, model: "Model") -> None:
+        """Make a loaded model ready: its engine and prefix cache for a decoder."""
+        from agentd.engine import Engine, PrefixCache
+
+        settings = self.settings
+        served.model, served.info, served.status = model, model.info, "ready"
+        served.weight_bytes = weight_bytes(model.info)
+        if model.info.kind == "decoder":
+            cache = PrefixCache(settings.prefix_cache_bytes) if settings.prefix_cache_bytes > 0 else None
+            served.prefix_cache = cache
+            served.engine = Engine.from_model(
+                model,
+                prefix_cache=cache,
+                name=served.name,
+                max_batch=settings.max_batch,
+                max_queue=settings.max_queue,
+                prefill_chunk=settings.prefill_chunk,
+            )
+
+    def _make_room(self, incoming: ServedModel) -> None:
+        """Evict least recently used idle models until ``incoming`` fits the budget."""
+        budget = self.settings.memory_budget
+        if budget <= 0:
+            return
+        if incoming.weight_bytes > budget:
+            raise ResourceExhausted(
+                f"model {incoming.name!r} needs about {incoming.weight_bytes} bytes; the memory budget is {budget}"
+            )
+        while self.loaded_bytes() + incoming.weight_bytes > budget:
+            idle = [
+                s for s in self._models.values()
+                if s is not incoming and s.status == "ready" and s.in_use == 0 and (s.engine is None or s.engine.active_count() + s.engine.queued_count() == 0)
+            ]
+            if not idle:
+                raise ResourceExhausted(
+                    f"memory budget {budget} bytes: cannot fit {incoming.name!r} "
+                    f"({incoming.weight_bytes} bytes) while the loaded models are in use; retry later"
+                )
+            victim = min(idle, key=lambda s: s.last_used)
+            log.info("evicting %s (least recently used) to fit %s in the memory budget", victim.name, incoming.name)
+            self._evict(victim)
+
+    def _evict(self, served: ServedModel) -> None:
+        """Drop an idle model's weights, engine and sessions; it reloads on its next request."""
+        engine = served.engine
+        served.status, served.model, served.engine, served.prefix_cache = "evicted", None, None, None
+        self.sessions.drop_model(served.name)
+        if engine is not None:
+            engine.close()  # idle: returns as soon as its thread wakes and exits
+        asyncio.ensure_future(self._report(served))
+
+    async def _release(self, served: ServedModel, *, drain: bool) -> None:
+        engine = served.engine
+        served.model, served.engine, served.prefix_cache = None, None, None
+        self.sessions.drop_model(served.name)
+        if engine is not None:
+            await asyncio.to_thread(engine.close, drain=drain, grace=self.settings.unload_grace)
+
+    async def _report(self, served: ServedModel) -> None:
+        if self._health is None:
+            return
+        from grpc_health.v1 import health_pb2
+
+        status = health_pb2.HealthCheckResponse.SERVING if served.status == "ready" else health_pb2.HealthCheckResponse.NOT_SERVING
+        await self._health.set(served.health_service, status)
 
 
 def require_models(table: ModelTable) -> ModelTable:
@@ -105,3 +352,19 @@ def require_models(table: ModelTable) -> ModelTable:
     if not len(table):
         raise AgentdError("no models to serve (pass --model NAME=PATH or drop --no-defaults)")
     return table
+
+
+def weight_bytes(info: "ModelInfo") -> int:
+    """Bytes of a loaded model's weights: parameters times the dtype's size."""
+    return int(info.parameters) * DTYPE_BYTES.get(info.dtype, 4)
+
+
+def estimate_weight_bytes(path: Path) -> int:
+    """Bytes of the weight files under ``path`` (a model's size before it is loaded)."""
+    return sum(p.stat().st_size for p in Path(path).rglob("*") if p.is_file() and p.name.endswith(WEIGHT_SUFFIXES))
+
+
+def _description(source: ModelSource, model: "Model") -> str:
+    if source.description is not None:
+        return source.description
+    return str(model.checkpoint.config.get(DESCRIPTION_KEY, ""))

@@ -24,15 +24,17 @@ _sym_db = _symbol_database.Default()
 
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x19\x61gentd/v1/inference.proto\x12\tagentd.v1\",\n\x0b\x43hatMessage\x12\x0c\n\x04role\x18\x01 \x01(\t\x12\x0f\n\x07\x63ontent\x18\x02 \x01(\t\"8\n\x0c\x43hatMessages\x12(\n\x08messages\x18\x01 \x03(\x0b\x32\x16.agentd.v1.ChatMessage\"\x17\n\x08TokenIds\x12\x0b\n\x03ids\x18\x01 \x03(\x05\"\xa7\x03\n\x0fGenerateRequest\x12\r\n\x05model\x18\x01 \x01(\t\x12\x10\n\x06prompt\x18\x02 \x01(\tH\x00\x12+\n\x08messages\x18\x03 \x01(\x0b\x32\x17.agentd.v1.ChatMessagesH\x00\x12/\n\x10prompt_token_ids\x18\x04 \x01(\x0b\x32\x13.agentd.v1.TokenIdsH\x00\x12\x17\n\nmax_tokens\x18\x05 \x01(\x05H\x01\x88\x01\x01\x12\x18\n\x0btemperature\x18\x06 \x01(\x02H\x02\x88\x01\x01\x12\x12\n\x05top_k\x18\x07 \x01(\x05H\x03\x88\x01\x01\x12\x12\n\x05top_p\x18\x08 \x01(\x02H\x04\x88\x01\x01\x12\x12\n\x05min_p\x18\t \x01(\x02H\x05\x88\x01\x01\x12\x1f\n\x12repetition_penalty\x18\n \x01(\x02H\x06\x88\x01\x01\x12\x11\n\x04seed\x18\x0b \x01(\x04H\x07\x88\x01\x01\x12\x0c\n\x04stop\x18\x0c \x03(\tB\x07\n\x05inputB\r\n\x0b_max_tokensB\x0e\n\x0c_temperatureB\x08\n\x06_top_kB\x08\n\x06_top_pB\x08\n\x06_min_pB\x15\n\x13_repetition_penaltyB\x07\n\x05_seed\"9\n\x05Usage\x12\x15\n\rprompt_tokens\x18\x01 \x01(\x05\x12\x19\n\x11\x63ompletion_tokens\x18\x02 \x01(\x05\"\x96\x01\n\x10GenerateResponse\x12\x0c\n\x04text\x18\x01 \x01(\t\x12\x11\n\ttoken_ids\x18\x02 \x03(\x05\x12\x10\n\x08logprobs\x18\x03 \x03(\x02\x12.\n\rfinish_reason\x18\x04 \x01(\x0e\x32\x17.agentd.v1.FinishReason\x12\x1f\n\x05usage\x18\x05 \x01(\x0b\x32\x10.agentd.v1.Usage\",\n\x0c\x45mbedRequest\x12\r\n\x05model\x18\x01 \x01(\t\x12\r\n\x05texts\x18\x02 \x03(\t\"\x1b\n\tEmbedding\x12\x0e\n\x06values\x18\x01 \x03(\x02\"F\n\rEmbedResponse\x12(\n\nembeddings\x18\x01 \x03(\x0b\x32\x14.agentd.v1.Embedding\x12\x0b\n\x03\x64im\x18\x02 \x01(\x05\"J\n\x0fTokenizeRequest\x12\r\n\x05model\x18\x01 \x01(\t\x12\x0c\n\x04text\x18\x02 \x01(\t\x12\x1a\n\x12\x61\x64\x64_special_tokens\x18\x03 \x01(\x08\"/\n\x10TokenizeResponse\x12\x0b\n\x03ids\x18\x01 \x03(\x05\x12\x0e\n\x06tokens\x18\x02 \x03(\t\"L\n\x11\x44\x65tokenizeRequest\x12\r\n\x05model\x18\x01 \x01(\t\x12\x0b\n\x03ids\x18\x02 \x03(\x05\x12\x1b\n\x13skip_special_tokens\x18\x03 \x01(\x08\"\"\n\x12\x44\x65tokenizeResponse\x12\x0c\n\x04text\x18\x01 \x01(\t*|\n\x0c\x46inishReason\x12\x1d\n\x19\x46INISH_REASON_UNSPECIFIED\x10\x00\x12\x16\n\x12\x46INISH_REASON_STOP\x10\x01\x12\x18\n\x14\x46INISH_REASON_LENGTH\x10\x02\x12\x1b\n\x17\x46INISH_REASON_CANCELLED\x10\x03\x32\x9e\x02\n\tInference\x12\x45\n\x08Generate\x12\x1a.agentd.v1.GenerateRequest\x1a\x1b.agentd.v1.GenerateResponse0\x01\x12:\n\x05\x45mbed\x12\x17.agentd.v1.EmbedRequest\x1a\x18.agentd.v1.EmbedResponse\x12\x43\n\x08Tokenize\x12\x1a.agentd.v1.TokenizeRequest\x1a\x1b.agentd.v1.TokenizeResponse\x12I\n\nDetokenize\x12\x1c.agentd.v1.DetokenizeRequest\x1a\x1d.agentd.v1.DetokenizeResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x19\x61gentd/v1/inference.proto\x12\tagentd.v1\",\n\x0b\x43hatMessage\x12\x0c\n\x04role\x18\x01 \x01(\t\x12\x0f\n\x07\x63ontent\x18\x02 \x01(\t\"8\n\x0c\x43hatMessages\x12(\n\x08messages\x18\x01 \x03(\x0b\x32\x16.agentd.v1.ChatMessage\"\x17\n\x08TokenIds\x12\x0b\n\x03ids\x18\x01 \x03(\x05\"\xbb\x03\n\x0fGenerateRequest\x12\r\n\x05model\x18\x01 \x01(\t\x12\x10\n\x06prompt\x18\x02 \x01(\tH\x00\x12+\n\x08messages\x18\x03 \x01(\x0b\x32\x17.agentd.v1.ChatMessagesH\x00\x12/\n\x10prompt_token_ids\x18\x04 \x01(\x0b\x32\x13.agentd.v1.TokenIdsH\x00\x12\x17\n\nmax_tokens\x18\x05 \x01(\x05H\x01\x88\x01\x01\x12\x18\n\x0btemperature\x18\x06 \x01(\x02H\x02\x88\x01\x01\x12\x12\n\x05top_k\x18\x07 \x01(\x05H\x03\x88\x01\x01\x12\x12\n\x05top_p\x18\x08 \x01(\x02H\x04\x88\x01\x01\x12\x12\n\x05min_p\x18\t \x01(\x02H\x05\x88\x01\x01\x12\x1f\n\x12repetition_penalty\x18\n \x01(\x02H\x06\x88\x01\x01\x12\x11\n\x04seed\x18\x0b \x01(\x04H\x07\x88\x01\x01\x12\x0c\n\x04stop\x18\x0c \x03(\t\x12\x12\n\nsession_id\x18\r \x01(\tB\x07\n\x05inputB\r\n\x0b_max_tokensB\x0e\n\x0c_temperatureB\x08\n\x06_top_kB\x08\n\x06_top_pB\x08\n\x06_min_pB\x15\n\x13_repetition_penaltyB\x07\n\x05_seed\"W\n\x05Usage\x12\x15\n\rprompt_tokens\x18\x01 \x01(\x05\x12\x19\n\x11\x63ompletion_tokens\x18\x02 \x01(\x05\x12\x1c\n\x14\x63\x61\x63hed_prompt_tokens\x18\x03 \x01(\x05\"\xca\x01\n\x10GenerateResponse\x12\x0c\n\x04text\x18\x01 \x01(\t\x12\x11\n\ttoken_ids\x18\x02 \x03(\x05\x12\x10\n\x08logprobs\x18\x03 \x03(\x02\x12.\n\rfinish_reason\x18\x04 \x01(\x0e\x32\x17.agentd.v1.FinishReason\x12\x1f\n\x05usage\x18\x05 \x01(\x0b\x32\x10.agentd.v1.Usage\x12\x32\n\x0fsession_outcome\x18\x06 \x01(\x0e\x32\x19.agentd.v1.SessionOutcome\",\n\x0c\x45mbedRequest\x12\r\n\x05model\x18\x01 \x01(\t\x12\r\n\x05texts\x18\x02 \x03(\t\"\x1b\n\tEmbedding\x12\x0e\n\x06values\x18\x01 \x03(\x02\"F\n\rEmbedResponse\x12(\n\nembeddings\x18\x01 \x03(\x0b\x32\x14.agentd.v1.Embedding\x12\x0b\n\x03\x64im\x18\x02 \x01(\x05\"J\n\x0fTokenizeRequest\x12\r\n\x05model\x18\x01 \x01(\t\x12\x0c\n\x04text\x18\x02 \x01(\t\x12\x1a\n\x12\x61\x64\x64_special_tokens\x18\x03 \x01(\x08\"/\n\x10TokenizeResponse\x12\x0b\n\x03ids\x18\x01 \x03(\x05\x12\x0e\n\x06tokens\x18\x02 \x03(\t\"L\n\x11\x44\x65tokenizeRequest\x12\r\n\x05model\x18\x01 \x01(\t\x12\x0b\n\x03ids\x18\x02 \x03(\x05\x12\x1b\n\x13skip_special_tokens\x18\x03 \x01(\x08\"\"\n\x12\x44\x65tokenizeResponse\x12\x0c\n\x04text\x18\x01 \x01(\t\"(\n\x12SaveSessionRequest\x12\x12\n\nsession_id\x18\x01 \x01(\t\"G\n\x13SaveSessionResponse\x12\x0c\n\x04path\x18\x01 \x01(\t\x12\x12\n\nfile_bytes\x18\x02 \x01(\x04\x12\x0e\n\x06tokens\x18\x03 \x01(\x05\"+\n\x15RestoreSessionRequest\x12\x12\n\nsession_id\x18\x01 \x01(\t\"y\n\x0bSessionInfo\x12\x12\n\nsession_id\x18\x01 \x01(\t\x12\r\n\x05model\x18\x02 \x01(\t\x12\x0e\n\x06tokens\x18\x03 \x01(\x05\x12\x13\n\x0bstate_bytes\x18\x04 \x01(\x04\x12\x14\n\x0cidle_seconds\x18\x05 \x01(\x01\x12\x0c\n\x04\x62usy\x18\x06 \x01(\x08\"$\n\x13ListSessionsRequest\x12\r\n\x05model\x18\x01 \x01(\t\"@\n\x14ListSessionsResponse\x12(\n\x08sessions\x18\x01 \x03(\x0b\x32\x16.agentd.v1.SessionInfo\"@\n\x14\x44\x65leteSessionRequest\x12\x12\n\nsession_id\x18\x01 \x01(\t\x12\x14\n\x0c\x64\x65lete_saved\x18\x02 \x01(\x08\"?\n\x15\x44\x65leteSessionResponse\x12\x0f\n\x07\x64\x65leted\x18\x01 \x01(\x08\x12\x15\n\rdeleted_saved\x18\x02 \x01(\x08*|\n\x0c\x46inishReason\x12\x1d\n\x19\x46INISH_REASON_UNSPECIFIED\x10\x00\x12\x16\n\x12\x46INISH_REASON_STOP\x10\x01\x12\x18\n\x14\x46INISH_REASON_LENGTH\x10\x02\x12\x1b\n\x17\x46INISH_REASON_CANCELLED\x10\x03*\x8c\x01\n\x0eSessionOutcome\x12\x1f\n\x1bSESSION_OUTCOME_UNSPECIFIED\x10\x00\x12\x1b\n\x17SESSION_OUTCOME_CREATED\x10\x01\x12\x1d\n\x19SESSION_OUTCOME_CONTINUED\x10\x02\x12\x1d\n\x19SESSION_OUTCOME_RESTARTED\x10\x03\x32\xdd\x04\n\tInference\x12\x45\n\x08Generate\x12\x1a.agentd.v1.GenerateRequest\x1a\x1b.agentd.v1.GenerateResponse0\x01\x12:\n\x05\x45mbed\x12\x17.agentd.v1.EmbedRequest\x1a\x18.agentd.v1.EmbedResponse\x12\x43\n\x08Tokenize\x12\x1a.agentd.v1.TokenizeRequest\x1a\x1b.agentd.v1.TokenizeResponse\x12I\n\nDetokenize\x12\x1c.agentd.v1.DetokenizeRequest\x1a\x1d.agentd.v1.DetokenizeResponse\x12L\n\x0bSaveSession\x12\x1d.agentd.v1.SaveSessionRequest\x1a\x1e.agentd.v1.SaveSessionResponse\x12J\n\x0eRestoreSession\x12 .agentd.v1.RestoreSessionRequest\x1a\x16.agentd.v1.SessionInfo\x12O\n\x0cListSessions\x12\x1e.agentd.v1.ListSessionsRequest\x1a\x1f.agentd.v1.ListSessionsResponse\x12R\n\rDeleteSession\x12\x1f.agentd.v1.DeleteSessionRequest\x1a .agentd.v1.DeleteSessionResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'agentd.v1.inference_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_FINISHREASON']._serialized_start=1193
-  _globals['_FINISHREASON']._serialized_end=1317
+  _globals['_FINISHREASON']._serialized_start=1813
+  _globals['_FINISHREASON']._serialized_end=1937
+  _globals['_SESSIONOUTCOME']._serialized_start=1940
+  _globals['_SESSIONOUTCOME']._serialized_end=2080
   _globals['_CHATMESSAGE']._serialized_start=40
   _globals['_CHATMESSAGE']._serialized_end=84
   _globals['_CHATMESSAGES']._serialized_start=86
@@ -40,25 +42,41 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_TOKENIDS']._serialized_start=144
   _globals['_TOKENIDS']._serialized_end=167
   _globals['_GENERATEREQUEST']._serialized_start=170
-  _globals['_GENERATEREQUEST']._serialized_end=593
-  _globals['_USAGE']._serialized_start=595
-  _globals['_USAGE']._serialized_end=652
-  _globals['_GENERATERESPONSE']._serialized_start=655
-  _globals['_GENERATERESPONSE']._serialized_end=805
-  _globals['_EMBEDREQUEST']._serialized_start=807
-  _globals['_EMBEDREQUEST']._serialized_end=851
-  _globals['_EMBEDDING']._serialized_start=853
-  _globals['_EMBEDDING']._serialized_end=880
-  _globals['_EMBEDRESPONSE']._serialized_start=882
-  _globals['_EMBEDRESPONSE']._serialized_end=952
-  _globals['_TOKENIZEREQUEST']._serialized_start=954
-  _globals['_TOKENIZEREQUEST']._serialized_end=1028
-  _globals['_TOKENIZERESPONSE']._serialized_start=1030
-  _globals['_TOKENIZERESPONSE']._serialized_end=1077
-  _globals['_DETOKENIZEREQUEST']._serialized_start=1079
-  _globals['_DETOKENIZEREQUEST']._serialized_end=1155
-  _globals['_DETOKENIZERESPONSE']._serialized_start=1157
-  _globals['_DETOKENIZERESPONSE']._serialized_end=1191
-  _globals['_INFERENCE']._serialized_start=1320
-  _globals['_INFERENCE']._serialized_end=1606
+  _globals['_GENERATEREQUEST']._serialized_end=613
+  _globals['_USAGE']._serialized_start=615
+  _globals['_USAGE']._serialized_end=702
+  _globals['_GENERATERESPONSE']._serialized_start=705
+  _globals['_GENERATERESPONSE']._serialized_end=907
+  _globals['_EMBEDREQUEST']._serialized_start=909
+  _globals['_EMBEDREQUEST']._serialized_end=953
+  _globals['_EMBEDDING']._serialized_start=955
+  _globals['_EMBEDDING']._serialized_end=982
+  _globals['_EMBEDRESPONSE']._serialized_start=984
+  _globals['_EMBEDRESPONSE']._serialized_end=1054
+  _globals['_TOKENIZEREQUEST']._serialized_start=1056
+  _globals['_TOKENIZEREQUEST']._serialized_end=1130
+  _globals['_TOKENIZERESPONSE']._serialized_start=1132
+  _globals['_TOKENIZERESPONSE']._serialized_end=1179
+  _globals['_DETOKENIZEREQUEST']._serialized_start=1181
+  _globals['_DETOKENIZEREQUEST']._serialized_end=1257
+  _globals['_DETOKENIZERESPONSE']._serialized_start=1259
+  _globals['_DETOKENIZERESPONSE']._serialized_end=1293
+  _globals['_SAVESESSIONREQUEST']._serialized_start=1295
+  _globals['_SAVESESSIONREQUEST']._serialized_end=1335
+  _globals['_SAVESESSIONRESPONSE']._serialized_start=1337
+  _globals['_SAVESESSIONRESPONSE']._serialized_end=1408
+  _globals['_RESTORESESSIONREQUEST']._serialized_start=1410
+  _globals['_RESTORESESSIONREQUEST']._serialized_end=1453
+  _globals['_SESSIONINFO']._serialized_start=1455
+  _globals['_SESSIONINFO']._serialized_end=1576
+  _globals['_LISTSESSIONSREQUEST']._serialized_start=1578
+  _globals['_LISTSESSIONSREQUEST']._serialized_end=1614
+  _globals['_LISTSESSIONSRESPONSE']._serialized_start=1616
+  _globals['_LISTSESSIONSRESPONSE']._serialized_end=1680
+  _globals['_DELETESESSIONREQUEST']._serialized_start=1682
+  _globals['_DELETESESSIONREQUEST']._serialized_end=1746
+  _globals['_DELETESESSIONRESPONSE']._serialized_start=1748
+  _globals['_DELETESESSIONRESPONSE']._serialized_end=1811
+  _globals['_INFERENCE']._serialized_start=2083
+  _globals['_INFERENCE']._serialized_end=2688
 # @@protoc_insertion_point(module_scope)

@@ -56,6 +56,26 @@ class InferenceStub:
                 request_serializer=agentd_dot_v1_dot_inference__pb2.DetokenizeRequest.SerializeToString,
                 response_deserializer=agentd_dot_v1_dot_inference__pb2.DetokenizeResponse.FromString,
                 _registered_method=True)
+        self.SaveSession = channel.unary_unary(
+                '/agentd.v1.Inference/SaveSession',
+                request_serializer=agentd_dot_v1_dot_inference__pb2.SaveSessionRequest.SerializeToString,
+                response_deserializer=agentd_dot_v1_dot_inference__pb2.SaveSessionResponse.FromString,
+                _registered_method=True)
+        self.RestoreSession = channel.unary_unary(
+                '/agentd.v1.Inference/RestoreSession',
+                request_serializer=agentd_dot_v1_dot_inference__pb2.RestoreSessionRequest.SerializeToString,
+                response_deserializer=agentd_dot_v1_dot_inference__pb2.SessionInfo.FromString,
+                _registered_method=True)
+        self.ListSessions = channel.unary_unary(
+                '/agentd.v1.Inference/ListSessions',
+                request_serializer=agentd_dot_v1_dot_inference__pb2.ListSessionsRequest.SerializeToString,
+                response_deserializer=agentd_dot_v1_dot_inference__pb2.ListSessionsResponse.FromString,
+                _registered_method=True)
+        self.DeleteSession = channel.unary_unary(
+                '/agentd.v1.Inference/DeleteSession',
+                request_serializer=agentd_dot_v1_dot_inference__pb2.DeleteSessionRequest.SerializeToString,
+                response_deserializer=agentd_dot_v1_dot_inference__pb2.DeleteSessionResponse.FromString,
+                _registered_method=True)
 
 
 class InferenceServicer:
@@ -93,6 +113,37 @@ class InferenceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def SaveSession(self, request, context):
+        """Writes a session's model state and token history to a file on the
+        daemon's machine ($AGENTD_HOME/sessions/<session_id>.session),
+        atomically. FAILED while a Generate uses the session (RESOURCE_EXHAUSTED).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def RestoreSession(self, request, context):
+        """Reads a saved session back into memory, replacing an idle one of the
+        same id; the next Generate continues exactly as if it had never left.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ListSessions(self, request, context):
+        """Lists the sessions held in memory, least recently used first.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def DeleteSession(self, request, context):
+        """Forgets a session held in memory and, if asked, its saved file.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_InferenceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -115,6 +166,26 @@ def add_InferenceServicer_to_server(servicer, server):
                     servicer.Detokenize,
                     request_deserializer=agentd_dot_v1_dot_inference__pb2.DetokenizeRequest.FromString,
                     response_serializer=agentd_dot_v1_dot_inference__pb2.DetokenizeResponse.SerializeToString,
+            ),
+            'SaveSession': grpc.unary_unary_rpc_method_handler(
+                    servicer.SaveSession,
+                    request_deserializer=agentd_dot_v1_dot_inference__pb2.SaveSessionRequest.FromString,
+                    response_serializer=agentd_dot_v1_dot_inference__pb2.SaveSessionResponse.SerializeToString,
+            ),
+            'RestoreSession': grpc.unary_unary_rpc_method_handler(
+                    servicer.RestoreSession,
+                    request_deserializer=agentd_dot_v1_dot_inference__pb2.RestoreSessionRequest.FromString,
+                    response_serializer=agentd_dot_v1_dot_inference__pb2.SessionInfo.SerializeToString,
+            ),
+            'ListSessions': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListSessions,
+                    request_deserializer=agentd_dot_v1_dot_inference__pb2.ListSessionsRequest.FromString,
+                    response_serializer=agentd_dot_v1_dot_inference__pb2.ListSessionsResponse.SerializeToString,
+            ),
+            'DeleteSession': grpc.unary_unary_rpc_method_handler(
+                    servicer.DeleteSession,
+                    request_deserializer=agentd_dot_v1_dot_inference__pb2.DeleteSessionRequest.FromString,
+                    response_serializer=agentd_dot_v1_dot_inference__pb2.DeleteSessionResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -227,6 +298,114 @@ class Inference:
             '/agentd.v1.Inference/Detokenize',
             agentd_dot_v1_dot_inference__pb2.DetokenizeRequest.SerializeToString,
             agentd_dot_v1_dot_inference__pb2.DetokenizeResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def SaveSession(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/agentd.v1.Inference/SaveSession',
+            agentd_dot_v1_dot_inference__pb2.SaveSessionRequest.SerializeToString,
+            agentd_dot_v1_dot_inference__pb2.SaveSessionResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def RestoreSession(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/agentd.v1.Inference/RestoreSession',
+            agentd_dot_v1_dot_inference__pb2.RestoreSessionRequest.SerializeToString,
+            agentd_dot_v1_dot_inference__pb2.SessionInfo.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListSessions(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/agentd.v1.Inference/ListSessions',
+            agentd_dot_v1_dot_inference__pb2.ListSessionsRequest.SerializeToString,
+            agentd_dot_v1_dot_inference__pb2.ListSessionsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def DeleteSession(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/agentd.v1.Inference/DeleteSession',
+            agentd_dot_v1_dot_inference__pb2.DeleteSessionRequest.SerializeToString,
+            agentd_dot_v1_dot_inference__pb2.DeleteSessionResponse.FromString,
             options,
             channel_credentials,
             insecure,

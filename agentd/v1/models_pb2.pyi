@@ -7,11 +7,24 @@ from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
 
 DESCRIPTOR: _descriptor.FileDescriptor
 
+class ModelStatus(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    MODEL_STATUS_UNSPECIFIED: _ClassVar[ModelStatus]
+    MODEL_STATUS_LOADING: _ClassVar[ModelStatus]
+    MODEL_STATUS_READY: _ClassVar[ModelStatus]
+    MODEL_STATUS_EVICTED: _ClassVar[ModelStatus]
+    MODEL_STATUS_FAILED: _ClassVar[ModelStatus]
+
 class ModelKind(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     __slots__ = ()
     MODEL_KIND_UNSPECIFIED: _ClassVar[ModelKind]
     MODEL_KIND_DECODER: _ClassVar[ModelKind]
     MODEL_KIND_ENCODER: _ClassVar[ModelKind]
+MODEL_STATUS_UNSPECIFIED: ModelStatus
+MODEL_STATUS_LOADING: ModelStatus
+MODEL_STATUS_READY: ModelStatus
+MODEL_STATUS_EVICTED: ModelStatus
+MODEL_STATUS_FAILED: ModelStatus
 MODEL_KIND_UNSPECIFIED: ModelKind
 MODEL_KIND_DECODER: ModelKind
 MODEL_KIND_ENCODER: ModelKind
@@ -33,7 +46,7 @@ class GetModelInfoRequest(_message.Message):
     def __init__(self, name: _Optional[str] = ...) -> None: ...
 
 class ModelInfo(_message.Message):
-    __slots__ = ("name", "architecture", "kind", "parameters", "context_length", "vocab_size", "dtype", "state_bytes_per_token", "state_bytes_per_sequence", "embedding_dim", "description", "source")
+    __slots__ = ("name", "architecture", "kind", "parameters", "context_length", "vocab_size", "dtype", "state_bytes_per_token", "state_bytes_per_sequence", "embedding_dim", "description", "source", "status", "health_service", "weight_bytes", "state_bytes", "error")
     NAME_FIELD_NUMBER: _ClassVar[int]
     ARCHITECTURE_FIELD_NUMBER: _ClassVar[int]
     KIND_FIELD_NUMBER: _ClassVar[int]
@@ -46,6 +59,11 @@ class ModelInfo(_message.Message):
     EMBEDDING_DIM_FIELD_NUMBER: _ClassVar[int]
     DESCRIPTION_FIELD_NUMBER: _ClassVar[int]
     SOURCE_FIELD_NUMBER: _ClassVar[int]
+    STATUS_FIELD_NUMBER: _ClassVar[int]
+    HEALTH_SERVICE_FIELD_NUMBER: _ClassVar[int]
+    WEIGHT_BYTES_FIELD_NUMBER: _ClassVar[int]
+    STATE_BYTES_FIELD_NUMBER: _ClassVar[int]
+    ERROR_FIELD_NUMBER: _ClassVar[int]
     name: str
     architecture: str
     kind: ModelKind
@@ -58,4 +76,31 @@ class ModelInfo(_message.Message):
     embedding_dim: int
     description: str
     source: str
-    def __init__(self, name: _Optional[str] = ..., architecture: _Optional[str] = ..., kind: _Optional[_Union[ModelKind, str]] = ..., parameters: _Optional[int] = ..., context_length: _Optional[int] = ..., vocab_size: _Optional[int] = ..., dtype: _Optional[str] = ..., state_bytes_per_token: _Optional[int] = ..., state_bytes_per_sequence: _Optional[int] = ..., embedding_dim: _Optional[int] = ..., description: _Optional[str] = ..., source: _Optional[str] = ...) -> None: ...
+    status: ModelStatus
+    health_service: str
+    weight_bytes: int
+    state_bytes: int
+    error: str
+    def __init__(self, name: _Optional[str] = ..., architecture: _Optional[str] = ..., kind: _Optional[_Union[ModelKind, str]] = ..., parameters: _Optional[int] = ..., context_length: _Optional[int] = ..., vocab_size: _Optional[int] = ..., dtype: _Optional[str] = ..., state_bytes_per_token: _Optional[int] = ..., state_bytes_per_sequence: _Optional[int] = ..., embedding_dim: _Optional[int] = ..., description: _Optional[str] = ..., source: _Optional[str] = ..., status: _Optional[_Union[ModelStatus, str]] = ..., health_service: _Optional[str] = ..., weight_bytes: _Optional[int] = ..., state_bytes: _Optional[int] = ..., error: _Optional[str] = ...) -> None: ...
+
+class LoadModelRequest(_message.Message):
+    __slots__ = ("name", "path", "description", "wait")
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    PATH_FIELD_NUMBER: _ClassVar[int]
+    DESCRIPTION_FIELD_NUMBER: _ClassVar[int]
+    WAIT_FIELD_NUMBER: _ClassVar[int]
+    name: str
+    path: str
+    description: str
+    wait: bool
+    def __init__(self, name: _Optional[str] = ..., path: _Optional[str] = ..., description: _Optional[str] = ..., wait: _Optional[bool] = ...) -> None: ...
+
+class UnloadModelRequest(_message.Message):
+    __slots__ = ("name",)
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    name: str
+    def __init__(self, name: _Optional[str] = ...) -> None: ...
+
+class UnloadModelResponse(_message.Message):
+    __slots__ = ()
+    def __init__(self) -> None: ...

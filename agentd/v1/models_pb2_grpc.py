@@ -45,6 +45,16 @@ class ModelsStub:
                 request_serializer=agentd_dot_v1_dot_models__pb2.GetModelInfoRequest.SerializeToString,
                 response_deserializer=agentd_dot_v1_dot_models__pb2.ModelInfo.FromString,
                 _registered_method=True)
+        self.LoadModel = channel.unary_unary(
+                '/agentd.v1.Models/LoadModel',
+                request_serializer=agentd_dot_v1_dot_models__pb2.LoadModelRequest.SerializeToString,
+                response_deserializer=agentd_dot_v1_dot_models__pb2.ModelInfo.FromString,
+                _registered_method=True)
+        self.UnloadModel = channel.unary_unary(
+                '/agentd.v1.Models/UnloadModel',
+                request_serializer=agentd_dot_v1_dot_models__pb2.UnloadModelRequest.SerializeToString,
+                response_deserializer=agentd_dot_v1_dot_models__pb2.UnloadModelResponse.FromString,
+                _registered_method=True)
 
 
 class ModelsServicer:
@@ -66,6 +76,25 @@ class ModelsServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def LoadModel(self, request, context):
+        """Starts loading a checkpoint or bundle directory under a new name in the
+        background and returns at once (status LOADING) unless `wait` is set.
+        Readiness shows in ModelInfo.status and in the health service
+        "agentd.model.<name>". Past the daemon's memory budget, the least
+        recently used idle model is evicted first.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def UnloadModel(self, request, context):
+        """Stops serving a model and frees its memory and sessions; streams in
+        flight get a short grace period, then end as cancelled.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_ModelsServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -78,6 +107,16 @@ def add_ModelsServicer_to_server(servicer, server):
                     servicer.GetModelInfo,
                     request_deserializer=agentd_dot_v1_dot_models__pb2.GetModelInfoRequest.FromString,
                     response_serializer=agentd_dot_v1_dot_models__pb2.ModelInfo.SerializeToString,
+            ),
+            'LoadModel': grpc.unary_unary_rpc_method_handler(
+                    servicer.LoadModel,
+                    request_deserializer=agentd_dot_v1_dot_models__pb2.LoadModelRequest.FromString,
+                    response_serializer=agentd_dot_v1_dot_models__pb2.ModelInfo.SerializeToString,
+            ),
+            'UnloadModel': grpc.unary_unary_rpc_method_handler(
+                    servicer.UnloadModel,
+                    request_deserializer=agentd_dot_v1_dot_models__pb2.UnloadModelRequest.FromString,
+                    response_serializer=agentd_dot_v1_dot_models__pb2.UnloadModelResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -135,6 +174,60 @@ class Models:
             '/agentd.v1.Models/GetModelInfo',
             agentd_dot_v1_dot_models__pb2.GetModelInfoRequest.SerializeToString,
             agentd_dot_v1_dot_models__pb2.ModelInfo.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def LoadModel(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/agentd.v1.Models/LoadModel',
+            agentd_dot_v1_dot_models__pb2.LoadModelRequest.SerializeToString,
+            agentd_dot_v1_dot_models__pb2.ModelInfo.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def UnloadModel(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/agentd.v1.Models/UnloadModel',
+            agentd_dot_v1_dot_models__pb2.UnloadModelRequest.SerializeToString,
+            agentd_dot_v1_dot_models__pb2.UnloadModelResponse.FromString,
             options,
             channel_credentials,
             insecure,

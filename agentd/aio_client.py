@@ -1,0 +1,186 @@
+"""The asyncio Python SDK: :class:`AsyncClient`, the same calls as :class:`agentd.client.Client` on ``grpc.aio``.
+
+    from agentd.aio_client import AsyncClient
+    from agentd.client import SamplingOptions
+
+    async with AsyncClient() as client:
+        async for chunk in client.generate("Once upon", sampling=SamplingOptions(max_tokens=20)):
+            print(chunk.text, end="")
+        vectors = await client.embed(["hello", "world"])
+
+Use it from one event loop (the channel belongs to the loop that made it).
+Errors are the same :mod:`agentd.errors` classes the blocking client raises.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from typing import AsyncIterator, Mapping, Sequence
+
+import grpc
+import numpy as np
+from grpc import aio
+
+from agentd.client import (
+    Credentials,
+    Kind,
+    SamplingOptions,
+    chat_request,
+    default_target,
+    embeddings,
+    error_from_rpc,
+    finish_reason_name,
+    ids_request,
+    pick_default,
+    prompt_request,
+    request_id_of,
+)
+from agentd.v1 import inference_pb2, inference_pb2_grpc, models_pb2, models_pb2_grpc
+
+
+class AsyncGenerationStream:
+    """``async for`` over :class:`GenerateResponse` chunks; ``cancel()`` stops the daemon's generation.
+
+    After the stream ends, ``finish_reason``, ``usage`` and ``request_id()`` are available.
+    """
+
+    def __init__(self, call: aio.UnaryStreamCall, target: str):
+        self._call = call
+        self._target = target
+        self._cancelled = False
+        self.finish_reason: str | None = None
+        self.usage: inference_pb2.Usage | None = None
+
+    async def __aiter__(self) -> AsyncIterator[inference_pb2.GenerateResponse]:
+        try:
+            async for chunk in self._call:
+                reason = finish_reason_name(chunk)
+                if reason is not None:
+                    self.finish_reason = reason
+                    self.usage = chunk.usage
+                yield chunk
+        except asyncio.CancelledError:
+            if self._cancelled:  # grpc.aio ends a call we cancelled with CancelledError
+                self.finish_reason = "cancelled"
+                return
+            self.cancel()  # the caller's task was cancelled: do not leave the daemon generating
+            raise
+        except grpc.RpcError as exc:
+            if self._cancelled and exc.code() == grpc.StatusCode.CANCELLED:
+                self.finish_reason = "cancelled"
+                return
+            raise error_from_rpc(exc, self._target) from None
+
+    async def request_id(self) -> str | None:
+        """The daemon's request id for the call (waits for it to end)."""
+        return request_id_of(await self._call.trailing_metadata())
+
+    async def text(self) -> str:
+        """Consume the stream and return the whole generated text."""
+        return "".join([chunk.text async for chunk in self])
+
+    def cancel(self) -> None:
+        """Cancel the call; the daemon stops generating at its next token."""
+        self._cancelled = True
+        self._call.cancel()
+
+
+class AsyncClient:
+    """An asyncio connection to one daemon; same arguments as :class:`agentd.client.Client`."""
+
+    def __init__(self, target: str | None = None, *, credentials: Credentials = Credentials(), timeout: float | None = None):
+        self.target = default_target(target)
+        self.timeout = timeout
+        self._metadata = credentials.metadata()
+        channel_credentials = credentials.channel_credentials()
+        if channel_credentials is None:
+            self._channel = aio.insecure_channel(self.target, options=credentials.channel_options())
+        else:
+            self._channel = aio.secure_channel(self.target, channel_credentials, options=credentials.channel_options())
+        self._inference = inference_pb2_grpc.InferenceStub(self._channel)
+        self._models = models_pb2_grpc.ModelsStub(self._channel)
+
+    async def __aenter__(self) -> "AsyncClient":
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self.close()
+
+    async def close(self) -> None:
+        await self._channel.close()
+
+    # -- models ----------------------------------------------------------------
+    async def list_models(self) -> list[models_pb2.ModelInfo]:
+        """Every served model, in serving order."""
+        response = await self._unary(self._models.ListModels, models_pb2.ListModelsRequest())
+        return list(response.models)
+
+    async def model_info(self, name: str) -> models_pb2.ModelInfo:
+        """One served model; NotFound if the daemon does not serve ``name``."""
+        return await self._unary(self._models.GetModelInfo, models_pb2.GetModelInfoRequest(name=name))
+
+    async def default_model(self, kind: Kind | None = None) -> str:
+        """The first served model of ``kind`` (any kind when None)."""
+        return pick_default(await self.list_models(), kind, self.target)
+
+    # -- inference ---------------------------------------------------------------
+    async def generate(
+        self, prompt: str, *, model: str | None = None, sampling: SamplingOptions = SamplingOptions()
+    ) -> AsyncGenerationStream:
+        """Start streaming a continuation of ``prompt``."""
+        return self._stream(prompt_request(prompt, model or await self.default_model("decoder"), sampling))
+
+    async def chat(
+        self,
+        messages: Sequence[Mapping[str, str]],
+        *,
+        model: str | None = None,
+        sampling: SamplingOptions = SamplingOptions(),
+    ) -> AsyncGenerationStream:
+        """Start streaming the assistant's reply to ``messages`` (``{"role", "content"}`` dicts)."""
+        return self._stream(chat_request(messages, model or await self.default_model("decoder"), sampling))
+
+    async def generate_ids(
+        self, token_ids: Sequence[int], *, model: str | None = None, sampling: SamplingOptions = SamplingOptions()
+    ) -> AsyncGenerationStream:
+        """Start streaming a continuation of pre-tokenized ``token_ids``."""
+        return self._stream(ids_request(token_ids, model or await self.default_model("decoder"), sampling))
+
+    async def embed(self, texts: Sequence[str], *, model: str | None = None) -> np.ndarray:
+        """L2-normalised embeddings, float32 of shape ``(len(texts), dim)``."""
+        request = inference_pb2.EmbedRequest(model=model or await self.default_model("encoder"), texts=list(texts))
+        return embeddings(await self._unary(self._inference.Embed, request))
+
+    async def tokenize(
+        self, text: str, *, model: str | None = None, add_special_tokens: bool = True
+    ) -> inference_pb2.TokenizeResponse:
+        """Token ids and their vocabulary strings."""
+        request = inference_pb2.TokenizeRequest(
+            model=model or await self.default_model(), text=text, add_special_tokens=add_special_tokens
+        )
+        return await self._unary(self._inference.Tokenize, request)
+
+    async def detokenize(self, ids: Sequence[int], *, model: str | None = None, skip_special_tokens: bool = False) -> str:
+        """The text of ``ids``."""
+        request = inference_pb2.DetokenizeRequest(
+            model=model or await self.default_model(), ids=list(ids), skip_special_tokens=skip_special_tokens
+        )
+        return (await self._unary(self._inference.Detokenize, request)).text
+
+    async def health(self, service: str = "") -> str:
+        """``SERVING``, ``NOT_SERVING`` or ``SERVICE_UNKNOWN`` for ``service`` ("" is the daemon)."""
+        from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+        stub = health_pb2_grpc.HealthStub(self._channel)
+        response = await self._unary(stub.Check, health_pb2.HealthCheckRequest(service=service))
+        return health_pb2.HealthCheckResponse.ServingStatus.Name(response.status)
+
+    # -- plumbing --------------------------------------------------------------------
+    def _stream(self, request: inference_pb2.GenerateRequest) -> AsyncGenerationStream:
+        return AsyncGenerationStream(self._inference.Generate(request, metadata=self._metadata), self.target)
+
+    async def _unary(self, method: aio.UnaryUnaryMultiCallable, request: object):  # noqa: ANN202 - the stub's type
+        try:
+            return await method(request, timeout=self.timeout, metadata=self._metadata)
+        except grpc.RpcError as exc:
+            raise error_from_rpc(exc, self.target) from None
