@@ -24,13 +24,14 @@ def make_hf_rwkv4(
     rescale_every: int = 2,
     seed: int = 0,
     tie_word_embeddings: bool = False,
+    vocab: int = VOCAB,
 ):
     """Save a random ``RwkvForCausalLM`` to ``out_dir``; return the reloaded HF model (eval)."""
     from transformers import RwkvConfig, RwkvForCausalLM
 
     torch.manual_seed(seed)
     config = RwkvConfig(
-        vocab_size=VOCAB,
+        vocab_size=vocab,
         hidden_size=hidden,
         num_hidden_layers=layers,
         intermediate_size=4 * hidden,

@@ -50,13 +50,14 @@ def make_hf_mamba(
     tie_word_embeddings: bool = True,
     use_bias: bool = False,
     seed: int = 0,
+    vocab: int = VOCAB,
 ):
     """Save a random ``MambaForCausalLM`` to ``out_dir``; return the reloaded HF model (eval)."""
     from transformers import MambaConfig, MambaForCausalLM
 
     torch.manual_seed(seed)
     config = MambaConfig(
-        vocab_size=VOCAB,
+        vocab_size=vocab,
         hidden_size=hidden,
         num_hidden_layers=layers,
         state_size=state,
@@ -89,13 +90,14 @@ def make_hf_mamba2(
     time_step_limit: tuple[float, float] = (0.0, float("inf")),
     tie_word_embeddings: bool = False,
     seed: int = 0,
+    vocab: int = VOCAB,
 ):
     """Save a random ``Mamba2ForCausalLM`` to ``out_dir``; return the reloaded HF model (eval)."""
     from transformers import Mamba2Config, Mamba2ForCausalLM
 
     torch.manual_seed(seed)
     config = Mamba2Config(
-        vocab_size=VOCAB,
+        vocab_size=vocab,
         hidden_size=hidden,
         num_hidden_layers=layers,
         expand=2,

@@ -18,7 +18,6 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
-from agentd.backend import ModelInfo
 from agentd.checkpoint import Checkpoint
 from agentd.errors import ModelLoadError
 from agentd.plugins.linear.recurrent import RecurrentBackend
@@ -160,22 +159,21 @@ class Rwkv4Backend(RecurrentBackend):
         get.check_all_used(ARCHITECTURE)
 
         self.state_shape = (config.num_hidden_layers, 5, C)
-        self.info = ModelInfo(
-            architecture=ARCHITECTURE,
-            kind="decoder",
+        self.info = self._decoder_info(
+            ARCHITECTURE,
             parameters=get.parameters,
             context_length=config.context_length,
             vocab_size=config.vocab_size,
             dtype=str(self.dtype).removeprefix("torch."),
-            state_bytes_per_token=0,
-            state_bytes_per_sequence=4 * config.num_hidden_layers * 5 * C,
         )
 
     # -- the maths ---------------------------------------------------------------
-    def _init_state(self, tensor: torch.Tensor) -> None:
-        tensor[:, _MAX] = EMPTY_MAX
+    def _init_state(self, parts: tuple[torch.Tensor, ...]) -> None:
+        (state,) = parts
+        state[:, _MAX] = EMPTY_MAX
 
-    def _forward_sequence(self, ids: torch.Tensor, state: torch.Tensor, all_logits: bool) -> torch.Tensor:
+    def _forward_sequence(self, ids: torch.Tensor, parts: tuple[torch.Tensor, ...], all_logits: bool) -> torch.Tensor:
+        (state,) = parts  # (layers, rows, C)
         x = self.embeddings[ids]  # (T, C)
         for i, layer in enumerate(self.layers):
             s = state[i]  # (5, C)
@@ -196,10 +194,11 @@ class Rwkv4Backend(RecurrentBackend):
         x = F.layer_norm(x, x.shape[-1:], *self.ln_out, 1e-5)
         return F.linear(x, self.head)
 
-    def _forward_step(self, ids: torch.Tensor, states: torch.Tensor) -> torch.Tensor:
+    def _forward_step(self, ids: torch.Tensor, parts: tuple[torch.Tensor, ...]) -> torch.Tensor:
+        (states,) = parts  # (layers, B, rows, C)
         x = self.embeddings[ids]  # (B, C)
         for i, layer in enumerate(self.layers):
-            s = states[:, i]  # (B, 5, C)
+            s = states[i]  # (B, 5, C)
             xn = F.layer_norm(x, x.shape[-1:], *layer.ln1, self.config.layer_norm_epsilon)
             k, v, r = self._att_projections(layer, xn, s[:, _ATT_X].to(xn.dtype))
             s[:, _ATT_X] = xn

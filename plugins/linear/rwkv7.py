@@ -22,7 +22,6 @@ from typing import Any, Callable
 import torch
 import torch.nn.functional as F
 
-from agentd.backend import ModelInfo
 from agentd.checkpoint import Checkpoint
 from agentd.errors import ModelLoadError
 from agentd.plugins.linear.recurrent import RecurrentBackend
@@ -169,19 +168,17 @@ class Rwkv7Backend(RecurrentBackend):
         get.check_all_used(ARCHITECTURE)
 
         self.state_shape = (config.num_hidden_layers, 2 + N, C)
-        self.info = ModelInfo(
-            architecture=ARCHITECTURE,
-            kind="decoder",
+        self.info = self._decoder_info(
+            ARCHITECTURE,
             parameters=get.parameters,
             context_length=config.context_length,
             vocab_size=config.vocab_size,
             dtype=str(self.dtype).removeprefix("torch."),
-            state_bytes_per_token=0,
-            state_bytes_per_sequence=4 * config.num_hidden_layers * (2 + N) * C,
         )
 
     # -- the maths ---------------------------------------------------------------
-    def _forward_sequence(self, ids: torch.Tensor, state: torch.Tensor, all_logits: bool) -> torch.Tensor:
+    def _forward_sequence(self, ids: torch.Tensor, parts: tuple[torch.Tensor, ...], all_logits: bool) -> torch.Tensor:
+        (state,) = parts  # (layers, rows, C)
         H, N = self.config.num_heads, self.config.head_size
         x = self.embeddings[ids]  # (T, C)
         v_first: torch.Tensor | None = None
@@ -207,12 +204,13 @@ class Rwkv7Backend(RecurrentBackend):
         x = F.layer_norm(x, x.shape[-1:], *self.ln_out, _LAYER_NORM_EPS)
         return F.linear(x, self.head)
 
-    def _forward_step(self, ids: torch.Tensor, states: torch.Tensor) -> torch.Tensor:
+    def _forward_step(self, ids: torch.Tensor, parts: tuple[torch.Tensor, ...]) -> torch.Tensor:
+        (states,) = parts  # (layers, B, rows, C)
         B, H, N = ids.shape[0], self.config.num_heads, self.config.head_size
         x = self.embeddings[ids]  # (B, C)
         v_first: torch.Tensor | None = None
         for i, layer in enumerate(self.layers):
-            s = states[:, i]  # (B, 2 + N, C)
+            s = states[i]  # (B, 2 + N, C)
             wkv_state = s[:, _WKV:].view(B, H, N, N)
 
             def wkv(r, w, k, v, a, b, wkv_state=wkv_state):

@@ -21,9 +21,8 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
-from agentd.backend import ModelInfo
 from agentd.checkpoint import Checkpoint
-from agentd.plugins.ssm.base import UNBOUNDED_CONTEXT, SSMBackend, SSMLayer
+from agentd.plugins.ssm.base import SSMBackend, SSMLayer
 from agentd.plugins.ssm.config import config_field, parse_config, require_silu
 from agentd.plugins.ssm.layers import causal_conv_sequence, causal_conv_step
 from agentd.plugins.ssm.scan import DEFAULT_CHUNK, selective_scan_chunked, selective_scan_step
@@ -137,18 +136,8 @@ class MambaBackend(SSMBackend[MambaLayer]):
             lm_head = reader.take("lm_head.weight", (c.vocab_size, c.hidden_size))
         conv_shape = (k - 1, d_inner)
         ssm_shape = (d_inner, n)
-        state_bytes = 4 * c.num_hidden_layers * (math.prod(conv_shape) + math.prod(ssm_shape))
-        info = ModelInfo(
-            architecture=ARCHITECTURE,
-            kind="decoder",
-            parameters=reader.parameters,
-            context_length=UNBOUNDED_CONTEXT,
-            vocab_size=c.vocab_size,
-            dtype="float32",
-            state_bytes_per_token=0,
-            state_bytes_per_sequence=state_bytes,
-        )
-        super().__init__(info, embeddings, layers, norm_f, lm_head, c.layer_norm_epsilon, conv_shape, ssm_shape)
+        super().__init__(embeddings, layers, norm_f, lm_head, c.layer_norm_epsilon, conv_shape, ssm_shape)
+        self.info = self._ssm_info(ARCHITECTURE, reader.parameters, c.vocab_size)
 
     def _project(self, layer: MambaLayer, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """From the conv output ``x`` ``(..., D)``: ``dt`` ``(..., D)`` after softplus, ``B``, ``C`` ``(..., N)``."""
