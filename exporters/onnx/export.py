@@ -13,10 +13,11 @@ reads::
                         "shape": ["batch_size", 2, "past_sequence_length", 64], "sequence_axis": 2}, ...],
              "num_hidden_layers": 30, ...}
 
-A Mamba bundle's section says ``"cache": "recurrent"`` and lists its fixed-size
-state tensors (``past_conv.i`` / ``past_ssm.i`` in, ``present_*`` out, shapes
-``["batch_size", ...]``); it carries no ``genai_config.json`` (onnxruntime-genai
-serves transformer decoders only).
+A fixed-state bundle's section (Mamba, Mamba-2, RWKV-4, RWKV-7) says
+``"cache": "recurrent"`` and lists its state tensors (e.g. ``past_conv.i`` /
+``past_ssm.i`` in, ``present_*`` out, shapes ``["batch_size", ...]``, an
+optional ``initial`` value); it carries no ``genai_config.json``
+(onnxruntime-genai serves transformer decoders only).
 
 Everything is written into a hidden staging directory next to the output and
 renamed into place at the end; any failure or interrupt removes it.
@@ -33,7 +34,7 @@ from agentd.checkpoint import Checkpoint
 from agentd.errors import InvalidArgument
 from agentd.exporter_registry import ExportOptions, Progress
 
-from . import decoder, encoder, mamba
+from . import decoder, encoder, mamba, mamba2, rwkv4, rwkv7
 from .graph import OPSET, save_model, value_infos
 
 #: Version of the manifest's ``onnx`` section.
@@ -59,16 +60,24 @@ def export_onnx(checkpoint: Checkpoint, out: Path, options: ExportOptions, progr
 def _write_bundle(checkpoint: Checkpoint, staging: Path, options: ExportOptions, progress: Progress) -> dict[str, Any]:
     architecture = checkpoint.architecture
     weight_dtype = "float16" if options.quant == "fp16" else "float32"
+    quantised = options.quant in ("int8", "int4")
     progress("loading weights and building the graph", 0, STAGES)
     if architecture in decoder.ARCHITECTURES:
         model, description = decoder.build_decoder_graph(
-            checkpoint, weight_dtype=weight_dtype, separate_lm_head=options.quant in ("int8", "int4")
+            checkpoint, weight_dtype=weight_dtype, separate_lm_head=quantised
         )
     elif architecture in mamba.ARCHITECTURES:
-        model, description = mamba.build_mamba_graph(checkpoint, weight_dtype=weight_dtype)
+        model, description = mamba.build_mamba_graph(checkpoint, weight_dtype=weight_dtype, separate_lm_head=quantised)
+    elif architecture in mamba2.ARCHITECTURES:
+        model, description = mamba2.build_mamba2_graph(checkpoint, weight_dtype=weight_dtype, separate_lm_head=quantised)
+    elif architecture in rwkv4.ARCHITECTURES:
+        model, description = rwkv4.build_rwkv4_graph(checkpoint, weight_dtype=weight_dtype)
+    elif architecture in rwkv7.ARCHITECTURES:
+        model, description = rwkv7.build_rwkv7_graph(checkpoint, weight_dtype=weight_dtype)
     else:
         model, description = encoder.build_encoder_graph(checkpoint, weight_dtype=weight_dtype)
     keep_float32 = description.pop("keep_float32_nodes", [])
+    tied = description.pop("tied_weights", None)  # (embedding, LM head) initializers of a tied model
     inputs, outputs = value_infos(model.graph.input), value_infos(model.graph.output)
 
     progress("saving the graph", 1, STAGES)
@@ -79,7 +88,7 @@ def _write_bundle(checkpoint: Checkpoint, staging: Path, options: ExportOptions,
         from .quantize import quantize_model
 
         progress(f"quantising to {options.quant}", 2, STAGES)
-        quantize_model(graph_path, options.quant, options.block_size, keep_float32)
+        quantize_model(graph_path, options.quant, options.block_size, keep_float32, tuple(tied) if tied else None)
 
     progress("writing tokenizer, configs and manifest", 3, STAGES)
     files = write_support_files(checkpoint, staging)

@@ -16,7 +16,15 @@ from agentd.hookspecs import hookimpl
 
 #: Prefix of the architecture names this backend serves.
 ARCHITECTURE_PREFIX = "onnx:"
-SERVED = ("LlamaForCausalLM", "Qwen2ForCausalLM", "MambaForCausalLM", "BertModel")
+SERVED = (
+    "LlamaForCausalLM",
+    "Qwen2ForCausalLM",
+    "MambaForCausalLM",
+    "Mamba2ForCausalLM",
+    "RwkvForCausalLM",
+    "Rwkv7ForCausalLM",
+    "BertModel",
+)
 
 
 def onnx_architecture(checkpoint: Checkpoint) -> str | None:
@@ -39,6 +47,6 @@ def register_backends(register: Callable[[BackendSpec], None]) -> None:
             name="onnxrt",
             architectures=tuple(ARCHITECTURE_PREFIX + arch for arch in SERVED),
             load=_load,
-            description="onnxruntime over an exported ONNX bundle (no torch; KV cache updated in place, SSM state as graph I/O)",
+            description="onnxruntime over an exported ONNX bundle (no torch; KV cache updated in place, SSM/RWKV state as graph I/O)",
         )
     )

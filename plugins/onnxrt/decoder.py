@@ -14,6 +14,12 @@ Capacity grows geometrically (one copy per growth, amortised O(1) per token),
 and ``state_bytes`` reports what is allocated. A run writes past ``length``
 before ``length`` is advanced, so a failed run leaves the state as it was.
 
+Per-token host work is kept to what changes, as onnxruntime-genai does: the
+binding is built once per state (and again only when the buffers grow), a decode
+step writes the token and its position into two one-element arrays the binding
+already points at, and re-binds just ``attention_mask`` (its length grows) and
+``logits`` (straight into the caller's output row, no copy, no temporary).
+
 ``decode`` runs the batch one sequence at a time: each state owns its buffers,
 and batching them would need a shared slot pool (one ``(B, kv_heads, cap, D)``
 buffer with per-row lengths), which this backend does not build yet.
@@ -53,6 +59,10 @@ class OnnxKVState:
     length: int = 0
     #: IOBinding with every past/present bound to these buffers (rebuilt when they move).
     binding: Any = field(default=None, repr=False, compare=False)
+    #: ``[token, position]`` of a decode step: ``input_ids`` / ``position_ids`` point into it.
+    step: np.ndarray = field(default_factory=lambda: np.zeros((2, 1, 1), dtype=np.int64), repr=False, compare=False)
+    #: Whether ``binding`` holds the decode-step inputs (a prefill binds its chunk instead).
+    bound_for_step: bool = field(default=False, repr=False, compare=False)
 
     @property
     def capacity(self) -> int:
@@ -116,10 +126,10 @@ class OnnxDecoderBackend(Backend):
             raise InvalidArgument("states", "the same state appears twice in one batch")
         for state in states:
             self._check_room(state, 1)
-        out = np.empty((ids.size, self.info.vocab_size), dtype=np.float32)
+        out = np.empty((ids.size, 1, self.info.vocab_size), dtype=np.float32)  # (B, 1, V)
         for b, state in enumerate(states):  # one sequence at a time (see the module docstring)
-            out[b] = self._run(ids[b : b + 1], state, keep=1)[0]
-        return out
+            self._step(int(ids[b]), state, out[b : b + 1])
+        return out.reshape(ids.size, self.info.vocab_size)
 
     def state_bytes(self, state: OnnxKVState) -> int:
         return state.nbytes
@@ -157,15 +167,14 @@ class OnnxDecoderBackend(Backend):
 
     # -- running the graph -----------------------------------------------------
     def _run(self, ids: np.ndarray, state: OnnxKVState, keep: int) -> np.ndarray:
-        """Feed ``ids`` after ``state``; GQA writes their keys/values in place.
+        """Feed a chunk ``ids`` after ``state``; GQA writes their keys/values in place.
 
         Returns the logits of the last ``keep`` positions, ``(keep, V)``.
         """
         self._check_room(state, ids.size)
         start, steps = state.length, ids.size
-        self._reserve(state, start + steps)
-        binding = state.binding if state.binding is not None else self._bind_cache(state)
         total = start + steps
+        binding = self._binding(state, total)
         self._bind_array(binding, "input_ids", ids.reshape(1, steps))
         self._bind_array(binding, "attention_mask", self._mask[:, :total])
         self._bind_array(binding, "position_ids", self._positions[:, start:total])
@@ -173,11 +182,34 @@ class OnnxDecoderBackend(Backend):
             self._bind_array(binding, "logits_to_keep", self._keep[keep])
         else:  # a graph without the input always returns every position
             keep = steps
+        state.bound_for_step = False
         logits = np.empty((1, keep, self.info.vocab_size), dtype=np.float32)  # (1, K, V)
         binding.bind_output("logits", "cpu", 0, np.float32, list(logits.shape), logits.ctypes.data)
         self.session.run_with_iobinding(binding)
         state.length = total  # commit only after the run succeeded
         return logits[0]
+
+    def _step(self, token: int, state: OnnxKVState, out: np.ndarray) -> None:
+        """One decode token for ``state``, its logits written into ``out`` ``(1, 1, V)``."""
+        total = state.length + 1
+        binding = self._binding(state, total)
+        if not state.bound_for_step:  # once per sequence (and after a prefill or a growth)
+            self._bind_array(binding, "input_ids", state.step[0])
+            self._bind_array(binding, "position_ids", state.step[1])
+            if self._has_keep_input:
+                self._bind_array(binding, "logits_to_keep", self._keep[1])
+            state.bound_for_step = True
+        state.step[0, 0, 0] = token
+        state.step[1, 0, 0] = state.length
+        self._bind_array(binding, "attention_mask", self._mask[:, :total])
+        binding.bind_output("logits", "cpu", 0, np.float32, list(out.shape), out.ctypes.data)
+        self.session.run_with_iobinding(binding)
+        state.length = total
+
+    def _binding(self, state: OnnxKVState, total: int) -> Any:
+        """The state's binding, with room for ``total`` positions."""
+        self._reserve(state, total)
+        return state.binding if state.binding is not None else self._bind_cache(state)
 
     def _bind_cache(self, state: OnnxKVState) -> Any:
         """A binding whose past and present of every layer are the same buffer."""
@@ -188,7 +220,7 @@ class OnnxDecoderBackend(Backend):
                 address, shape = view.ctypes.data, list(view.shape)
                 binding.bind_input(f"past_key_values.{layer}.{kind}", "cpu", 0, np.float32, shape, address)
                 binding.bind_output(f"present.{layer}.{kind}", "cpu", 0, np.float32, shape, address)
-        state.binding = binding
+        state.binding, state.bound_for_step = binding, False
         return binding
 
     @staticmethod
@@ -204,7 +236,7 @@ class OnnxDecoderBackend(Backend):
         keys, values = self.shape.buffers(capacity), self.shape.buffers(capacity)
         keys[:, :, :, : state.length] = state.keys[:, :, :, : state.length]
         values[:, :, :, : state.length] = state.values[:, :, :, : state.length]
-        state.keys, state.values, state.binding = keys, values, None
+        state.keys, state.values, state.binding, state.bound_for_step = keys, values, None, False
 
     def _capacity_for(self, tokens: int) -> int:
         rounded = -(-tokens // GROW_TOKENS) * GROW_TOKENS

@@ -1,7 +1,8 @@
-"""The decoder contract over an exported fixed-state graph (Mamba; RWKV once exported).
+"""The decoder contract over an exported fixed-state graph (Mamba, Mamba-2, RWKV-4, RWKV-7).
 
 The manifest's ``onnx.state`` lists every state tensor: graph input, graph
-output and shape, batch first (``["batch_size", ...]``). A sequence's state is
+output, shape, batch first (``["batch_size", ...]``), and optionally the
+``initial`` value of a fresh sequence (0 if absent). A sequence's state is
 those arrays for a batch of one; their size does not depend on the context, so
 feeding them in and taking them out each step costs the same at token 10 as at
 token 10 000 (unlike a KV cache, nothing here grows). ``decode`` stacks the
@@ -46,6 +47,7 @@ class _StateTensor:
     input: str
     output: str
     shape: tuple[int, ...]  # without the batch axis
+    initial: float = 0.0
 
 
 class OnnxRecurrentBackend(Backend):
@@ -71,7 +73,7 @@ class OnnxRecurrentBackend(Backend):
 
     # -- contract --------------------------------------------------------------
     def new_state(self) -> OnnxRecurrentState:
-        return OnnxRecurrentState({e.input: np.zeros((1, *e.shape), dtype=np.float32) for e in self.layout})
+        return OnnxRecurrentState({e.input: np.full((1, *e.shape), e.initial, dtype=np.float32) for e in self.layout})
 
     def prefill(self, token_ids: np.ndarray, state: OnnxRecurrentState, *, all_logits: bool = False) -> np.ndarray:
         ids = self._check_ids(token_ids)
@@ -149,6 +151,9 @@ def _state_tensor(entry: Any, manifest_path: object) -> _StateTensor:
         or not shape
         or shape[0] != "batch_size"
         or not all(type(d) is int and d > 0 for d in shape[1:])
+        or type(entry.get("initial", 0.0)) not in (int, float)
     ):
-        raise ModelLoadError(manifest_path, f"'onnx.state' entry {entry!r} needs input, output and a [batch_size, ...] shape")
-    return _StateTensor(entry["input"], entry["output"], tuple(shape[1:]))
+        raise ModelLoadError(
+            manifest_path, f"'onnx.state' entry {entry!r} needs input, output, a [batch_size, ...] shape and a numeric initial"
+        )
+    return _StateTensor(entry["input"], entry["output"], tuple(shape[1:]), float(entry.get("initial", 0.0)))
