@@ -23,6 +23,7 @@ from agentd.errors import ModelLoadError
 from agentd.plugins.linear.recurrent import RecurrentBackend
 from agentd.plugins.linear.weights import WeightReader, float_dtype
 from agentd.plugins.linear.wkv4 import EMPTY_MAX, wkv4_chunked, wkv4_step
+from agentd.plugins.projection import matvec_layout
 
 ARCHITECTURE = "RwkvForCausalLM"
 
@@ -79,7 +80,11 @@ class Rwkv4Config:
 
 @dataclass
 class _Layer:
-    """One block's weights, arranged for the fewest kernel calls per step."""
+    """One block's weights, arranged for the fewest kernel calls per step.
+
+    Projections are ``(out, in)`` views of ``(in, out)`` storage (see
+    :mod:`agentd.plugins.projection`).
+    """
 
     ln1: tuple[torch.Tensor, torch.Tensor]
     ln2: tuple[torch.Tensor, torch.Tensor]
@@ -119,10 +124,6 @@ class Rwkv4Backend(RecurrentBackend):
         def mix(name: str) -> torch.Tensor:
             return get(name, (1, 1, C)).reshape(1, C)
 
-        def mat(name: str, shape: tuple[int, int], scale: float = 1.0) -> torch.Tensor:
-            # Dividing by a power of two is exact, as in Hugging Face's in-place div_.
-            return get(name, shape) / scale if scale != 1.0 else get(name, shape)
-
         # Block 0's pre-LayerNorm acts on the embedding row alone: fold it into the table.
         pre_ln = (vec("rwkv.blocks.0.pre_ln.weight"), vec("rwkv.blocks.0.pre_ln.bias"))
         folded = F.layer_norm(embeddings.float(), (C,), pre_ln[0].float(), pre_ln[1].float(), eps)
@@ -139,23 +140,23 @@ class Rwkv4Backend(RecurrentBackend):
                     ln1=(vec(p + "ln1.weight"), vec(p + "ln1.bias")),
                     ln2=(vec(p + "ln2.weight"), vec(p + "ln2.bias")),
                     att_mix=torch.stack([mix(p + f"attention.time_mix_{n}") for n in ("key", "value", "receptance")]),
-                    att_key=mat(p + "attention.key.weight", (C, C)),
-                    att_value=mat(p + "attention.value.weight", (C, C)),
-                    att_receptance=mat(p + "attention.receptance.weight", (C, C)),
+                    att_key=get.projection(p + "attention.key.weight", (C, C)),
+                    att_value=get.projection(p + "attention.value.weight", (C, C)),
+                    att_receptance=get.projection(p + "attention.receptance.weight", (C, C)),
                     decay=-torch.exp(get.raw(p + "attention.time_decay", (C,)).float()),
                     bonus=get.raw(p + "attention.time_first", (C,)).float().contiguous(),
-                    att_out=mat(p + "attention.output.weight", (C, C), scale),
+                    att_out=get.projection(p + "attention.output.weight", (C, C), scale),
                     ffn_mix=torch.stack([mix(p + f"feed_forward.time_mix_{n}") for n in ("key", "receptance")]),
-                    ffn_key=mat(p + "feed_forward.key.weight", (I, C)),
-                    ffn_receptance=mat(p + "feed_forward.receptance.weight", (C, C)),
-                    ffn_value=mat(p + "feed_forward.value.weight", (C, I), scale),
+                    ffn_key=get.projection(p + "feed_forward.key.weight", (I, C)),
+                    ffn_receptance=get.projection(p + "feed_forward.receptance.weight", (C, C)),
+                    ffn_value=get.projection(p + "feed_forward.value.weight", (C, I), scale),
                 )
             )
         self.ln_out = (vec("rwkv.ln_out.weight"), vec("rwkv.ln_out.bias"))
         if "head.weight" in weights or not config.tie_word_embeddings:
-            self.head = mat("head.weight", (config.vocab_size, C))
+            self.head = get.projection("head.weight", (config.vocab_size, C))
         else:
-            self.head = embeddings
+            self.head = matvec_layout(embeddings)  # the gather uses the folded table, not this
         get.check_all_used(ARCHITECTURE)
 
         self.state_shape = (config.num_hidden_layers, 5, C)

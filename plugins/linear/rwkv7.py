@@ -82,7 +82,12 @@ class Rwkv7Config:
 
 @dataclass
 class _Layer:
-    """One block's weights, arranged for the fewest kernel calls per step."""
+    """One block's weights, arranged for the fewest kernel calls per step.
+
+    Projections are ``(out, in)`` views of ``(in, out)`` storage (see
+    :mod:`agentd.plugins.projection`); the low-rank factors (``w1``, ``w2``, ...)
+    are used as ``x @ w1`` and already stored ``(in, out)``.
+    """
 
     ln1: tuple[torch.Tensor, torch.Tensor]
     ln2: tuple[torch.Tensor, torch.Tensor]
@@ -141,9 +146,9 @@ class Rwkv7Backend(RecurrentBackend):
                     ln1=(get(p + "ln1.weight", (C,)), get(p + "ln1.bias", (C,))),
                     ln2=(get(p + "ln2.weight", (C,)), get(p + "ln2.bias", (C,))),
                     mix=torch.stack([get(att + f"x_{n}", (C,)) for n in "rkvwag"]).unsqueeze(1),
-                    receptance=get(att + "receptance.weight", (C, C)),
-                    key=get(att + "key.weight", (C, C)),
-                    value=get(att + "value.weight", (C, C)),
+                    receptance=get.projection(att + "receptance.weight", (C, C)),
+                    key=get.projection(att + "key.weight", (C, C)),
+                    value=get.projection(att + "value.weight", (C, C)),
                     w0=w0.float(),
                     w1=w1,
                     w2=w2,
@@ -157,14 +162,14 @@ class Rwkv7Backend(RecurrentBackend):
                     k_a=get(att + "k_a", (C,)),
                     r_k=get(att + "r_k", (H, N)).reshape(C),
                     head_norm=(get(att + "ln_x.weight", (C,)), get(att + "ln_x.bias", (C,))),
-                    output=get(att + "output.weight", (C, C)),
+                    output=get.projection(att + "output.weight", (C, C)),
                     ffn_mix=get(ffn + "x_k", (C,)),
-                    ffn_key=get(ffn + "key.weight", (I, C)),
-                    ffn_value=get(ffn + "value.weight", (C, I)),
+                    ffn_key=get.projection(ffn + "key.weight", (I, C)),
+                    ffn_value=get.projection(ffn + "value.weight", (C, I)),
                 )
             )
         self.ln_out = (get("ln_out.weight", (C,)), get("ln_out.bias", (C,)))
-        self.head = get("head.weight", (config.vocab_size, C))
+        self.head = get.projection("head.weight", (config.vocab_size, C))
         get.check_all_used(ARCHITECTURE)
 
         self.state_shape = (config.num_hidden_layers, 2 + N, C)

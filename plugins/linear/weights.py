@@ -5,6 +5,7 @@ from __future__ import annotations
 import torch
 
 from agentd.errors import ModelLoadError
+from agentd.plugins.projection import matvec_layout
 
 
 class WeightReader:
@@ -31,6 +32,15 @@ class WeightReader:
     def __call__(self, name: str, shape: tuple[int, ...]) -> torch.Tensor:
         """The tensor in the model's compute dtype, contiguous."""
         return self.raw(name, shape).to(self.dtype).contiguous()
+
+    def projection(self, name: str, shape: tuple[int, int], scale: float = 1.0) -> torch.Tensor:
+        """A projection weight ``(out, in)`` divided by ``scale``, re-stored for fast batch-1 products.
+
+        See :func:`~agentd.plugins.projection.matvec_layout`. Dividing by a power
+        of two (RWKV-4's rescaling) is exact.
+        """
+        weight = self(name, shape)
+        return matvec_layout(weight / scale if scale != 1.0 else weight)
 
     def check_all_used(self, architecture: str) -> None:
         unused = sorted(set(self.weights) - self.used)

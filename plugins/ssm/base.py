@@ -55,7 +55,8 @@ class SSMBackend(FixedStateBackend[SSMState], Generic[LayerT]):
         self.embeddings = embeddings  # (V, hidden)
         self.layers = layers
         self.norm_f = norm_f  # (hidden,)
-        self.lm_head = lm_head  # (V, hidden), may be the embeddings (tied)
+        # (V, hidden), in agentd.plugins.projection's layout; may be the embeddings (tied).
+        self.lm_head = lm_head
         self.eps = eps
         #: One sequence's state shapes, layers first.
         self.conv_shape = (len(layers), *conv_shape)

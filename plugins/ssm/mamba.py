@@ -22,6 +22,7 @@ import torch
 import torch.nn.functional as F
 
 from agentd.checkpoint import Checkpoint
+from agentd.plugins.projection import tied_embedding_head
 from agentd.plugins.ssm.base import SSMBackend, SSMLayer
 from agentd.plugins.ssm.config import config_field, parse_config, require_silu
 from agentd.plugins.ssm.layers import causal_conv_sequence, causal_conv_step
@@ -87,6 +88,7 @@ class MambaConfig:
 class MambaLayer(SSMLayer):
     """One block's weights, fp32, with ``A = -exp(A_log)`` precomputed."""
 
+    # Projections are (out, in) views of (in, out) storage: see agentd.plugins.projection.
     in_proj: torch.Tensor  # (2 D, hidden)
     in_proj_bias: torch.Tensor | None
     conv_weight: torch.Tensor  # (K, D), transposed to match the conv state
@@ -116,24 +118,24 @@ class MambaBackend(SSMBackend[MambaLayer]):
             layers.append(
                 MambaLayer(
                     norm=reader.take(p + "norm.weight", (c.hidden_size,)),
-                    in_proj=reader.take(m + "in_proj.weight", (2 * d_inner, c.hidden_size)),
+                    in_proj=reader.take_projection(m + "in_proj.weight", (2 * d_inner, c.hidden_size)),
                     in_proj_bias=reader.take_optional(m + "in_proj.bias", (2 * d_inner,), c.use_bias),
                     conv_weight=reader.take(m + "conv1d.weight", (d_inner, 1, k)).view(d_inner, k).T.contiguous(),
                     conv_bias=reader.take_optional(m + "conv1d.bias", (d_inner,), c.use_conv_bias),
-                    x_proj=reader.take(m + "x_proj.weight", (r + 2 * n, d_inner)),
-                    dt_proj=reader.take(m + "dt_proj.weight", (d_inner, r)),
+                    x_proj=reader.take_projection(m + "x_proj.weight", (r + 2 * n, d_inner)),
+                    dt_proj=reader.take_projection(m + "dt_proj.weight", (d_inner, r)),
                     dt_bias=reader.take(m + "dt_proj.bias", (d_inner,)),
                     A=-torch.exp(reader.take(m + "A_log", (d_inner, n))),
                     D=reader.take(m + "D", (d_inner,)),
-                    out_proj=reader.take(m + "out_proj.weight", (c.hidden_size, d_inner)),
+                    out_proj=reader.take_projection(m + "out_proj.weight", (c.hidden_size, d_inner)),
                     out_proj_bias=reader.take_optional(m + "out_proj.bias", (c.hidden_size,), c.use_bias),
                 )
             )
         norm_f = reader.take("backbone.norm_f.weight", (c.hidden_size,))
         if c.tie_word_embeddings:
-            lm_head = embeddings
+            embeddings = lm_head = tied_embedding_head(embeddings)
         else:
-            lm_head = reader.take("lm_head.weight", (c.vocab_size, c.hidden_size))
+            lm_head = reader.take_projection("lm_head.weight", (c.vocab_size, c.hidden_size))
         conv_shape = (k - 1, d_inner)
         ssm_shape = (d_inner, n)
         super().__init__(embeddings, layers, norm_f, lm_head, c.layer_norm_epsilon, conv_shape, ssm_shape)

@@ -107,5 +107,5 @@ def selective_scan_step(
     :param x: ``(Bt, D)``; ``dt``: ``(Bt, D)``; ``B``, ``C``: ``(Bt, N)``.
     :returns: ``y`` ``(Bt, D)``.
     """
-    state.mul_(torch.exp(dt[:, :, None] * A)).addcmul_((dt * x)[:, :, None], B[:, None, :])
+    state.mul_((dt[:, :, None] * A).exp_()).addcmul_((dt * x)[:, :, None], B[:, None, :])
     return torch.linalg.vecdot(state, C[:, None, :])  # (Bt, D)
