@@ -7,6 +7,8 @@
         async for chunk in client.generate("Once upon", sampling=SamplingOptions(max_tokens=20)):
             print(chunk.text, end="")
         vectors = await client.embed(["hello", "world"])
+        stream = await client.chat([{"role": "user", "content": "Hi"}], session_id="chat-1")
+        reply = await stream.text()                 # then stream.session_outcome, stream.usage
 
 Use it from one event loop (the channel belongs to the loop that made it).
 Errors are the same :mod:`agentd.errors` classes the blocking client raises.
@@ -15,6 +17,7 @@ Errors are the same :mod:`agentd.errors` classes the blocking client raises.
 from __future__ import annotations
 
 import asyncio
+from os import PathLike
 from typing import AsyncIterator, Mapping, Sequence
 
 import grpc
@@ -31,9 +34,11 @@ from agentd.client import (
     error_from_rpc,
     finish_reason_name,
     ids_request,
+    load_model_request,
     pick_default,
     prompt_request,
     request_id_of,
+    session_outcome_name,
 )
 from agentd.v1 import inference_pb2, inference_pb2_grpc, models_pb2, models_pb2_grpc
 
@@ -41,7 +46,9 @@ from agentd.v1 import inference_pb2, inference_pb2_grpc, models_pb2, models_pb2_
 class AsyncGenerationStream:
     """``async for`` over :class:`GenerateResponse` chunks; ``cancel()`` stops the daemon's generation.
 
-    After the stream ends, ``finish_reason``, ``usage`` and ``request_id()`` are available.
+    After the stream ends, ``finish_reason``, ``usage`` (with
+    ``cached_prompt_tokens``), ``session_outcome`` and ``request_id()`` are
+    available, as on :class:`agentd.client.GenerationStream`.
     """
 
     def __init__(self, call: aio.UnaryStreamCall, target: str):
@@ -50,6 +57,7 @@ class AsyncGenerationStream:
         self._cancelled = False
         self.finish_reason: str | None = None
         self.usage: inference_pb2.Usage | None = None
+        self.session_outcome: str | None = None
 
     async def __aiter__(self) -> AsyncIterator[inference_pb2.GenerateResponse]:
         try:
@@ -58,6 +66,7 @@ class AsyncGenerationStream:
                 if reason is not None:
                     self.finish_reason = reason
                     self.usage = chunk.usage
+                    self.session_outcome = session_outcome_name(chunk)
                 yield chunk
         except asyncio.CancelledError:
             if self._cancelled:  # grpc.aio ends a call we cancelled with CancelledError
@@ -123,12 +132,28 @@ class AsyncClient:
         """The first served model of ``kind`` (any kind when None)."""
         return pick_default(await self.list_models(), kind, self.target)
 
+    async def load_model(
+        self, name: str, path: str | PathLike[str], *, description: str | None = None, wait: bool = False
+    ) -> models_pb2.ModelInfo:
+        """Serve the directory ``path`` (on the daemon's machine) as ``name``; see ``Client.load_model``."""
+        return await self._unary(self._models.LoadModel, load_model_request(name, path, description, wait))
+
+    async def unload_model(self, name: str) -> None:
+        """Stop serving ``name`` and free its memory and sessions."""
+        await self._unary(self._models.UnloadModel, models_pb2.UnloadModelRequest(name=name))
+
     # -- inference ---------------------------------------------------------------
     async def generate(
-        self, prompt: str, *, model: str | None = None, sampling: SamplingOptions = SamplingOptions()
+        self,
+        prompt: str,
+        *,
+        model: str | None = None,
+        sampling: SamplingOptions = SamplingOptions(),
+        session_id: str | None = None,
     ) -> AsyncGenerationStream:
-        """Start streaming a continuation of ``prompt``."""
-        return self._stream(prompt_request(prompt, model or await self.default_model("decoder"), sampling))
+        """Start streaming a continuation of ``prompt``; ``session_id`` keeps the state for the next call."""
+        model = model or await self.default_model("decoder")
+        return self._stream(prompt_request(prompt, model, sampling, session_id))
 
     async def chat(
         self,
@@ -136,15 +161,27 @@ class AsyncClient:
         *,
         model: str | None = None,
         sampling: SamplingOptions = SamplingOptions(),
+        session_id: str | None = None,
     ) -> AsyncGenerationStream:
-        """Start streaming the assistant's reply to ``messages`` (``{"role", "content"}`` dicts)."""
-        return self._stream(chat_request(messages, model or await self.default_model("decoder"), sampling))
+        """Start streaming the assistant's reply to ``messages`` (``{"role", "content"}`` dicts).
+
+        With ``session_id`` send the whole conversation every turn: only what
+        the session does not hold yet is prefilled.
+        """
+        model = model or await self.default_model("decoder")
+        return self._stream(chat_request(messages, model, sampling, session_id))
 
     async def generate_ids(
-        self, token_ids: Sequence[int], *, model: str | None = None, sampling: SamplingOptions = SamplingOptions()
+        self,
+        token_ids: Sequence[int],
+        *,
+        model: str | None = None,
+        sampling: SamplingOptions = SamplingOptions(),
+        session_id: str | None = None,
     ) -> AsyncGenerationStream:
         """Start streaming a continuation of pre-tokenized ``token_ids``."""
-        return self._stream(ids_request(token_ids, model or await self.default_model("decoder"), sampling))
+        model = model or await self.default_model("decoder")
+        return self._stream(ids_request(token_ids, model, sampling, session_id))
 
     async def embed(self, texts: Sequence[str], *, model: str | None = None) -> np.ndarray:
         """L2-normalised embeddings, float32 of shape ``(len(texts), dim)``."""
@@ -166,6 +203,29 @@ class AsyncClient:
             model=model or await self.default_model(), ids=list(ids), skip_special_tokens=skip_special_tokens
         )
         return (await self._unary(self._inference.Detokenize, request)).text
+
+    # -- sessions --------------------------------------------------------------------
+    async def save_session(self, session_id: str) -> inference_pb2.SaveSessionResponse:
+        """Write an idle session to the daemon's disk: the file's path, size and token count."""
+        request = inference_pb2.SaveSessionRequest(session_id=session_id)
+        return await self._unary(self._inference.SaveSession, request)
+
+    async def restore_session(self, session_id: str) -> inference_pb2.SessionInfo:
+        """Read a saved session back into the daemon's memory."""
+        request = inference_pb2.RestoreSessionRequest(session_id=session_id)
+        return await self._unary(self._inference.RestoreSession, request)
+
+    async def list_sessions(self, model: str | None = None) -> list[inference_pb2.SessionInfo]:
+        """Sessions held in memory (of ``model`` only, if given), least recently used first."""
+        request = inference_pb2.ListSessionsRequest(model=model or "")
+        return list((await self._unary(self._inference.ListSessions, request)).sessions)
+
+    async def delete_session(
+        self, session_id: str, *, delete_saved: bool = False
+    ) -> inference_pb2.DeleteSessionResponse:
+        """Forget a session held in memory and, with ``delete_saved``, its saved file."""
+        request = inference_pb2.DeleteSessionRequest(session_id=session_id, delete_saved=delete_saved)
+        return await self._unary(self._inference.DeleteSession, request)
 
     async def health(self, service: str = "") -> str:
         """``SERVING``, ``NOT_SERVING`` or ``SERVICE_UNKNOWN`` for ``service`` ("" is the daemon)."""

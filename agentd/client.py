@@ -10,6 +10,16 @@
     # A daemon on another machine: TLS (CA file) and a bearer token.
     remote = Client("agentd.lan:7070", credentials=Credentials(ca_file="ca.pem", token_file="token"))
 
+    # A conversation kept in a session: each turn resends the whole history, but
+    # the daemon prefills only what the session does not hold yet.
+    history = [{"role": "user", "content": "Hi"}]
+    stream = client.chat(history, session_id="chat-1")
+    reply = stream.text()
+    stream.session_outcome, stream.usage.cached_prompt_tokens   # "created", 0
+    client.save_session("chat-1")                  # to the daemon's disk; restore_session reads it back
+
+    client.load_model("smollm", "/srv/models/smollm2-135m", wait=True)
+
 Every gRPC failure is raised as the matching :mod:`agentd.errors` class with
 the daemon's one-line message, so callers (and the CLI) never see a raw
 ``grpc.RpcError``. The request builders and error mapping here are shared
@@ -137,6 +147,13 @@ def default_target(target: str | None) -> str:
     return target or unix_target(default_socket_path())
 
 
+def session_outcome_name(chunk: inference_pb2.GenerateResponse) -> str | None:
+    """``"created"``, ``"continued"``, ``"restarted"``, or None (no session, or not the last chunk)."""
+    if chunk.session_outcome == inference_pb2.SESSION_OUTCOME_UNSPECIFIED:
+        return None
+    return inference_pb2.SessionOutcome.Name(chunk.session_outcome).removeprefix("SESSION_OUTCOME_").lower()
+
+
 def finish_reason_name(chunk: inference_pb2.GenerateResponse) -> str | None:
     """``"stop"``, ``"length"``, ``"cancelled"``, or None for a chunk that is not the last."""
     if chunk.finish_reason == inference_pb2.FINISH_REASON_UNSPECIFIED:
@@ -153,24 +170,41 @@ def request_id_of(trailing: Sequence[tuple[str, str | bytes]] | None) -> str | N
 
 
 # -- request builders, shared with the asyncio client --------------------------------------------
-def prompt_request(prompt: str, model: str, sampling: SamplingOptions) -> inference_pb2.GenerateRequest:
-    request = inference_pb2.GenerateRequest(model=model, prompt=prompt)
+def prompt_request(
+    prompt: str, model: str, sampling: SamplingOptions, session_id: str | None = None
+) -> inference_pb2.GenerateRequest:
+    request = inference_pb2.GenerateRequest(model=model, prompt=prompt, session_id=session_id or "")
     sampling.apply(request)
     return request
 
 
 def chat_request(
-    messages: Sequence[Mapping[str, str]], model: str, sampling: SamplingOptions
+    messages: Sequence[Mapping[str, str]], model: str, sampling: SamplingOptions, session_id: str | None = None
 ) -> inference_pb2.GenerateRequest:
     turns = [inference_pb2.ChatMessage(role=m["role"], content=m["content"]) for m in messages]
-    request = inference_pb2.GenerateRequest(model=model, messages=inference_pb2.ChatMessages(messages=turns))
+    request = inference_pb2.GenerateRequest(
+        model=model, messages=inference_pb2.ChatMessages(messages=turns), session_id=session_id or ""
+    )
     sampling.apply(request)
     return request
 
 
-def ids_request(token_ids: Sequence[int], model: str, sampling: SamplingOptions) -> inference_pb2.GenerateRequest:
-    request = inference_pb2.GenerateRequest(model=model, prompt_token_ids=inference_pb2.TokenIds(ids=list(token_ids)))
+def ids_request(
+    token_ids: Sequence[int], model: str, sampling: SamplingOptions, session_id: str | None = None
+) -> inference_pb2.GenerateRequest:
+    request = inference_pb2.GenerateRequest(
+        model=model, prompt_token_ids=inference_pb2.TokenIds(ids=list(token_ids)), session_id=session_id or ""
+    )
     sampling.apply(request)
+    return request
+
+
+def load_model_request(
+    name: str, path: str | PathLike[str], description: str | None, wait: bool
+) -> models_pb2.LoadModelRequest:
+    request = models_pb2.LoadModelRequest(name=name, path=str(path), wait=wait)
+    if description is not None:
+        request.description = description
     return request
 
 
@@ -192,8 +226,11 @@ class GenerationStream:
     """Iterate for :class:`GenerateResponse` chunks; ``cancel()`` stops the daemon's generation.
 
     After the stream ends, ``finish_reason`` (``"stop"``, ``"length"``,
-    ``"cancelled"``), ``usage`` and ``request_id`` (the daemon's id for the
-    call, as in its log) are set.
+    ``"cancelled"``), ``usage`` (prompt, completion and ``cached_prompt_tokens``:
+    prompt tokens whose state came from the session or the prefix cache),
+    ``session_outcome`` (``"created"``, ``"continued"``, ``"restarted"``, or
+    None without a session) and ``request_id`` (the daemon's id for the call,
+    as in its log) are set.
     """
 
     def __init__(self, call: grpc.Call, target: str):
@@ -202,6 +239,7 @@ class GenerationStream:
         self._cancelled = False
         self.finish_reason: str | None = None
         self.usage: inference_pb2.Usage | None = None
+        self.session_outcome: str | None = None
 
     def __iter__(self) -> Iterator[inference_pb2.GenerateResponse]:
         try:
@@ -210,6 +248,7 @@ class GenerationStream:
                 if reason is not None:
                     self.finish_reason = reason
                     self.usage = chunk.usage
+                    self.session_outcome = session_outcome_name(chunk)
                 yield chunk
         except grpc.RpcError as exc:
             if self._cancelled and exc.code() == grpc.StatusCode.CANCELLED:
@@ -275,12 +314,31 @@ class Client:
         """The first served model of ``kind`` (any kind when None): the daemon's default."""
         return pick_default(self.list_models(), kind, self.target)
 
+    def load_model(
+        self, name: str, path: str | PathLike[str], *, description: str | None = None, wait: bool = False
+    ) -> models_pb2.ModelInfo:
+        """Serve the checkpoint or bundle directory ``path`` (on the daemon's machine) as ``name``.
+
+        Returns at once with status LOADING unless ``wait``, then once it is
+        READY or FAILED (``info.error`` says why).
+        """
+        return self._unary(self._models.LoadModel, load_model_request(name, path, description, wait))
+
+    def unload_model(self, name: str) -> None:
+        """Stop serving ``name`` and free its memory and sessions."""
+        self._unary(self._models.UnloadModel, models_pb2.UnloadModelRequest(name=name))
+
     # -- inference ---------------------------------------------------------------
     def generate(
-        self, prompt: str, *, model: str | None = None, sampling: SamplingOptions = SamplingOptions()
+        self,
+        prompt: str,
+        *,
+        model: str | None = None,
+        sampling: SamplingOptions = SamplingOptions(),
+        session_id: str | None = None,
     ) -> GenerationStream:
-        """Stream a continuation of ``prompt``."""
-        return self._stream(prompt_request(prompt, model or self.default_model("decoder"), sampling))
+        """Stream a continuation of ``prompt``; ``session_id`` keeps the model state for the next call."""
+        return self._stream(prompt_request(prompt, model or self.default_model("decoder"), sampling, session_id))
 
     def chat(
         self,
@@ -288,15 +346,25 @@ class Client:
         *,
         model: str | None = None,
         sampling: SamplingOptions = SamplingOptions(),
+        session_id: str | None = None,
     ) -> GenerationStream:
-        """Stream the assistant's reply to ``messages`` (``{"role", "content"}`` dicts)."""
-        return self._stream(chat_request(messages, model or self.default_model("decoder"), sampling))
+        """Stream the assistant's reply to ``messages`` (``{"role", "content"}`` dicts).
+
+        With ``session_id`` send the whole conversation every turn: the daemon
+        prefills only what its session does not hold yet.
+        """
+        return self._stream(chat_request(messages, model or self.default_model("decoder"), sampling, session_id))
 
     def generate_ids(
-        self, token_ids: Sequence[int], *, model: str | None = None, sampling: SamplingOptions = SamplingOptions()
+        self,
+        token_ids: Sequence[int],
+        *,
+        model: str | None = None,
+        sampling: SamplingOptions = SamplingOptions(),
+        session_id: str | None = None,
     ) -> GenerationStream:
         """Stream a continuation of pre-tokenized ``token_ids``."""
-        return self._stream(ids_request(token_ids, model or self.default_model("decoder"), sampling))
+        return self._stream(ids_request(token_ids, model or self.default_model("decoder"), sampling, session_id))
 
     def embed(self, texts: Sequence[str], *, model: str | None = None) -> np.ndarray:
         """L2-normalised embeddings, float32 of shape ``(len(texts), dim)``."""
@@ -318,6 +386,25 @@ class Client:
             model=model or self.default_model(), ids=list(ids), skip_special_tokens=skip_special_tokens
         )
         return self._unary(self._inference.Detokenize, request).text
+
+    # -- sessions --------------------------------------------------------------------
+    def save_session(self, session_id: str) -> inference_pb2.SaveSessionResponse:
+        """Write an idle session to the daemon's disk: the file's path, size and token count."""
+        return self._unary(self._inference.SaveSession, inference_pb2.SaveSessionRequest(session_id=session_id))
+
+    def restore_session(self, session_id: str) -> inference_pb2.SessionInfo:
+        """Read a saved session back into the daemon's memory."""
+        return self._unary(self._inference.RestoreSession, inference_pb2.RestoreSessionRequest(session_id=session_id))
+
+    def list_sessions(self, model: str | None = None) -> list[inference_pb2.SessionInfo]:
+        """Sessions held in memory (of ``model`` only, if given), least recently used first."""
+        response = self._unary(self._inference.ListSessions, inference_pb2.ListSessionsRequest(model=model or ""))
+        return list(response.sessions)
+
+    def delete_session(self, session_id: str, *, delete_saved: bool = False) -> inference_pb2.DeleteSessionResponse:
+        """Forget a session held in memory and, with ``delete_saved``, its saved file."""
+        request = inference_pb2.DeleteSessionRequest(session_id=session_id, delete_saved=delete_saved)
+        return self._unary(self._inference.DeleteSession, request)
 
     # -- health --------------------------------------------------------------------
     def health(self, service: str = "") -> str:

@@ -1,5 +1,10 @@
 """``agentd generate | chat | embed``: talk to a running daemon.
 
+``chat --session ID`` keeps the conversation's model state in a daemon
+session, so each turn prefills only the new text; the interactive chat always
+keeps one (a temporary one, deleted when the chat ends, unless ``--session``
+names it).
+
 Each command dials the daemon (``--socket``/``AGENTD_SOCKET``, or ``--tcp``)
 and uses the daemon's default model of the kind it needs unless ``--model``
 names one. Over TCP, ``--tls-ca`` (the CA that signed the daemon's
@@ -54,6 +59,10 @@ TopPOption = Annotated[Optional[float], typer.Option("--top-p", help="Nucleus sa
 TopKOption = Annotated[Optional[int], typer.Option("--top-k", help="Keep the k most likely tokens (0: off).")]
 SeedOption = Annotated[Optional[int], typer.Option("--seed", help="Seed for reproducible sampling.")]
 StopOption = Annotated[Optional[list[str]], typer.Option("--stop", help="Stop before this string (repeatable).")]
+SessionOption = Annotated[
+    Optional[str],
+    typer.Option("--session", help="Keep the model state in this daemon session (1-128 of A-Z a-z 0-9 . _ -): later turns prefill only new text."),
+]
 
 
 class EmbedFormat(str, enum.Enum):
@@ -126,6 +135,7 @@ def chat(
     top_k: TopKOption = None,
     seed: SeedOption = None,
     stop: StopOption = None,
+    session: SessionOption = None,
     socket: SocketOption = None,
     tcp: TcpOption = None,
     tls_ca: TlsCaOption = None,
@@ -139,12 +149,12 @@ def chat(
     with connect(socket, tcp, tls_ca, token_file, tls_cert, tls_key) as client:
         model = model or client.default_model("decoder")
         if message is None and sys.stdin.isatty():
-            _chat_repl(client, model, history, sampling)
+            _chat_repl(client, model, history, sampling, session)
             return
         if message is None:
             message = sys.stdin.read()
         history.append({"role": "user", "content": message})
-        _print_stream(client.chat(history, model=model, sampling=sampling))
+        _print_stream(client.chat(history, model=model, sampling=sampling, session_id=session))
 
 
 @app.command()
@@ -215,16 +225,37 @@ def _print_stream(stream: GenerationStream) -> str:
     return "".join(pieces)
 
 
-def _chat_repl(client: Client, model: str, history: list[dict[str, str]], sampling: SamplingOptions) -> None:
-    typer.echo(f"chatting with {model}; an empty line or Ctrl-D ends the conversation")
-    while True:
-        try:
-            line = input("you> ")
-        except EOFError:
-            typer.echo()
-            return
-        if not line.strip():
-            return
-        history.append({"role": "user", "content": line})
-        reply = _print_stream(client.chat(history, model=model, sampling=sampling))
-        history.append({"role": "assistant", "content": reply})
+def _chat_repl(
+    client: Client, model: str, history: list[dict[str, str]], sampling: SamplingOptions, session: str | None
+) -> None:
+    """Turn after turn in one session: each turn resends the history, the daemon prefills only the new text."""
+    import uuid
+
+    # Without --session the conversation still keeps its state, in a session of its own.
+    session_id = session or f"chat-{uuid.uuid4().hex[:16]}"
+    typer.echo(f"chatting with {model} (session {session_id}); an empty line or Ctrl-D ends the conversation")
+    try:
+        while True:
+            try:
+                line = input("you> ")
+            except EOFError:
+                typer.echo()
+                return
+            if not line.strip():
+                return
+            history.append({"role": "user", "content": line})
+            reply = _print_stream(client.chat(history, model=model, sampling=sampling, session_id=session_id))
+            history.append({"role": "assistant", "content": reply})
+    finally:
+        if session is None:
+            _forget(client, session_id)
+
+
+def _forget(client: Client, session_id: str) -> None:
+    """Delete a temporary session; the daemon's TTL removes it anyway if this fails."""
+    from agentd.errors import AgentdError
+
+    try:
+        client.delete_session(session_id)
+    except AgentdError:
+        pass

@@ -15,6 +15,12 @@ Two twins with one meaning:
   ``repeat_interleave`` of K/V) and for single-query decode; see
   ``tests/test_attention.py::test_fast_path_uses_cpu_flash_kernel``.
 
+* :func:`decode_attention` — one query of one sequence over its cache, as
+  two small matmuls and a softmax (no score matrix to tile: it is one row per
+  head). Decode calls attention once per layer per sequence, and for a single
+  query SDPA's per-call cost (kernel set-up, a threaded region) exceeds the
+  arithmetic many times over.
+
 Positions: queries are tokens ``q_offset .. q_offset+Tq-1`` of a sequence whose
 keys are tokens ``0 .. Tk-1`` with ``Tk = q_offset + Tq`` (a KV cache holding
 ``q_offset`` earlier tokens). Query ``i`` sees keys ``j <= q_offset + i``: the
@@ -64,6 +70,30 @@ def attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, q_offset: int) 
             q[:, :, start:end], k[:, :, :visible], v[:, :, :visible], attn_mask=mask, enable_gqa=gqa
         )
     return out
+
+
+def decode_attention(
+    q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, *, scale: float | None = None, out: torch.Tensor | None = None
+) -> torch.Tensor:
+    """The newest token of one sequence attending to all its ``T`` keys (no mask needed).
+
+    Four tensor ops: at decode every op call, times layers times sequences, is
+    latency (and, in the daemon, a release and re-acquisition of the GIL).
+
+    :param q: ``(KVH, G, D)`` the query heads grouped by the KV head they share
+        (a view of ``(H, D)``), so K/V are never repeated.
+    :param k: ``(KVH, T, D)`` keys; strided cache views are fine.
+    :param v: ``(KVH, T, D)`` values.
+    :param scale: multiplies the scores; None is ``1/sqrt(D)``. The model passes
+        1.0 with queries it scaled for the whole batch in one op.
+    :param out: ``(KVH, G, D)`` tensor to write the result into.
+    :return: ``(KVH, G, D)``.
+    """
+    scores = torch.bmm(q, k.transpose(1, 2))  # (KVH, G, T)
+    scale = 1.0 / math.sqrt(q.shape[-1]) if scale is None else scale
+    if scale != 1.0:
+        scores.mul_(scale)
+    return torch.bmm(torch.softmax(scores, dim=-1), v, out=out)  # (KVH, G, D)
 
 
 def flash_attention_ref(

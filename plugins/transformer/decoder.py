@@ -3,7 +3,9 @@
 State is a :class:`KVCache` per sequence. ``prefill`` runs a chunk of prompt
 tokens through the model in parallel (tiled causal attention); ``decode`` runs
 one token for each of ``B`` sequences with the projections, MLP and LM head
-batched across them and attention per sequence over its own cache.
+batched across them (one pass over the weights for the whole batch) and
+attention per sequence over its own cache. Weights are packed for oneDNN
+when torch has it (:meth:`LlamaModel.pack_weights`).
 """
 
 from __future__ import annotations
@@ -96,4 +98,5 @@ def load(checkpoint: Checkpoint) -> Backend:
     config = LlamaConfig.from_hf(checkpoint.config, checkpoint.path / "config.json")
     model = LlamaModel(config, checkpoint.path)
     model.load(checkpoint.tensors("pt"))
+    model.pack_weights()
     return DecoderBackend(model)
