@@ -108,8 +108,9 @@ class Sampler:
         """
         flat = np.asarray(logits).reshape(-1)
         if self.greedy:
-            token = int(np.argmax(self.penalised(flat)))
-            return token, float(log_softmax(flat)[token])
+            scores = self.penalised(flat) if self.repetition_penalty != 1.0 else flat
+            token = int(np.argmax(scores))
+            return token, _logprob_of(flat, token)
         ids, probs = self.distribution(flat)
         cdf = np.cumsum(probs)
         # Inverse-CDF draw; the clip guards against cdf[-1] rounding below u.
@@ -139,6 +140,16 @@ class Sampler:
         # mass_above[0] == 0 < top_p, so the most likely token is always kept.
         keep = np.sort(order[mass_above < self.top_p])
         return ids[keep], cand[keep]
+
+
+def _logprob_of(logits: np.ndarray, token: int) -> float:
+    """``log_softmax(logits)[token]`` without materialising the whole float64 vector.
+
+    Greedy decoding runs this once per token per stream on a ~50k vocabulary:
+    one shifted exp-sum instead of a full log-softmax array.
+    """
+    shifted = logits.astype(np.float64) - float(logits.max())
+    return float(shifted[token]) - float(np.log(np.exp(shifted).sum()))
 
 
 def _softmax(x: np.ndarray) -> np.ndarray:
