@@ -148,6 +148,7 @@ class ServeConfig:
     prefix_cache_budget: int = 64 * 2**20
     session_budget: int = 512 * 2**20
     session_ttl: float = 1800.0
+    threads: int = 0
     metrics_host: str = "127.0.0.1"
     metrics_port: int | None = None
 
@@ -312,6 +313,7 @@ KEYS: tuple[Key, ...] = (
     Key("prefix_cache_budget", _size, "Bytes of cached prompt-prefix states per model (0: no prefix cache)."),
     Key("session_budget", _size, "Bytes of state all in-memory sessions may hold together; past it the least recently used session is evicted."),
     Key("session_ttl", _seconds, "Seconds an idle session is kept."),
+    Key("threads", _count(0), "Torch intra-op threads for model work (0: one less than the cores, at least 1: on small machines the gRPC loop and the OS need a core)."),
     Key("metrics_host", _text, "Address the Prometheus metrics endpoint binds."),
     Key("metrics_port", _port, "Port of the Prometheus /metrics endpoint (unset: no metrics server; 0: any free port)."),
 )

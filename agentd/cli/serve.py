@@ -117,6 +117,9 @@ def serve(
     session_ttl: Annotated[
         Optional[float], typer.Option("--session-ttl", help="Seconds an idle session is kept.", rich_help_panel=ENGINE)
     ] = None,
+    threads: Annotated[
+        Optional[int], typer.Option("--threads", help="Torch threads for model work (0: cores - 1, at least 1).", rich_help_panel=ENGINE)
+    ] = None,
     metrics_host: Annotated[
         Optional[str], typer.Option("--metrics-host", help="Address of the Prometheus endpoint.", rich_help_panel=ENGINE)
     ] = None,
@@ -134,7 +137,7 @@ def serve(
         "remote_admin": remote_admin, "log_format": log_format, "log_level": log_level, "log_prompts": log_prompts,
         "max_batch": max_batch, "max_queue": max_queue, "prefill_chunk": prefill_chunk,
         "memory_budget": memory_budget, "prefix_cache_budget": prefix_cache_budget,
-        "session_budget": session_budget, "session_ttl": session_ttl, "metrics_host": metrics_host,
+        "session_budget": session_budget, "session_ttl": session_ttl, "threads": threads, "metrics_host": metrics_host,
         "metrics_port": metrics_port,
     }
     config = load_serve_config(config_file, flags=flags)
@@ -142,6 +145,17 @@ def serve(
         typer.echo(config_to_toml(config), nl=False)
         return
     _serve(config)
+
+
+def _set_threads(threads: int) -> None:
+    """Size torch's thread pool (a torch-free install has none to size)."""
+    import os
+
+    try:
+        import torch
+    except ImportError:
+        return
+    torch.set_num_threads(threads or max(1, (os.cpu_count() or 1) - 1))
 
 
 def _serve(config: ServeConfig) -> None:
@@ -154,6 +168,7 @@ def _serve(config: ServeConfig) -> None:
     from agentd.server.sessions import SessionSettings
 
     configure_logging(config.log_format, config.log_level)
+    _set_threads(config.threads)
     # Certificates and the token are checked before the (slow) model loading.
     security = Security.from_config(config)
     user_models = [_source(name, path) for name, path in config.models.items()]
