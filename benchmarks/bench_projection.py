@@ -1,4 +1,4 @@
-"""Projection kernels on CPU: weight stored ``(out, in)`` vs stored transposed ``(in, out)``.
+"""Projection kernels on CPU: row-major ``(out, in)``, transposed ``(in, out)``, oneDNN-packed.
 
 A decode step at batch 1 multiplies one row by every weight matrix of the
 model once, so it is bound by how fast the kernel streams the weights. This
@@ -10,7 +10,9 @@ measures, for the real projection shapes of mamba-130m and rwkv-4-169m
 * ``matmul_t``    ``x @ Wt`` with ``Wt = W.t().contiguous()`` ``(in, out)`` (no bias);
 * ``addmm_t``     ``torch.addmm(b, x, Wt)`` (bias fused);
 * ``linear_view`` ``F.linear(x, Wt.t(), b)``: the transposed storage seen as ``(out, in)``,
-  which is what :mod:`agentd.plugins.projection` hands to code that wants ``(out, in)``;
+  the layout :mod:`agentd.plugins.projection` used before it switched to ``packed``;
+* ``packed``      :func:`agentd.plugins.projection.linear` on :func:`~agentd.plugins.projection.pack_weight`
+  (oneDNN inner product, rows padded to ``ROW_BUCKETS``): what every torch backend now serves with;
 * ``gather_*``    an embedding row gather from ``(V, C)`` storage vs from the transposed
   ``(C, V)`` storage (the price of tying a transposed LM head to the embedding).
 
@@ -36,6 +38,9 @@ from typing import Callable
 import torch
 import torch.nn.functional as F
 
+from agentd.plugins.projection import linear as packed_linear
+from agentd.plugins.projection import pack_weight
+
 #: (out, in, has_bias) of one layer's projections, in the order a step runs them.
 SHAPES: dict[str, dict[str, object]] = {
     "mamba-130m": {
@@ -51,13 +56,22 @@ SHAPES: dict[str, dict[str, object]] = {
 }
 
 
+#: Column order of the tables; speed-ups are relative to the first.
+VARIANTS = ("linear", "matmul_t", "addmm_t", "linear_view", "packed")
+
+
 @dataclass
 class Weights:
-    """One matrix in both layouts plus a bias (zeros when the layer has none)."""
+    """One matrix in the three layouts plus a bias (None when the layer has none)."""
 
     w: torch.Tensor  # (out, in)
     wt: torch.Tensor  # (in, out), contiguous
     bias: torch.Tensor | None  # (out,)
+    packed: torch.Tensor  # oneDNN blocked layout (or w itself where oneDNN is unusable)
+
+
+def both(w: torch.Tensor, bias: torch.Tensor | None) -> Weights:
+    return Weights(w, w.t().contiguous(), bias, pack_weight(w))
 
 
 def make_weights(shapes: list[tuple[int, int, bool]], layers: int, dtype: torch.dtype) -> list[Weights]:
@@ -65,7 +79,7 @@ def make_weights(shapes: list[tuple[int, int, bool]], layers: int, dtype: torch.
     for _ in range(layers):
         for rows, cols, has_bias in shapes:
             w = (torch.randn(rows, cols) / cols**0.5).to(dtype)
-            out.append(Weights(w, w.t().contiguous(), torch.randn(rows, dtype=dtype) if has_bias else None))
+            out.append(both(w, torch.randn(rows, dtype=dtype) if has_bias else None))
     return out
 
 
@@ -88,7 +102,11 @@ def variants(stack: list[Weights]) -> dict[str, Callable[[torch.Tensor], None]]:
         for p, x in zip(stack, xs):
             F.linear(x, p.wt.t(), p.bias)
 
-    return {"linear": linear, "matmul_t": matmul_t, "addmm_t": addmm_t, "linear_view": linear_view}
+    def packed(xs: list[torch.Tensor]) -> None:
+        for p, x in zip(stack, xs):
+            packed_linear(x, p.packed, p.bias)
+
+    return {"linear": linear, "matmul_t": matmul_t, "addmm_t": addmm_t, "linear_view": linear_view, "packed": packed}
 
 
 def interleaved(fns: dict[str, Callable[[], None]], rounds: int) -> dict[str, tuple[float, float]]:
@@ -119,13 +137,13 @@ def bench_model(name: str, batches: list[int], rounds: int, dtype: torch.dtype) 
     stack = make_weights(spec["layer"], spec["layers"], dtype)  # type: ignore[arg-type]
     rows, cols = spec["head"]  # type: ignore[misc]
     head_w = (torch.randn(rows, cols) / cols**0.5).to(dtype)
-    head = [Weights(head_w, head_w.t().contiguous(), None)]
+    head = [both(head_w, None)]
     size = head_w.element_size()
     stack_bytes = sum(p.w.numel() * size for p in stack)
     print(f"\n## {name}, {str(dtype).removeprefix('torch.')}: {spec['layers']} layers' projections "
           f"({stack_bytes / 1e6:.0f} MB), head {rows}x{cols}")
     print(f"threads={torch.get_num_threads()}")
-    print(f"{'workload':<8} {'B':>4} " + " ".join(f"{v:>20}" for v in ("linear", "matmul_t", "addmm_t", "linear_view")))
+    print(f"{'workload':<8} {'B':>4} " + " ".join(f"{v:>20}" for v in VARIANTS))
     for workload, weights in (("layers", stack), ("head", head)):
         nbytes = sum(p.w.numel() * size for p in weights)
         for batch in batches:
@@ -135,7 +153,7 @@ def bench_model(name: str, batches: list[int], rounds: int, dtype: torch.dtype) 
             med = interleaved(fns, reps)
             base_cpu, base_wall = med["linear"]
             cells = [f"{base_cpu * 1e3:7.2f}ms {nbytes / base_cpu / 1e9:5.1f}GB/s"]
-            for v in ("matmul_t", "addmm_t", "linear_view"):
+            for v in VARIANTS[1:]:
                 cpu, wall = med[v]
                 cells.append(f"{base_cpu / cpu:4.2f}x (wall {base_wall / wall:4.2f}x)")
             print(f"{workload:<8} {batch:>4} " + " ".join(f"{c:>20}" for c in cells))

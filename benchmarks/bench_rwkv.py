@@ -137,7 +137,7 @@ def main() -> None:
         reference = build_reference(Path(tmp))
         backend = agentd.load_model(tmp).backend
         # The before/after of agentd.plugins.projection: projections as the checkpoint stores them.
-        with mock.patch.object(projection, "MATVEC_DTYPES", frozenset()):
+        with mock.patch.object(projection, "PACKED_DTYPES", frozenset()):
             row_major_backend = agentd.load_model(tmp).backend
 
         # Same weights, same prompt: the two must agree before their speed means anything.

@@ -125,7 +125,7 @@ class AgentdRunner:
         import agentd
         from agentd.plugins import projection
 
-        with mock.patch.object(projection, "MATVEC_DTYPES", frozenset() if row_major else projection.MATVEC_DTYPES):
+        with mock.patch.object(projection, "PACKED_DTYPES", frozenset() if row_major else projection.PACKED_DTYPES):
             self.backend = agentd.load_model(path).backend
         self.prompt, self.long_prompt, self.steps = prompt, long_prompt, steps
         self.backend.prefill(long_prompt[:16], self.backend.new_state())  # warm up

@@ -1,73 +1,98 @@
-"""Weight layout for fast batch-1 projections on CPU, shared by every torch backend.
+"""The projection kernel every torch backend uses: oneDNN-packed weights, bucketed row counts.
 
-A decode step at batch 1 multiplies one row by every weight matrix once, so
-it runs at the speed the matmul kernel streams the weights. Checkpoints store
-a projection ``(out, in)`` (``nn.Linear``); stored transposed instead,
-``(in, out)`` contiguous, the same product ``x @ W^T`` streams markedly faster
-in fp32 on this CPU (torch 2.13, MKL; ``benchmarks/bench_projection.py``,
-CPU-time medians, 1 thread, see ``docs/bench_projection.md``):
+A decode step multiplies a few rows by every weight matrix once, so it runs at
+the speed the matmul kernel streams the weights. Three ways to compute
+``x @ W^T (+ b)`` in fp32 were measured on the 2-core AMD EPYC development
+machine (torch 2.13, MKL 2024.2, 1 thread; ``benchmarks/bench_projection.py``,
+``docs/bench_projection.md``):
 
-* a 50k x 768 LM head at batch 1: 1.65-1.75x; at batch 4-8: 1.1-1.3x;
-* a stack of Mamba / RWKV layer projections at batch 1: 1.16-1.3x, at batch
-  4-8 the same speed within the noise;
-* prefill (128 or 512 rows): the same speed either way.
+* ``F.linear`` on the checkpoint's row-major ``(out, in)`` weight (MKL GEMM);
+* ``F.linear`` on an ``(out, in)`` view of transposed ``(in, out)`` storage,
+  which this module used to hand out: 1.2-1.7x faster at batch 1, equal at 4-8;
+* oneDNN's inner product on a weight reordered once by
+  :func:`pack_weight` (:func:`linear`): faster than both at every batch size,
+  from 1 row to prefill chunks, so it is the only layout kept.
 
-End to end at batch 1 that is 1.24-1.29x faster decode for Mamba, Mamba-2,
-RWKV-4 and RWKV-7 at their ~130-170M shapes, and about 1.02x at batch 8.
+Packed weights are opaque (a blocked oneDNN layout); only :func:`linear` can use
+them. Backends therefore load dense ``(out, in)`` weights (what the ONNX
+exporters read) and pack them in their ``pack_weights`` method, which only the
+serving path calls; packing replaces each dense weight, so it costs no memory,
+except a tied embedding/LM head, which keeps its dense table for the gather and
+gets a packed copy for the head (``vocab x hidden x 4`` bytes more).
 
-For another backend (e.g. a Llama decoder): pass every ``nn.Linear``-style
-weight through :func:`matvec_layout` once at load, keep calling ``F.linear``,
-and give a tied embedding/LM head one :func:`tied_embedding_head` tensor.
-
-In bf16 and fp16 the opposite holds (the transposed layout measured 1.3-1.5x
-and 5-16x *slower*), so :func:`matvec_layout` only re-stores fp32 weights.
-
-The weight is *handed back as an* ``(out, in)`` *view* of the transposed
-storage, so nothing downstream changes: ``F.linear(x, weight, bias)`` lowers
-to ``addmm(bias, x, weight.t())`` and ``weight.t()`` is then the contiguous
-``(in, out)`` matrix, the fast case, with no copy; code that reads the weight
-(the ONNX exporters, tests) still sees the checkpoint's orientation and values.
-
-Tied embeddings: one storage serves both the embedding gather and the LM head
-(:func:`tied_embedding_head`). Gathering rows of the transposed table reads
-strided columns, which measured +1 us per decoded token and +1.5 ms per
-512-token prompt, against 4-6 ms saved on every decoded token by the faster
-head at mamba-130m's size; a second, row-major copy would cost 154 MB for that
-1.5 ms. So a tied table is stored once, transposed.
+Only fp32 weights are packed: the probe checks fp32, and bf16/fp16 weights
+(RWKV checkpoints may keep them) stay dense and go through ``F.linear``.
 """
 
 from __future__ import annotations
 
+import bisect
+import functools
+
 import torch
+import torch.nn.functional as F
 
-#: Dtypes whose matrix-vector products run faster with the weight stored ``(in, out)``.
-MATVEC_DTYPES = frozenset({torch.float32})
+#: Rows oneDNN's weight layout is chosen for; any row count works with it.
+#: 16 is the engine's default batch: decode steps are the latency that matters.
+PACK_ROWS_HINT = 16
+#: The only row counts packed weights are applied to (see :func:`linear`): powers of
+#: two for decode batches, coarser steps for prefill chunks, whose padding wastes < 50%.
+ROW_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 96, 128, 192, 256)
+#: Dtypes :func:`pack_weight` packs; others are returned dense.
+PACKED_DTYPES = frozenset({torch.float32})
 
 
-def matvec_layout(weight: torch.Tensor) -> torch.Tensor:
-    """``weight`` ``(out, in)`` re-stored as contiguous ``(in, out)``, returned as an ``(out, in)`` view.
+def pack_weight(weight: torch.Tensor) -> torch.Tensor:
+    """``weight`` ``(out, in)`` reordered for oneDNN's inner product, or itself when it cannot be.
 
-    Equal to ``weight`` element for element; ``F.linear`` on it runs the fast
-    kernel. Weights of other dtypes (see :data:`MATVEC_DTYPES`) come back
-    unchanged, as does a weight already in this layout. The caller should drop
-    its reference to ``weight`` so the row-major copy is freed.
+    The packed tensor replaces the dense one (same bytes, blocked layout); only
+    :func:`linear` can use it. Non-fp32 weights, weights already packed, and
+    every weight on a torch whose oneDNN ops are missing or fail the one-time
+    check against ``F.linear`` (:func:`onednn_works`) come back unchanged, so
+    the caller can always rebind its field to the result.
     """
+    if weight.is_mkldnn or weight.dtype not in PACKED_DTYPES or not onednn_works():
+        return weight
     if weight.dim() != 2:
         raise ValueError(f"expected a 2-D weight, got shape {tuple(weight.shape)}")
-    if weight.dtype not in MATVEC_DTYPES or in_matvec_layout(weight):
-        return weight
-    return weight.t().contiguous().t()  # (out, in) view of (in, out) storage
+    return torch.ops.mkldnn._reorder_linear_weight(weight.contiguous(), PACK_ROWS_HINT)
 
 
-def in_matvec_layout(weight: torch.Tensor) -> bool:
-    """Whether ``weight`` ``(out, in)`` is a view of contiguous ``(in, out)`` storage."""
-    return weight.dim() == 2 and weight.t().is_contiguous() and weight.shape[0] > 1
+def linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
+    """``x @ weight.T + bias`` for ``x`` ``(rows, in)`` and a dense weight or one made by :func:`pack_weight`.
 
-
-def tied_embedding_head(table: torch.Tensor) -> torch.Tensor:
-    """The one tensor a tied model uses as embedding table ``(V, C)`` and LM head.
-
-    Stored transposed (see the module notes for why one strided copy beats
-    two): use it with ``F.embedding(ids, table)`` and ``F.linear(x, table)``.
+    oneDNN compiles and caches a kernel for every distinct row count it sees
+    (~0.6 MB each, measured: a soak with prompts of 1-256 tokens grew the
+    daemon by 400 MB), so packed weights see only the row counts of
+    :data:`ROW_BUCKETS`: fewer rows are zero-padded up to the next bucket (a
+    row's result does not depend on the others), more are done in blocks.
     """
-    return matvec_layout(table)
+    if not weight.is_mkldnn:
+        return F.linear(x, weight, bias)
+    rows, block = x.shape[0], ROW_BUCKETS[-1]
+    if rows > block:
+        out = x.new_empty(rows, weight.shape[0])  # (rows, out)
+        for start in range(0, rows, block):
+            out[start : start + block] = linear(x[start : start + block], weight, bias)
+        return out
+    bucket = ROW_BUCKETS[bisect.bisect_left(ROW_BUCKETS, rows)]
+    if bucket != rows:
+        x = torch.cat((x, x.new_zeros(bucket - rows, x.shape[1])))  # (bucket, in)
+    return torch.ops.mkldnn._linear_pointwise(x.contiguous(), weight, bias, "none", [None], "")[:rows]
+
+
+@functools.cache
+def onednn_works() -> bool:
+    """True when torch's oneDNN linear ops exist and agree with ``F.linear`` on a small case."""
+    if not torch.backends.mkldnn.is_available():
+        return False
+    generator = torch.Generator().manual_seed(0)
+    weight, bias = torch.randn(48, 40, generator=generator), torch.randn(48, generator=generator)
+    x = torch.randn(5, 40, generator=generator)
+    try:
+        packed = torch.ops.mkldnn._reorder_linear_weight(weight, PACK_ROWS_HINT)
+        with torch.inference_mode():
+            got = torch.ops.mkldnn._linear_pointwise(x, packed, bias, "none", [None], "")
+    except (AttributeError, RuntimeError):  # an older torch, or one built without oneDNN
+        return False
+    return bool(torch.allclose(got, F.linear(x, weight, bias), rtol=1e-4, atol=1e-4))

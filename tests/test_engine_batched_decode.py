@@ -18,7 +18,7 @@ from _llama_fixtures import VOCAB, hf_logits, load_backend, save_variant
 from agentd.engine import Engine
 from agentd.generation import SamplingParams
 from agentd.plugins.transformer.attention import decode_attention
-from agentd.plugins.transformer.llama import ROW_BUCKETS, linear, pack_weight
+from agentd.plugins.projection import ROW_BUCKETS, linear, pack_weight
 
 pytest.importorskip("transformers")
 

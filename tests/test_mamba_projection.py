@@ -1,22 +1,26 @@
-"""The matrix-vector weight layout (agentd.plugins.projection) and its use in the SSM backends.
+"""The shared projection kernel (agentd.plugins.projection) and its use in the SSM backends.
 
-References: torch's own ``F.linear`` / ``F.embedding`` on the checkpoint's
-row-major weights, and the Hugging Face model's parameters (which the ONNX
-exporter's contract also relies on: projections read back ``(out, in)``).
+References: torch's own ``F.linear`` on the checkpoint's row-major weights, and
+the Hugging Face model's parameters. Serving (``agentd.load_model``) packs the
+projections for oneDNN; the exporter's path (``mamba.load``) keeps them dense
+``(out, in)``, exactly the checkpoint's values.
 """
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
 
 import agentd
-from agentd.plugins.projection import in_matvec_layout, matvec_layout, tied_embedding_head
+from agentd.checkpoint import Checkpoint
+from agentd.plugins.projection import ROW_BUCKETS, linear, onednn_works, pack_weight
 
 from _ssm_fixtures import make_hf_mamba, make_hf_mamba2
 
 pytest.importorskip("transformers")
+needs_onednn = pytest.mark.skipif(not onednn_works(), reason="torch without usable oneDNN linear ops")
 
 # Same products summed in another order by another kernel: fp32 rounding only.
 RTOL, ATOL = 1e-5, 1e-5
@@ -26,100 +30,124 @@ def _weight(rows: int, cols: int, seed: int = 0) -> torch.Tensor:
     return torch.randn(rows, cols, generator=torch.Generator().manual_seed(seed)) / cols**0.5
 
 
-# -- the layout ---------------------------------------------------------------------
+def unpack(weight: torch.Tensor) -> torch.Tensor:
+    """The dense ``(out, in)`` matrix behind a packed weight: its products with the identity (exact)."""
+    return linear(torch.eye(weight.shape[1]), weight, None).t()
 
 
-@pytest.mark.parametrize("lead", [(1,), (8,), (3, 5), (128,)])
+# -- the kernel ---------------------------------------------------------------------
+
+
+@needs_onednn
+@pytest.mark.parametrize("rows", [1, 3, 8, 16, 100, 256, 300, 600])
 @pytest.mark.parametrize("with_bias", [False, True])
-def test_linear_on_the_layout_equals_linear_on_the_checkpoint_weight(lead: tuple[int, ...], with_bias: bool) -> None:
+def test_packed_linear_equals_linear_on_the_checkpoint_weight(rows: int, with_bias: bool) -> None:
     weight = _weight(48, 40)
     bias = torch.randn(48) if with_bias else None
-    x = torch.randn(*lead, 40)
-    fast = matvec_layout(weight)
-    torch.testing.assert_close(F.linear(x, fast, bias), F.linear(x, weight, bias), rtol=RTOL, atol=ATOL)
+    x = torch.randn(rows, 40)
+    packed = pack_weight(weight)
+    assert packed.is_mkldnn and packed.shape == weight.shape
+    torch.testing.assert_close(linear(x, packed, bias), F.linear(x, weight, bias), rtol=RTOL, atol=ATOL)
+    # A non-contiguous input (a column slice, as split() hands out) gives the same result.
+    wide = torch.randn(rows, 50)
+    sliced = wide[:, 5:45]
+    torch.testing.assert_close(linear(sliced, packed, bias), F.linear(sliced, weight, bias), rtol=RTOL, atol=ATOL)
 
 
-def test_layout_keeps_shape_values_and_stores_the_transpose() -> None:
-    weight = _weight(48, 40)
-    fast = matvec_layout(weight)
-    assert fast.shape == weight.shape  # still (out, in) for readers such as the exporter
-    assert torch.equal(fast, weight)
-    assert not fast.is_contiguous() and fast.t().is_contiguous()
-    assert in_matvec_layout(fast) and not in_matvec_layout(weight)
-    assert fast.numpy().tolist() == weight.numpy().tolist()  # NumPy sees the same (out, in) matrix
+@needs_onednn
+def test_packed_kernel_sees_only_bucketed_row_counts(monkeypatch: pytest.MonkeyPatch) -> None:
+    # oneDNN caches one kernel per row count: arbitrary prompt lengths must not reach it.
+    seen: list[int] = []
+    real = torch.ops.mkldnn._linear_pointwise
+
+    def spy(x: torch.Tensor, *args: object) -> torch.Tensor:
+        seen.append(x.shape[0])
+        return real(x, *args)
+
+    packed = pack_weight(_weight(24, 16))
+    monkeypatch.setattr(torch.ops.mkldnn, "_linear_pointwise", spy)
+    for rows in (1, 3, 5, 7, 17, 33, 97, 255, 257, 513):
+        assert linear(torch.randn(rows, 16), packed, None).shape == (rows, 24)
+    assert seen and set(seen) <= set(ROW_BUCKETS)
 
 
-def test_layout_is_idempotent_without_a_copy() -> None:
-    fast = matvec_layout(_weight(16, 8))
-    assert matvec_layout(fast).data_ptr() == fast.data_ptr()
+def test_dense_weights_go_through_f_linear() -> None:
+    weight, x = _weight(12, 8), torch.randn(3, 8)
+    torch.testing.assert_close(linear(x, weight, None), F.linear(x, weight), rtol=0, atol=0)
 
 
 @pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
-def test_half_precision_weights_stay_row_major(dtype: torch.dtype) -> None:
-    # Measured slower transposed in half precision (docs/bench_projection.md).
+def test_half_precision_weights_stay_dense(dtype: torch.dtype) -> None:
     weight = _weight(16, 8).to(dtype)
-    assert matvec_layout(weight) is weight
+    assert pack_weight(weight) is weight
 
 
-def test_layout_rejects_a_non_matrix() -> None:
+@needs_onednn
+def test_packing_is_idempotent_and_rejects_a_non_matrix() -> None:
+    packed = pack_weight(_weight(16, 8))
+    assert pack_weight(packed) is packed
     with pytest.raises(ValueError, match="2-D"):
-        matvec_layout(torch.zeros(2, 3, 4))
-
-
-def test_tied_table_serves_gather_and_head_from_one_storage() -> None:
-    table = _weight(100, 24)
-    shared = tied_embedding_head(table)
-    ids = torch.tensor([0, 5, 99, 5])
-    torch.testing.assert_close(F.embedding(ids, shared), F.embedding(ids, table), rtol=0, atol=0)
-    x = torch.randn(2, 24)
-    torch.testing.assert_close(F.linear(x, shared), F.linear(x, table), rtol=RTOL, atol=ATOL)
-    assert shared.untyped_storage().nbytes() == table.numel() * 4  # one copy, not two
+        pack_weight(torch.zeros(2, 3, 4))
 
 
 # -- the SSM backends ---------------------------------------------------------------
 
 
-def _unique_numel(tensors: list[torch.Tensor]) -> int:
-    """Elements held, counting tensors that share storage once."""
-    seen: dict[int, int] = {}
-    for tensor in tensors:
-        seen[tensor.untyped_storage().data_ptr()] = tensor.untyped_storage().nbytes() // tensor.element_size()
-    return sum(seen.values())
-
-
-def _backend_tensors(backend) -> list[torch.Tensor]:
+def _held_numel(backend) -> int:
+    """Elements the backend's weights hold, counting tensors that share storage once."""
     tensors = [backend.embeddings, backend.norm_f, backend.lm_head]
     for layer in backend.layers:
         tensors += [value for value in vars(layer).values() if isinstance(value, torch.Tensor)]
-    return tensors
+    storages = {t.untyped_storage().data_ptr(): t for t in tensors if not t.is_mkldnn}
+    dense = sum(t.untyped_storage().nbytes() // t.element_size() for t in storages.values())
+    return dense + sum(t.numel() for t in tensors if t.is_mkldnn)
 
 
+def _logits(backend, ids: list[int]) -> torch.Tensor:
+    """Prefill logits of ``ids[:-1]`` followed by one decode step's logits for ``ids[-1]``."""
+    state = backend.new_state()
+    prompt = backend.prefill(np.array(ids[:-1]), state, all_logits=True)
+    step = backend.decode(np.array([ids[-1]]), [state])
+    return torch.from_numpy(np.concatenate([prompt.reshape(-1, prompt.shape[-1]), step.reshape(-1, step.shape[-1])]))
+
+
+@needs_onednn
 @pytest.mark.parametrize("tied", [True, False])
-def test_mamba_projections_use_the_layout_and_read_back_as_checkpoint(tmp_path, tied: bool) -> None:
+def test_mamba_serving_packs_projections_and_exporter_path_stays_dense(tmp_path, tied: bool) -> None:
+    from agentd.plugins.ssm.mamba import load
+
     reference = make_hf_mamba(tmp_path, tie_word_embeddings=tied, use_bias=True)
-    backend = agentd.load_model(tmp_path).backend
-    for index, layer in enumerate(backend.layers):
+    served = agentd.load_model(tmp_path).backend
+    dense = load(Checkpoint(tmp_path))  # what exporters/onnx/mamba.py reads
+    for index, (layer, plain) in enumerate(zip(served.layers, dense.layers)):
         mixer = reference.backbone.layers[index].mixer
         for name in ("in_proj", "x_proj", "dt_proj", "out_proj"):
-            weight = getattr(layer, name)
-            assert in_matvec_layout(weight), name
-            torch.testing.assert_close(weight, getattr(mixer, name).weight.detach(), rtol=0, atol=0)
-    assert in_matvec_layout(backend.lm_head)
-    torch.testing.assert_close(backend.lm_head, reference.lm_head.weight.detach(), rtol=0, atol=0)
-    if tied:
-        assert backend.embeddings is backend.lm_head
-    # Every parameter is held exactly once: no row-major copy survives the re-layout.
-    assert _unique_numel(_backend_tensors(backend)) == backend.info.parameters
+            expected = getattr(mixer, name).weight.detach()
+            assert getattr(layer, name).is_mkldnn, name
+            torch.testing.assert_close(unpack(getattr(layer, name)), expected, rtol=0, atol=0)
+            assert not getattr(plain, name).is_mkldnn and getattr(plain, name).is_contiguous(), name
+            torch.testing.assert_close(getattr(plain, name), expected, rtol=0, atol=0)
+    assert served.lm_head.is_mkldnn and not served.embeddings.is_mkldnn
+    torch.testing.assert_close(unpack(served.lm_head), reference.lm_head.weight.detach(), rtol=0, atol=0)
+    torch.testing.assert_close(dense.lm_head, reference.lm_head.weight.detach(), rtol=0, atol=0)
+    # Memory: the exporter's load holds every parameter once (a tied table once); serving
+    # holds the same, plus a packed copy of a tied head (the gather keeps the dense table).
+    vocab, hidden = reference.lm_head.weight.shape
+    assert _held_numel(dense) == dense.info.parameters
+    assert _held_numel(served) == served.info.parameters + (vocab * hidden if tied else 0)
+    ids = [1, 5, 7, 2, 9]
+    torch.testing.assert_close(_logits(served, ids), _logits(dense, ids), rtol=1e-4, atol=1e-4)
 
 
-def test_mamba2_projections_use_the_layout(tmp_path) -> None:
+@needs_onednn
+def test_mamba2_serving_packs_projections(tmp_path) -> None:
     reference = make_hf_mamba2(tmp_path)
     backend = agentd.load_model(tmp_path).backend
     for index, layer in enumerate(backend.layers):
         mixer = reference.backbone.layers[index].mixer
         for name in ("in_proj", "out_proj"):
-            weight = getattr(layer, name)
-            assert in_matvec_layout(weight), name
-            torch.testing.assert_close(weight, getattr(mixer, name).weight.detach(), rtol=0, atol=0)
-    assert in_matvec_layout(backend.lm_head)
-    assert _unique_numel(_backend_tensors(backend)) == backend.info.parameters
+            assert getattr(layer, name).is_mkldnn, name
+            expected = getattr(mixer, name).weight.detach()
+            torch.testing.assert_close(unpack(getattr(layer, name)), expected, rtol=0, atol=0)
+    assert backend.lm_head.is_mkldnn
+    assert _held_numel(backend) == backend.info.parameters

@@ -19,13 +19,17 @@ from agentd.hookspecs import hookimpl
 def _load_rwkv4(checkpoint: Checkpoint) -> Backend:
     from agentd.plugins.linear.rwkv4 import load
 
-    return load(checkpoint)
+    backend = load(checkpoint)
+    backend.pack_weights()  # after load: the ONNX exporter calls load() and reads the dense weights
+    return backend
 
 
 def _load_rwkv7(checkpoint: Checkpoint) -> Backend:
     from agentd.plugins.linear.rwkv7 import load
 
-    return load(checkpoint)
+    backend = load(checkpoint)
+    backend.pack_weights()  # after load: the ONNX exporter calls load() and reads the dense weights
+    return backend
 
 
 @hookimpl

@@ -13,7 +13,7 @@ input. It does not grow with the context.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, ClassVar
 
 import torch
 import torch.nn.functional as F
@@ -23,7 +23,7 @@ from agentd.errors import ModelLoadError
 from agentd.plugins.linear.recurrent import RecurrentBackend
 from agentd.plugins.linear.weights import WeightReader, float_dtype
 from agentd.plugins.linear.wkv4 import EMPTY_MAX, wkv4_chunked, wkv4_step
-from agentd.plugins.projection import matvec_layout
+from agentd.plugins.projection import linear
 
 ARCHITECTURE = "RwkvForCausalLM"
 
@@ -82,9 +82,21 @@ class Rwkv4Config:
 class _Layer:
     """One block's weights, arranged for the fewest kernel calls per step.
 
-    Projections are ``(out, in)`` views of ``(in, out)`` storage (see
+    Projections are dense ``(out, in)`` as loaded and oneDNN-packed after
+    :meth:`~agentd.plugins.linear.recurrent.RecurrentBackend.pack_weights` (see
     :mod:`agentd.plugins.projection`).
     """
+
+    #: The projection fields ``pack_weights`` packs.
+    PROJECTIONS: ClassVar[tuple[str, ...]] = (
+        "att_key",
+        "att_value",
+        "att_receptance",
+        "att_out",
+        "ffn_key",
+        "ffn_receptance",
+        "ffn_value",
+    )
 
     ln1: tuple[torch.Tensor, torch.Tensor]
     ln2: tuple[torch.Tensor, torch.Tensor]
@@ -156,7 +168,7 @@ class Rwkv4Backend(RecurrentBackend):
         if "head.weight" in weights or not config.tie_word_embeddings:
             self.head = get.projection("head.weight", (config.vocab_size, C))
         else:
-            self.head = matvec_layout(embeddings)  # the gather uses the folded table, not this
+            self.head = embeddings  # the gather uses the folded table, not this
         get.check_all_used(ARCHITECTURE)
 
         self.state_shape = (config.num_hidden_layers, 5, C)
@@ -183,7 +195,7 @@ class Rwkv4Backend(RecurrentBackend):
             s[_ATT_X] = xn[-1]
             k, v, r = self._att_projections(layer, xn, shifted)
             wkv = wkv4_chunked(k.float(), v.float(), layer.decay, layer.bonus, s[_NUM], s[_DEN], s[_MAX], self.chunk)
-            x = x + F.linear(torch.sigmoid(r) * wkv.to(r.dtype), layer.att_out)
+            x = x + linear(torch.sigmoid(r) * wkv.to(r.dtype), layer.att_out, None)
 
             xn = F.layer_norm(x, x.shape[-1:], *layer.ln2, self.config.layer_norm_epsilon)
             shifted = torch.cat([s[_FFN_X : _FFN_X + 1].to(xn.dtype), xn[:-1]])
@@ -193,7 +205,7 @@ class Rwkv4Backend(RecurrentBackend):
         if not all_logits:
             x = x[-1:]
         x = F.layer_norm(x, x.shape[-1:], *self.ln_out, 1e-5)
-        return F.linear(x, self.head)
+        return linear(x, self.head, None)
 
     def _forward_step(self, ids: torch.Tensor, parts: tuple[torch.Tensor, ...]) -> torch.Tensor:
         (states,) = parts  # (layers, B, rows, C)
@@ -204,7 +216,7 @@ class Rwkv4Backend(RecurrentBackend):
             k, v, r = self._att_projections(layer, xn, s[:, _ATT_X].to(xn.dtype))
             s[:, _ATT_X] = xn
             wkv = wkv4_step(k.float(), v.float(), layer.decay, layer.bonus, s[:, _NUM], s[:, _DEN], s[:, _MAX])
-            x = x + F.linear(torch.sigmoid(r) * wkv.to(r.dtype), layer.att_out)
+            x = x + linear(torch.sigmoid(r) * wkv.to(r.dtype), layer.att_out, None)
 
             xn = F.layer_norm(x, x.shape[-1:], *layer.ln2, self.config.layer_norm_epsilon)
             shifted = s[:, _FFN_X].to(xn.dtype)
@@ -212,7 +224,7 @@ class Rwkv4Backend(RecurrentBackend):
             s[:, _FFN_X] = xn
             x = self._rescale(i, x)
         x = F.layer_norm(x, x.shape[-1:], *self.ln_out, 1e-5)
-        return F.linear(x, self.head)
+        return linear(x, self.head, None)
 
     @staticmethod
     def _att_projections(layer: _Layer, xn: torch.Tensor, shifted: torch.Tensor) -> tuple[torch.Tensor, ...]:
@@ -220,16 +232,16 @@ class Rwkv4Backend(RecurrentBackend):
         mixed = torch.lerp(shifted, xn, layer.att_mix)  # (3, N, C)
         # Three F.linear calls: one bmm over stacked weights is ~100x slower at N=1 on CPU.
         return (
-            F.linear(mixed[0], layer.att_key),
-            F.linear(mixed[1], layer.att_value),
-            F.linear(mixed[2], layer.att_receptance),
+            linear(mixed[0], layer.att_key, None),
+            linear(mixed[1], layer.att_value, None),
+            linear(mixed[2], layer.att_receptance, None),
         )
 
     @staticmethod
     def _channel_mix(layer: _Layer, xn: torch.Tensor, shifted: torch.Tensor) -> torch.Tensor:
         mixed = torch.lerp(shifted, xn, layer.ffn_mix)  # (2, N, C)
-        hidden = torch.relu(F.linear(mixed[0], layer.ffn_key)).square_()
-        return torch.sigmoid(F.linear(mixed[1], layer.ffn_receptance)) * F.linear(hidden, layer.ffn_value)
+        hidden = torch.relu(linear(mixed[0], layer.ffn_key, None)).square_()
+        return torch.sigmoid(linear(mixed[1], layer.ffn_receptance, None)) * linear(hidden, layer.ffn_value, None)
 
     def _rescale(self, i: int, x: torch.Tensor) -> torch.Tensor:
         every = self.config.rescale_every

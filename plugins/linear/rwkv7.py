@@ -17,7 +17,7 @@ the time mix's previous input, the channel mix's previous input, and the
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import Any, Callable, ClassVar
 
 import torch
 import torch.nn.functional as F
@@ -27,6 +27,7 @@ from agentd.errors import ModelLoadError
 from agentd.plugins.linear.recurrent import RecurrentBackend
 from agentd.plugins.linear.weights import WeightReader, float_dtype
 from agentd.plugins.linear.wkv7 import wkv7_chunked, wkv7_step
+from agentd.plugins.projection import linear
 
 ARCHITECTURE = "Rwkv7ForCausalLM"
 
@@ -84,10 +85,14 @@ class Rwkv7Config:
 class _Layer:
     """One block's weights, arranged for the fewest kernel calls per step.
 
-    Projections are ``(out, in)`` views of ``(in, out)`` storage (see
+    Projections are dense ``(out, in)`` as loaded and oneDNN-packed after
+    :meth:`~agentd.plugins.linear.recurrent.RecurrentBackend.pack_weights` (see
     :mod:`agentd.plugins.projection`); the low-rank factors (``w1``, ``w2``, ...)
-    are used as ``x @ w1`` and already stored ``(in, out)``.
+    are small, used as ``x @ w1`` and stored ``(in, out)``.
     """
+
+    #: The projection fields ``pack_weights`` packs.
+    PROJECTIONS: ClassVar[tuple[str, ...]] = ("receptance", "key", "value", "output", "ffn_key", "ffn_value")
 
     ln1: tuple[torch.Tensor, torch.Tensor]
     ln2: tuple[torch.Tensor, torch.Tensor]
@@ -207,7 +212,7 @@ class Rwkv7Backend(RecurrentBackend):
         if not all_logits:
             x = x[-1:]
         x = F.layer_norm(x, x.shape[-1:], *self.ln_out, _LAYER_NORM_EPS)
-        return F.linear(x, self.head)
+        return linear(x, self.head, None)
 
     def _forward_step(self, ids: torch.Tensor, parts: tuple[torch.Tensor, ...]) -> torch.Tensor:
         (states,) = parts  # (layers, B, rows, C)
@@ -230,7 +235,7 @@ class Rwkv7Backend(RecurrentBackend):
             x = x + self._channel_mix(layer, xn, s[:, _FFN_X].to(xn.dtype))
             s[:, _FFN_X] = xn
         x = F.layer_norm(x, x.shape[-1:], *self.ln_out, _LAYER_NORM_EPS)
-        return F.linear(x, self.head)
+        return linear(x, self.head, None)
 
     def _time_mix(
         self,
@@ -245,9 +250,9 @@ class Rwkv7Backend(RecurrentBackend):
         H, N = self.config.num_heads, self.config.head_size
         mixed = torch.lerp(xn, shifted, layer.mix)  # (6, M, C): r, k, v, w, a, g inputs
         # Separate F.linear calls: one bmm over stacked weights is ~100x slower at M=1 on CPU.
-        r = F.linear(mixed[0], layer.receptance)
-        k = F.linear(mixed[1], layer.key)
-        v = F.linear(mixed[2], layer.value)
+        r = linear(mixed[0], layer.receptance, None)
+        k = linear(mixed[1], layer.key, None)
+        v = linear(mixed[2], layer.value, None)
         xv, xw, xa, xg = mixed[2], mixed[3], mixed[4], mixed[5]
 
         log_decay = -_DECAY_SCALE * torch.sigmoid(layer.w0 + (torch.tanh(xw @ layer.w1) @ layer.w2).float())
@@ -271,12 +276,12 @@ class Rwkv7Backend(RecurrentBackend):
         ).to(xn.dtype)  # (M, H, N)
         y = F.group_norm(y.reshape(M, C), H, *layer.head_norm, _HEAD_NORM_EPS)
         bonus = (r * k * layer.r_k).view(M, H, N).sum(dim=-1, keepdim=True) * v.view(M, H, N)  # (M, H, N)
-        return F.linear((y + bonus.view(M, C)) * gate, layer.output), v_first  # type: ignore[return-value]
+        return linear((y + bonus.view(M, C)) * gate, layer.output, None), v_first  # type: ignore[return-value]
 
     @staticmethod
     def _channel_mix(layer: _Layer, xn: torch.Tensor, shifted: torch.Tensor) -> torch.Tensor:
-        hidden = torch.relu(F.linear(torch.lerp(xn, shifted, layer.ffn_mix), layer.ffn_key)).square_()
-        return F.linear(hidden, layer.ffn_value)
+        hidden = torch.relu(linear(torch.lerp(xn, shifted, layer.ffn_mix), layer.ffn_key, None)).square_()
+        return linear(hidden, layer.ffn_value, None)
 
 
 def load(checkpoint: Checkpoint) -> Rwkv7Backend:

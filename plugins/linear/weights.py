@@ -5,7 +5,6 @@ from __future__ import annotations
 import torch
 
 from agentd.errors import ModelLoadError
-from agentd.plugins.projection import matvec_layout
 
 
 class WeightReader:
@@ -34,13 +33,13 @@ class WeightReader:
         return self.raw(name, shape).to(self.dtype).contiguous()
 
     def projection(self, name: str, shape: tuple[int, int], scale: float = 1.0) -> torch.Tensor:
-        """A projection weight ``(out, in)`` divided by ``scale``, re-stored for fast batch-1 products.
+        """A dense projection weight ``(out, in)`` divided by ``scale``.
 
-        See :func:`~agentd.plugins.projection.matvec_layout`. Dividing by a power
-        of two (RWKV-4's rescaling) is exact.
+        Dividing by a power of two (RWKV-4's rescaling) is exact. The backend's
+        ``pack_weights`` later reorders it for :func:`agentd.plugins.projection.linear`.
         """
         weight = self(name, shape)
-        return matvec_layout(weight / scale if scale != 1.0 else weight)
+        return weight / scale if scale != 1.0 else weight
 
     def check_all_used(self, architecture: str) -> None:
         unused = sorted(set(self.weights) - self.used)

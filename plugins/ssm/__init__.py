@@ -19,13 +19,17 @@ from agentd.hookspecs import hookimpl
 def _load_mamba(checkpoint: Checkpoint) -> Backend:
     from agentd.plugins.ssm.mamba import load
 
-    return load(checkpoint)
+    backend = load(checkpoint)
+    backend.pack_weights()  # after load: the ONNX exporter calls load() and reads the dense weights
+    return backend
 
 
 def _load_mamba2(checkpoint: Checkpoint) -> Backend:
     from agentd.plugins.ssm.mamba2 import load
 
-    return load(checkpoint)
+    backend = load(checkpoint)
+    backend.pack_weights()  # after load: the ONNX exporter calls load() and reads the dense weights
+    return backend
 
 
 @hookimpl

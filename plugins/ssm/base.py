@@ -11,13 +11,14 @@ from __future__ import annotations
 
 import abc
 from dataclasses import dataclass
-from typing import Generic, TypeVar
+from typing import ClassVar, Generic, TypeVar
 
 import torch
 import torch.nn.functional as F
 
 from agentd.backend import ModelInfo
 from agentd.plugins.fixed_state import FixedStateBackend
+from agentd.plugins.projection import linear, pack_weight
 from agentd.plugins.ssm.layers import rms_norm
 from agentd.plugins.ssm.state import SSMState
 
@@ -28,6 +29,9 @@ UNBOUNDED_CONTEXT = 1 << 20
 @dataclass
 class SSMLayer:
     """What every layer has: the pre-mixer RMSNorm weight ``(hidden,)``."""
+
+    #: Names of the ``(out, in)`` projection weights :meth:`SSMBackend.pack_weights` packs.
+    PROJECTIONS: ClassVar[tuple[str, ...]] = ()
 
     norm: torch.Tensor
 
@@ -55,13 +59,27 @@ class SSMBackend(FixedStateBackend[SSMState], Generic[LayerT]):
         self.embeddings = embeddings  # (V, hidden)
         self.layers = layers
         self.norm_f = norm_f  # (hidden,)
-        # (V, hidden), in agentd.plugins.projection's layout; may be the embeddings (tied).
+        # (V, hidden) dense; the embeddings themselves when tied, until pack_weights.
         self.lm_head = lm_head
         self.eps = eps
         #: One sequence's state shapes, layers first.
         self.conv_shape = (len(layers), *conv_shape)
         self.ssm_shape = (len(layers), *ssm_shape)
         self.state_shapes = (self.conv_shape, self.ssm_shape)
+
+    def pack_weights(self) -> None:
+        """Reorder every projection and the LM head for oneDNN (:func:`~agentd.plugins.projection.pack_weight`).
+
+        The serving loader calls this once; the ONNX exporters, which read the
+        dense ``(out, in)`` weights, load without it. Each packed weight
+        replaces its dense one, except a tied head: the embedding gather keeps
+        the dense table and the head gets a packed copy (``V x hidden x 4``
+        bytes more), as the Llama backend does.
+        """
+        for layer in self.layers:
+            for name in layer.PROJECTIONS:
+                setattr(layer, name, pack_weight(getattr(layer, name)))
+        self.lm_head = pack_weight(self.lm_head)
 
     def _ssm_info(self, architecture: str, parameters: int, vocab_size: int) -> ModelInfo:
         """Every SSM's ``ModelInfo``: fp32 weights, no positional limit."""
@@ -100,4 +118,4 @@ class SSMBackend(FixedStateBackend[SSMState], Generic[LayerT]):
         return self._logits(hidden)
 
     def _logits(self, hidden: torch.Tensor) -> torch.Tensor:
-        return F.linear(rms_norm(hidden, self.norm_f, self.eps), self.lm_head)
+        return linear(rms_norm(hidden, self.norm_f, self.eps), self.lm_head, None)

@@ -16,13 +16,13 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, ClassVar
 
 import torch
 import torch.nn.functional as F
 
 from agentd.checkpoint import Checkpoint
-from agentd.plugins.projection import tied_embedding_head
+from agentd.plugins.projection import linear
 from agentd.plugins.ssm.base import SSMBackend, SSMLayer
 from agentd.plugins.ssm.config import config_field, parse_config, require_silu
 from agentd.plugins.ssm.layers import causal_conv_sequence, causal_conv_step
@@ -88,7 +88,10 @@ class MambaConfig:
 class MambaLayer(SSMLayer):
     """One block's weights, fp32, with ``A = -exp(A_log)`` precomputed."""
 
-    # Projections are (out, in) views of (in, out) storage: see agentd.plugins.projection.
+    #: The projection fields: dense (out, in) as loaded, oneDNN-packed after
+    #: SSMBackend.pack_weights (agentd.plugins.projection).
+    PROJECTIONS: ClassVar[tuple[str, ...]] = ("in_proj", "x_proj", "dt_proj", "out_proj")
+
     in_proj: torch.Tensor  # (2 D, hidden)
     in_proj_bias: torch.Tensor | None
     conv_weight: torch.Tensor  # (K, D), transposed to match the conv state
@@ -118,24 +121,24 @@ class MambaBackend(SSMBackend[MambaLayer]):
             layers.append(
                 MambaLayer(
                     norm=reader.take(p + "norm.weight", (c.hidden_size,)),
-                    in_proj=reader.take_projection(m + "in_proj.weight", (2 * d_inner, c.hidden_size)),
+                    in_proj=reader.take(m + "in_proj.weight", (2 * d_inner, c.hidden_size)),
                     in_proj_bias=reader.take_optional(m + "in_proj.bias", (2 * d_inner,), c.use_bias),
                     conv_weight=reader.take(m + "conv1d.weight", (d_inner, 1, k)).view(d_inner, k).T.contiguous(),
                     conv_bias=reader.take_optional(m + "conv1d.bias", (d_inner,), c.use_conv_bias),
-                    x_proj=reader.take_projection(m + "x_proj.weight", (r + 2 * n, d_inner)),
-                    dt_proj=reader.take_projection(m + "dt_proj.weight", (d_inner, r)),
+                    x_proj=reader.take(m + "x_proj.weight", (r + 2 * n, d_inner)),
+                    dt_proj=reader.take(m + "dt_proj.weight", (d_inner, r)),
                     dt_bias=reader.take(m + "dt_proj.bias", (d_inner,)),
                     A=-torch.exp(reader.take(m + "A_log", (d_inner, n))),
                     D=reader.take(m + "D", (d_inner,)),
-                    out_proj=reader.take_projection(m + "out_proj.weight", (c.hidden_size, d_inner)),
+                    out_proj=reader.take(m + "out_proj.weight", (c.hidden_size, d_inner)),
                     out_proj_bias=reader.take_optional(m + "out_proj.bias", (c.hidden_size,), c.use_bias),
                 )
             )
         norm_f = reader.take("backbone.norm_f.weight", (c.hidden_size,))
         if c.tie_word_embeddings:
-            embeddings = lm_head = tied_embedding_head(embeddings)
+            lm_head = embeddings  # one dense table until pack_weights gives the head its own
         else:
-            lm_head = reader.take_projection("lm_head.weight", (c.vocab_size, c.hidden_size))
+            lm_head = reader.take("lm_head.weight", (c.vocab_size, c.hidden_size))
         conv_shape = (k - 1, d_inner)
         ssm_shape = (d_inner, n)
         super().__init__(embeddings, layers, norm_f, lm_head, c.layer_norm_epsilon, conv_shape, ssm_shape)
@@ -144,26 +147,26 @@ class MambaBackend(SSMBackend[MambaLayer]):
     def _project(self, layer: MambaLayer, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """From the conv output ``x`` ``(..., D)``: ``dt`` ``(..., D)`` after softplus, ``B``, ``C`` ``(..., N)``."""
         r, n = self.config.dt_rank, self.config.state_size
-        dt_low, B, C = F.linear(x, layer.x_proj).split([r, n, n], dim=-1)
-        dt = F.softplus(F.linear(dt_low, layer.dt_proj, layer.dt_bias))
+        dt_low, B, C = linear(x, layer.x_proj, None).split([r, n, n], dim=-1)
+        dt = F.softplus(linear(dt_low, layer.dt_proj, layer.dt_bias))
         return dt, B, C
 
     def _mix_sequence(self, layer: MambaLayer, x: torch.Tensor, conv: torch.Tensor, ssm: torch.Tensor) -> torch.Tensor:
-        xs, z = F.linear(x, layer.in_proj, layer.in_proj_bias).chunk(2, dim=-1)  # (T, D) each
+        xs, z = linear(x, layer.in_proj, layer.in_proj_bias).chunk(2, dim=-1)  # (T, D) each
         xs = causal_conv_sequence(xs, conv, layer.conv_weight, layer.conv_bias)
         dt, B, C = self._project(layer, xs)
         y, final = selective_scan_chunked(xs, dt, layer.A, B, C, ssm, self.chunk)
         ssm.copy_(final)
         y = (y + xs * layer.D) * F.silu(z)
-        return F.linear(y, layer.out_proj, layer.out_proj_bias)
+        return linear(y, layer.out_proj, layer.out_proj_bias)
 
     def _mix_step(self, layer: MambaLayer, x: torch.Tensor, conv: torch.Tensor, ssm: torch.Tensor) -> torch.Tensor:
-        xs, z = F.linear(x, layer.in_proj, layer.in_proj_bias).chunk(2, dim=-1)  # (B, D) each
+        xs, z = linear(x, layer.in_proj, layer.in_proj_bias).chunk(2, dim=-1)  # (B, D) each
         xs = causal_conv_step(xs, conv, layer.conv_weight, layer.conv_bias)
         dt, B, C = self._project(layer, xs)
         y = selective_scan_step(ssm, xs, dt, layer.A, B, C)
         y = (y + xs * layer.D) * F.silu(z)
-        return F.linear(y, layer.out_proj, layer.out_proj_bias)
+        return linear(y, layer.out_proj, layer.out_proj_bias)
 
 
 def load(checkpoint: Checkpoint) -> MambaBackend:

@@ -14,13 +14,13 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, ClassVar
 
 import torch
 import torch.nn.functional as F
 
 from agentd.checkpoint import Checkpoint
-from agentd.plugins.projection import tied_embedding_head
+from agentd.plugins.projection import linear
 from agentd.plugins.ssm.base import SSMBackend, SSMLayer
 from agentd.plugins.ssm.config import config_field, config_number, parse_config, require_silu
 from agentd.plugins.ssm.layers import causal_conv_sequence, causal_conv_step, gated_rms_norm
@@ -110,7 +110,10 @@ class Mamba2Config:
 class Mamba2Layer(SSMLayer):
     """One block's weights, fp32, with ``A = -exp(A_log)`` precomputed."""
 
-    # Projections are (out, in) views of (in, out) storage: see agentd.plugins.projection.
+    #: The projection fields: dense (out, in) as loaded, oneDNN-packed after
+    #: SSMBackend.pack_weights (agentd.plugins.projection).
+    PROJECTIONS: ClassVar[tuple[str, ...]] = ("in_proj", "out_proj")
+
     in_proj: torch.Tensor  # (d_inner + conv_dim + H, hidden)
     in_proj_bias: torch.Tensor | None
     conv_weight: torch.Tensor  # (K, conv_dim), transposed to match the conv state
@@ -139,7 +142,7 @@ class Mamba2Backend(SSMBackend[Mamba2Layer]):
             layers.append(
                 Mamba2Layer(
                     norm=reader.take(p + "norm.weight", (c.hidden_size,)),
-                    in_proj=reader.take_projection(m + "in_proj.weight", (c.in_proj_dim, c.hidden_size)),
+                    in_proj=reader.take(m + "in_proj.weight", (c.in_proj_dim, c.hidden_size)),
                     in_proj_bias=reader.take_optional(m + "in_proj.bias", (c.in_proj_dim,), c.use_bias),
                     conv_weight=reader.take(m + "conv1d.weight", (c.conv_dim, 1, k)).view(c.conv_dim, k).T.contiguous(),
                     conv_bias=reader.take_optional(m + "conv1d.bias", (c.conv_dim,), c.use_conv_bias),
@@ -147,15 +150,15 @@ class Mamba2Backend(SSMBackend[Mamba2Layer]):
                     A=-torch.exp(reader.take(m + "A_log", (heads,))),
                     D=reader.take(m + "D", (heads,)),
                     gate_norm=reader.take(m + "norm.weight", (d_inner,)),
-                    out_proj=reader.take_projection(m + "out_proj.weight", (c.hidden_size, d_inner)),
+                    out_proj=reader.take(m + "out_proj.weight", (c.hidden_size, d_inner)),
                     out_proj_bias=reader.take_optional(m + "out_proj.bias", (c.hidden_size,), c.use_bias),
                 )
             )
         norm_f = reader.take("backbone.norm_f.weight", (c.hidden_size,))
         if c.tie_word_embeddings:
-            embeddings = lm_head = tied_embedding_head(embeddings)
+            lm_head = embeddings  # one dense table until pack_weights gives the head its own
         else:
-            lm_head = reader.take_projection("lm_head.weight", (c.vocab_size, c.hidden_size))
+            lm_head = reader.take("lm_head.weight", (c.vocab_size, c.hidden_size))
         conv_shape = (k - 1, c.conv_dim)
         ssm_shape = (heads, c.head_dim, c.state_size)
         super().__init__(embeddings, layers, norm_f, lm_head, c.layer_norm_epsilon, conv_shape, ssm_shape)
@@ -167,7 +170,7 @@ class Mamba2Backend(SSMBackend[Mamba2Layer]):
         ``dt`` comes back after softplus and the ``time_step_limit`` clamp.
         """
         c = self.config
-        z, xBC, dt = F.linear(x, layer.in_proj, layer.in_proj_bias).split(
+        z, xBC, dt = linear(x, layer.in_proj, layer.in_proj_bias).split(
             [c.intermediate_size, c.conv_dim, c.num_heads], dim=-1
         )
         dt = F.softplus(dt + layer.dt_bias)
@@ -180,7 +183,7 @@ class Mamba2Backend(SSMBackend[Mamba2Layer]):
         c = self.config
         y = (y + x * layer.D[:, None]).flatten(-2)  # (..., d_inner)
         y = gated_rms_norm(y, z, layer.gate_norm, c.intermediate_size // c.n_groups, c.layer_norm_epsilon)
-        return F.linear(y, layer.out_proj, layer.out_proj_bias)
+        return linear(y, layer.out_proj, layer.out_proj_bias)
 
     def _mix_sequence(self, layer: Mamba2Layer, x: torch.Tensor, conv: torch.Tensor, ssm: torch.Tensor) -> torch.Tensor:
         c = self.config

@@ -6,7 +6,6 @@ import torch
 
 from agentd.checkpoint import SHARD_INDEX, Checkpoint
 from agentd.errors import ModelLoadError
-from agentd.plugins.projection import matvec_layout
 
 
 class WeightReader:
@@ -40,10 +39,6 @@ class WeightReader:
             raise ModelLoadError(self.source, f"tensor {name!r} has non-float dtype {tensor.dtype}")
         self.parameters += tensor.numel()
         return tensor.to(torch.float32).contiguous()
-
-    def take_projection(self, name: str, shape: tuple[int, int]) -> torch.Tensor:
-        """A projection weight ``(out, in)``, re-stored for fast batch-1 products (:func:`matvec_layout`)."""
-        return matvec_layout(self.take(name, shape))
 
     def take_optional(self, name: str, shape: tuple[int, ...], present: bool) -> torch.Tensor | None:
         """``take`` when the config says the tensor exists (``present``), else None."""

@@ -13,7 +13,8 @@ sequences reads the weights once, not B times. Attention (see
 :mod:`.attention`) runs per sequence over that sequence's own KV cache.
 
 :meth:`LlamaModel.pack_weights` (the serving backend calls it) reorders the
-projection weights for oneDNN's inner-product kernels when torch has it. One
+projection weights for oneDNN's inner-product kernels when torch has it (the
+kernel lives in :mod:`agentd.plugins.projection`, shared by every torch backend). One
 decode step's projections at SmolLM2-135M's shape (30 layers + the LM head),
 measured on the 2-core AMD EPYC development machine (torch 2.13, MKL 2024.2,
 1 thread, quiet machine): ``F.linear`` on the checkpoint's row-major weights
@@ -25,8 +26,6 @@ counts ran ~2x faster packed as well.
 
 from __future__ import annotations
 
-import bisect
-import functools
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -36,6 +35,7 @@ import torch
 import torch.nn.functional as F
 
 from agentd.errors import ModelLoadError
+from agentd.plugins.projection import linear, pack_weight
 
 from .attention import attention, decode_attention
 from .kv_cache import KVCache
@@ -43,13 +43,6 @@ from .kv_cache import KVCache
 #: Rows of hidden state pushed through an MLP at once. Bounds the
 #: ``(rows, 2 * intermediate)`` activation of a long prefill without slowing it.
 MLP_ROWS = 1024
-
-#: Rows oneDNN's weight layout is chosen for; any row count works with it.
-#: 16 is the engine's default batch: decode steps are the latency that matters.
-PACK_ROWS_HINT = 16
-#: The only row counts packed weights are applied to (see :func:`linear`): powers of
-#: two for decode batches, coarser steps for prefill chunks, whose padding wastes < 50%.
-ROW_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 96, 128, 192, 256)
 
 #: RoPE variants understood (``rope_type`` of ``rope_parameters`` / ``rope_scaling``)
 #: and the parameters each needs.
@@ -441,59 +434,6 @@ class LlamaModel:
             gate_up = linear(h, layer.gate_up_weight, layer.gate_up_bias)  # (rows, 2I)
             gate, up = gate_up.split(c.intermediate_size, dim=-1)
             rows.add_(linear(F.silu(gate).mul_(up), layer.down_weight, layer.down_bias))
-
-
-def pack_weight(weight: torch.Tensor) -> torch.Tensor:
-    """``weight`` ``(out, in)`` reordered for oneDNN's inner product, or itself without oneDNN.
-
-    The packed tensor replaces the dense one (same bytes, blocked layout); only
-    :func:`linear` can use it. The first packing in a process is checked
-    against ``F.linear`` once, so a torch build whose private op misbehaves
-    falls back to dense weights instead of computing nonsense.
-    """
-    if not _onednn_works():
-        return weight
-    return torch.ops.mkldnn._reorder_linear_weight(weight.contiguous(), PACK_ROWS_HINT)
-
-
-def linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
-    """``x @ weight.T + bias`` for ``x`` ``(rows, in)`` and a dense weight or one made by :func:`pack_weight`.
-
-    oneDNN compiles and caches a kernel for every distinct row count it sees
-    (~0.6 MB each, measured: a soak with prompts of 1-256 tokens grew the
-    daemon by 400 MB), so packed weights see only the row counts of
-    :data:`ROW_BUCKETS`: fewer rows are zero-padded up to the next bucket (a
-    row's result does not depend on the others), more are done in blocks.
-    """
-    if not weight.is_mkldnn:
-        return F.linear(x, weight, bias)
-    rows, block = x.shape[0], ROW_BUCKETS[-1]
-    if rows > block:
-        out = x.new_empty(rows, weight.shape[0])  # (rows, out)
-        for start in range(0, rows, block):
-            out[start : start + block] = linear(x[start : start + block], weight, bias)
-        return out
-    bucket = ROW_BUCKETS[bisect.bisect_left(ROW_BUCKETS, rows)]
-    if bucket != rows:
-        x = torch.cat((x, x.new_zeros(bucket - rows, x.shape[1])))  # (bucket, in)
-    return torch.ops.mkldnn._linear_pointwise(x, weight, bias, "none", [None], "")[:rows]
-
-
-@functools.cache
-def _onednn_works() -> bool:
-    """True when torch's oneDNN linear ops exist and agree with ``F.linear`` on a small case."""
-    if not torch.backends.mkldnn.is_available():
-        return False
-    generator = torch.Generator().manual_seed(0)
-    weight, bias = torch.randn(48, 40, generator=generator), torch.randn(48, generator=generator)
-    x = torch.randn(5, 40, generator=generator)
-    try:
-        packed = torch.ops.mkldnn._reorder_linear_weight(weight, PACK_ROWS_HINT)
-        with torch.inference_mode():
-            got = torch.ops.mkldnn._linear_pointwise(x, packed, bias, "none", [None], "")
-    except (AttributeError, RuntimeError):  # an older torch, or one built without oneDNN
-        return False
-    return bool(torch.allclose(got, F.linear(x, weight, bias), rtol=1e-4, atol=1e-4))
 
 
 def _rms_norm(x: torch.Tensor, weight: torch.Tensor, eps: float) -> torch.Tensor:
