@@ -101,11 +101,7 @@ class AsyncClient:
         self.target = default_target(target)
         self.timeout = timeout
         self._metadata = credentials.metadata()
-        channel_credentials = credentials.channel_credentials()
-        if channel_credentials is None:
-            self._channel = aio.insecure_channel(self.target, options=credentials.channel_options())
-        else:
-            self._channel = aio.secure_channel(self.target, channel_credentials, options=credentials.channel_options())
+        self._channel = credentials.open_channel(self.target, aio)
         self._inference = inference_pb2_grpc.InferenceStub(self._channel)
         self._models = models_pb2_grpc.ModelsStub(self._channel)
 

@@ -31,7 +31,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from os import PathLike
 from pathlib import Path
-from typing import Iterator, Literal, Mapping, Sequence
+from typing import Any, Iterator, Literal, Mapping, Sequence
 
 import grpc
 import numpy as np
@@ -131,6 +131,13 @@ class Credentials:
         if self.server_name is not None:
             options.append(("grpc.ssl_target_name_override", self.server_name))
         return options
+
+    def open_channel(self, target: str, transport: Any = grpc) -> Any:
+        """A channel to ``target`` with these credentials; ``transport`` is ``grpc`` or ``grpc.aio``."""
+        channel_credentials = self.channel_credentials()
+        if channel_credentials is None:
+            return transport.insecure_channel(target, options=self.channel_options())
+        return transport.secure_channel(target, channel_credentials, options=self.channel_options())
 
 
 def _read(field: str, path: str | PathLike[str] | None) -> bytes | None:
@@ -283,11 +290,7 @@ class Client:
         self.target = default_target(target)
         self.timeout = timeout
         self._metadata = credentials.metadata()
-        channel_credentials = credentials.channel_credentials()
-        if channel_credentials is None:
-            self._channel = grpc.insecure_channel(self.target, options=credentials.channel_options())
-        else:
-            self._channel = grpc.secure_channel(self.target, channel_credentials, options=credentials.channel_options())
+        self._channel = credentials.open_channel(self.target, grpc)
         self._inference = inference_pb2_grpc.InferenceStub(self._channel)
         self._models = models_pb2_grpc.ModelsStub(self._channel)
 
