@@ -11,25 +11,9 @@ from __future__ import annotations
 
 from typing import Callable
 
-from agentd.backend import Backend, BackendSpec
-from agentd.checkpoint import Checkpoint
+from agentd.backend import BackendSpec
 from agentd.hookspecs import hookimpl
-
-
-def _load_rwkv4(checkpoint: Checkpoint) -> Backend:
-    from agentd.plugins.linear.rwkv4 import load
-
-    backend = load(checkpoint)
-    backend.pack_weights()  # after load: the ONNX exporter calls load() and reads the dense weights
-    return backend
-
-
-def _load_rwkv7(checkpoint: Checkpoint) -> Backend:
-    from agentd.plugins.linear.rwkv7 import load
-
-    backend = load(checkpoint)
-    backend.pack_weights()  # after load: the ONNX exporter calls load() and reads the dense weights
-    return backend
+from agentd.plugins import packed_loader
 
 
 @hookimpl
@@ -38,7 +22,7 @@ def register_backends(register: Callable[[BackendSpec], None]) -> None:
         BackendSpec(
             name="rwkv4",
             architectures=("RwkvForCausalLM",),
-            load=_load_rwkv4,
+            load=packed_loader("agentd.plugins.linear.rwkv4"),
             description="RWKV-4 linear attention (chunked-parallel prefill, fixed-size recurrent state)",
         )
     )
@@ -46,7 +30,7 @@ def register_backends(register: Callable[[BackendSpec], None]) -> None:
         BackendSpec(
             name="rwkv7",
             architectures=("Rwkv7ForCausalLM",),
-            load=_load_rwkv7,
+            load=packed_loader("agentd.plugins.linear.rwkv7"),
             description="RWKV-7 'Goose' generalised delta rule (chunked prefill, fixed-size recurrent state)",
         )
     )

@@ -11,25 +11,9 @@ from __future__ import annotations
 
 from typing import Callable
 
-from agentd.backend import Backend, BackendSpec
-from agentd.checkpoint import Checkpoint
+from agentd.backend import BackendSpec
 from agentd.hookspecs import hookimpl
-
-
-def _load_mamba(checkpoint: Checkpoint) -> Backend:
-    from agentd.plugins.ssm.mamba import load
-
-    backend = load(checkpoint)
-    backend.pack_weights()  # after load: the ONNX exporter calls load() and reads the dense weights
-    return backend
-
-
-def _load_mamba2(checkpoint: Checkpoint) -> Backend:
-    from agentd.plugins.ssm.mamba2 import load
-
-    backend = load(checkpoint)
-    backend.pack_weights()  # after load: the ONNX exporter calls load() and reads the dense weights
-    return backend
+from agentd.plugins import packed_loader
 
 
 @hookimpl
@@ -38,7 +22,7 @@ def register_backends(register: Callable[[BackendSpec], None]) -> None:
         BackendSpec(
             name="mamba",
             architectures=("MambaForCausalLM",),
-            load=_load_mamba,
+            load=packed_loader("agentd.plugins.ssm.mamba"),
             description="Mamba selective SSM (chunked parallel scan prefill, fixed-size conv+ssm state)",
         )
     )
@@ -46,7 +30,7 @@ def register_backends(register: Callable[[BackendSpec], None]) -> None:
         BackendSpec(
             name="mamba2",
             architectures=("Mamba2ForCausalLM",),
-            load=_load_mamba2,
+            load=packed_loader("agentd.plugins.ssm.mamba2"),
             description="Mamba-2 state-space duality (chunked SSD prefill, fixed-size conv+ssm state)",
         )
     )
