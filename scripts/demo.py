@@ -60,7 +60,7 @@ def main() -> None:
         # The daemon's banner: where it listens, what it serves (and that the
         # generative default has random weights). Its request log stays in the file.
         for line in log_path.read_text().splitlines():
-            if "INFO" not in line:
+            if line.startswith("agentd:"):  # the banner; structured log records stay in the file
                 print(line)
         run("what the daemon serves", "models", "list")
         run("stream a completion", "generate", "The quick brown fox", "--max-tokens", "24", "--seed", "7")
