@@ -26,11 +26,7 @@ def _register_commands() -> None:
     import importlib
 
     for module in ("models", "importer", "serve", "client_cmds", "export", "sessions"):
-        try:
-            importlib.import_module(f"agentd.cli.{module}")
-        except ModuleNotFoundError as exc:  # a command group not written yet
-            if exc.name != f"agentd.cli.{module}":
-                raise
+        importlib.import_module(f"agentd.cli.{module}")
 
 
 def main() -> None:
