@@ -26,6 +26,7 @@ from agentd.checkpoint import Checkpoint
 from agentd.errors import UnsupportedArchitecture
 
 from .graph import CONTRIB, GraphBuilder
+from .layers import np32
 
 ARCHITECTURES = ("LlamaForCausalLM", "Qwen2ForCausalLM")
 #: onnxruntime's CPU GroupQueryAttention kernel needs head sizes in multiples of 16.
@@ -58,9 +59,6 @@ def build_decoder_graph(checkpoint: Checkpoint, *, weight_dtype: str, separate_l
         )
     model = LlamaModel(config, checkpoint.path)
     model.load(checkpoint.tensors("pt"))
-
-    def np32(tensor: torch.Tensor) -> np.ndarray:
-        return tensor.detach().to(torch.float32).numpy()
 
     c = config
     g = GraphBuilder("agentd_decoder", weight_dtype)

@@ -1,4 +1,4 @@
-"""Building blocks shared by the fixed-state graphs (Mamba-2, RWKV-4, RWKV-7).
+"""Building blocks shared by the exported graphs (the fixed-state ones above all: Mamba, Mamba-2, RWKV-4, RWKV-7).
 
 Each function adds a few named nodes to a :class:`GraphBuilder` and returns the
 output name. :class:`StateIO` declares the graph's explicit state (``past_*``
@@ -123,6 +123,41 @@ def causal_conv(
     if bias is not None:
         out = g.node("Add", [out, g.param(f"{key}.bias", bias)], name=f"{name}/bias")
     return out  # type: ignore[return-value]
+
+
+def np32(tensor: Any) -> np.ndarray | None:
+    """A torch weight as a float32 NumPy array (None stays None: absent biases)."""
+    return None if tensor is None else tensor.detach().float().numpy()
+
+
+def head_weight(g: GraphBuilder, head: Any, embed: str | None) -> str:
+    """The LM head as a ``(C, V)`` MatMul operand: the embedding transposed when tied, else its own weight."""
+    if embed is not None:
+        return g.node("Transpose", [embed], name="/lm_head/Transpose", perm=[1, 0])  # (C, V)
+    return g.weight("lm_head.MatMul.weight", np.ascontiguousarray(np32(head).T))  # (C, V)
+
+
+def finish_recurrent(
+    g: GraphBuilder, state: StateIO, final: str, head: str, backend: Any, *, layers: int, hidden_size: int, **extra: Any
+) -> tuple[Any, dict[str, Any]]:
+    """Close a fixed-state graph: logits over ``final``, the state outputs, and the manifest's description.
+
+    ``extra`` keys (e.g. ``keep_float32_nodes``, ``tied_weights``) are added to the description as given.
+    """
+    lm_head(g, final, head, backend.info.vocab_size)
+    state.outputs()
+    description = {
+        "kind": "decoder",
+        "cache": "recurrent",
+        "num_hidden_layers": layers,
+        "hidden_size": hidden_size,
+        "vocab_size": backend.info.vocab_size,
+        "context_length": backend.info.context_length,
+        "parameters": backend.info.parameters,
+        "state": state.entries,
+        **extra,
+    }
+    return g.model("agentd"), description
 
 
 def lm_head(g: GraphBuilder, hidden: str, head: str, vocab_size: int) -> None:

@@ -24,13 +24,12 @@ from __future__ import annotations
 
 from typing import Any
 
-import numpy as np
 from onnx import helper
 
 from agentd.checkpoint import Checkpoint
 
 from .graph import GraphBuilder
-from .layers import StateIO, causal_conv, linear, lm_head, rms_norm, scan, silu
+from .layers import StateIO, causal_conv, finish_recurrent, head_weight, linear, np32, rms_norm, scan, silu
 
 ARCHITECTURES = ("MambaForCausalLM",)
 PAST_CONV, PAST_SSM = "past_conv.%d", "past_ssm.%d"
@@ -44,16 +43,12 @@ def build_mamba_graph(checkpoint: Checkpoint, *, weight_dtype: str, separate_lm_
     (the quantisers only rewrite a MatMul over its own initializer; int4 shares
     the two again afterwards).
     """
-    import torch
-
     from agentd.plugins.ssm.mamba import load
 
     backend = load(checkpoint)
     c = backend.config
     d_inner, n, r, k = c.intermediate_size, c.state_size, c.dt_rank, c.conv_kernel
 
-    def np32(tensor: torch.Tensor | None) -> np.ndarray | None:
-        return None if tensor is None else tensor.detach().to(torch.float32).numpy()
 
     g = GraphBuilder("agentd_mamba", weight_dtype)
     input_ids = g.input("input_ids", "int64", ["batch_size", "sequence_length"])
@@ -108,25 +103,8 @@ def build_mamba_graph(checkpoint: Checkpoint, *, weight_dtype: str, separate_lm_
         hidden = g.node("Add", [hidden, out], name=f"{base}/residual/Add")
 
     final = rms_norm(g, "/model/norm_f", hidden, np32(backend.norm_f), eps)
-    if c.tie_word_embeddings and not separate_lm_head:
-        head = g.node("Transpose", [embed], name="/lm_head/Transpose", perm=[1, 0])  # (C, V)
-    else:
-        head = g.weight("lm_head.MatMul.weight", np.ascontiguousarray(np32(backend.lm_head).T))  # (C, V)
-    lm_head(g, final, head, c.vocab_size)
-    state.outputs()
-    description = {
-        "kind": "decoder",
-        "cache": "recurrent",
-        "num_hidden_layers": c.num_hidden_layers,
-        "hidden_size": c.hidden_size,
-        "vocab_size": c.vocab_size,
-        "context_length": backend.info.context_length,
-        "parameters": backend.info.parameters,
-        "state": state.entries,
-        "keep_float32_nodes": excluded,
-        "tied_weights": ["backbone.embeddings.weight", "lm_head.MatMul.weight"] if c.tie_word_embeddings else None,
-    }
-    return g.model("agentd"), description
+    head = head_weight(g, backend.lm_head, embed if c.tie_word_embeddings and not separate_lm_head else None)
+    return finish_recurrent(g, state, final, head, backend, layers=c.num_hidden_layers, hidden_size=c.hidden_size, keep_float32_nodes=excluded, tied_weights=["backbone.embeddings.weight", "lm_head.MatMul.weight"] if c.tie_word_embeddings else None)
 
 
 def _scan_body(axis_1: str, last_axis: str) -> list[Any]:

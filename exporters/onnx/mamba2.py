@@ -27,7 +27,7 @@ from onnx import helper
 from agentd.checkpoint import Checkpoint
 
 from .graph import GraphBuilder
-from .layers import StateIO, causal_conv, linear, lm_head, rms_norm, scan, silu
+from .layers import StateIO, causal_conv, finish_recurrent, head_weight, linear, np32, rms_norm, scan, silu
 
 ARCHITECTURES = ("Mamba2ForCausalLM",)
 
@@ -38,8 +38,6 @@ def build_mamba2_graph(checkpoint: Checkpoint, *, weight_dtype: str, separate_lm
     A tied LM head is a Transpose of the embedding unless ``separate_lm_head``
     (the quantisers only rewrite a MatMul over its own initializer).
     """
-    import torch
-
     from agentd.plugins.ssm.mamba2 import load
 
     backend = load(checkpoint)
@@ -48,8 +46,6 @@ def build_mamba2_graph(checkpoint: Checkpoint, *, weight_dtype: str, separate_lm
     d_inner, conv_dim = c.intermediate_size, c.conv_dim
     eps = float(c.layer_norm_epsilon)
 
-    def np32(tensor: torch.Tensor | None) -> np.ndarray | None:
-        return None if tensor is None else tensor.detach().to(torch.float32).numpy()
 
     g = GraphBuilder("agentd_mamba2", weight_dtype)
     input_ids = g.input("input_ids", "int64", ["batch_size", "sequence_length"])
@@ -115,24 +111,8 @@ def build_mamba2_graph(checkpoint: Checkpoint, *, weight_dtype: str, separate_lm
         hidden = g.node("Add", [hidden, out], name=f"{base}/residual/Add")
 
     final = rms_norm(g, "/model/norm_f", hidden, np32(backend.norm_f), eps)
-    if c.tie_word_embeddings and not separate_lm_head:
-        head = g.node("Transpose", [embed], name="/lm_head/Transpose", perm=[1, 0])  # (hidden, V)
-    else:
-        head = g.weight("lm_head.MatMul.weight", np.ascontiguousarray(np32(backend.lm_head).T))  # (hidden, V)
-    lm_head(g, final, head, c.vocab_size)
-    state.outputs()
-    description = {
-        "kind": "decoder",
-        "cache": "recurrent",
-        "num_hidden_layers": c.num_hidden_layers,
-        "hidden_size": c.hidden_size,
-        "vocab_size": c.vocab_size,
-        "context_length": backend.info.context_length,
-        "parameters": backend.info.parameters,
-        "state": state.entries,
-        "tied_weights": ["backbone.embeddings.weight", "lm_head.MatMul.weight"] if c.tie_word_embeddings else None,
-    }
-    return g.model("agentd"), description
+    head = head_weight(g, backend.lm_head, embed if c.tie_word_embeddings and not separate_lm_head else None)
+    return finish_recurrent(g, state, final, head, backend, layers=c.num_hidden_layers, hidden_size=c.hidden_size, tied_weights=["backbone.embeddings.weight", "lm_head.MatMul.weight"] if c.tie_word_embeddings else None)
 
 
 def _ssd_body(last_axis: str, second_last_axis: str) -> list[Any]:

@@ -29,7 +29,7 @@ from onnx import helper
 from agentd.checkpoint import Checkpoint
 
 from .graph import GraphBuilder
-from .layers import StateIO, layer_norm, lerp, linear, lm_head, scan, token_shift
+from .layers import StateIO, finish_recurrent, layer_norm, lerp, linear, np32, scan, token_shift
 
 ARCHITECTURES = ("RwkvForCausalLM",)
 #: The running maximum of an empty WKV state (``wkv4.EMPTY_MAX``).
@@ -38,8 +38,6 @@ EMPTY_MAX = -1e38
 
 def build_rwkv4_graph(checkpoint: Checkpoint, *, weight_dtype: str) -> tuple[Any, dict[str, Any]]:
     """The RWKV-4 ModelProto and the manifest's description of it (state layout included)."""
-    import torch
-
     from agentd.plugins.linear.rwkv4 import load
 
     backend = load(checkpoint)
@@ -47,8 +45,6 @@ def build_rwkv4_graph(checkpoint: Checkpoint, *, weight_dtype: str) -> tuple[Any
     C = c.hidden_size
     eps = float(c.layer_norm_epsilon)
 
-    def np32(tensor: torch.Tensor) -> np.ndarray:
-        return tensor.detach().to(torch.float32).numpy()
 
     g = GraphBuilder("agentd_rwkv4", weight_dtype)
     input_ids = g.input("input_ids", "int64", ["batch_size", "sequence_length"])
@@ -107,19 +103,7 @@ def build_rwkv4_graph(checkpoint: Checkpoint, *, weight_dtype: str) -> tuple[Any
 
     final = layer_norm(g, "/model/ln_out", x, np32(backend.ln_out[0]), np32(backend.ln_out[1]), 1e-5)
     head = g.weight("head.MatMul.weight", np.ascontiguousarray(np32(backend.head).T))  # (C, V)
-    lm_head(g, final, head, c.vocab_size)
-    state.outputs()
-    description = {
-        "kind": "decoder",
-        "cache": "recurrent",
-        "num_hidden_layers": c.num_hidden_layers,
-        "hidden_size": C,
-        "vocab_size": c.vocab_size,
-        "context_length": backend.info.context_length,
-        "parameters": backend.info.parameters,
-        "state": state.entries,
-    }
-    return g.model("agentd"), description
+    return finish_recurrent(g, state, final, head, backend, layers=c.num_hidden_layers, hidden_size=C)
 
 
 def _wkv_body(decay: str, bonus: str) -> list[Any]:

@@ -28,7 +28,7 @@ from onnx import helper
 from agentd.checkpoint import Checkpoint
 
 from .graph import GraphBuilder
-from .layers import StateIO, layer_norm, lerp, linear, lm_head, scan, token_shift
+from .layers import StateIO, finish_recurrent, layer_norm, lerp, linear, np32, scan, token_shift
 
 ARCHITECTURES = ("Rwkv7ForCausalLM",)
 
@@ -44,8 +44,6 @@ def build_rwkv7_graph(checkpoint: Checkpoint, *, weight_dtype: str) -> tuple[Any
     C, H, N = c.hidden_size, c.num_heads, c.head_size
     eps = rwkv7._LAYER_NORM_EPS
 
-    def np32(tensor: torch.Tensor) -> np.ndarray:
-        return tensor.detach().to(torch.float32).numpy()
 
     g = GraphBuilder("agentd_rwkv7", weight_dtype)
     input_ids = g.input("input_ids", "int64", ["batch_size", "sequence_length"])
@@ -163,20 +161,7 @@ def build_rwkv7_graph(checkpoint: Checkpoint, *, weight_dtype: str) -> tuple[Any
 
     final = layer_norm(g, "/model/ln_out", x, np32(backend.ln_out[0]), np32(backend.ln_out[1]), eps)
     head = g.weight("head.MatMul.weight", np.ascontiguousarray(np32(backend.head).T))  # (C, V)
-    lm_head(g, final, head, c.vocab_size)
-    state.outputs()
-    description = {
-        "kind": "decoder",
-        "cache": "recurrent",
-        "num_hidden_layers": c.num_hidden_layers,
-        "hidden_size": C,
-        "vocab_size": c.vocab_size,
-        "context_length": backend.info.context_length,
-        "parameters": backend.info.parameters,
-        "state": state.entries,
-        "keep_float32_nodes": excluded,
-    }
-    return g.model("agentd"), description
+    return finish_recurrent(g, state, final, head, backend, layers=c.num_hidden_layers, hidden_size=C, keep_float32_nodes=excluded)
 
 
 def _wkv_body(last_axis: str, second_last_axis: str) -> list[Any]:
