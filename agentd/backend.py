@@ -26,6 +26,7 @@ convert with ``torch.from_numpy`` / ``.numpy()``, which share memory.
 from __future__ import annotations
 
 import abc
+import importlib.util
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Callable, Literal, Sequence
 
@@ -59,6 +60,12 @@ class ModelInfo:
     state_bytes_per_sequence: int = 0
     #: Output dimension of ``embed`` (encoders only).
     embedding_dim: int = 0
+    #: Bytes of weights the backend holds in memory as loaded (packed copies,
+    #: dequantised or int4 blocks counted as they are, not as parameters x 4).
+    weight_bytes: int = 0
+    #: How the weights are held, when it differs from the source, e.g.
+    #: "GGUF Q4_1 dequantised to float32 at load".
+    weight_note: str = ""
 
 
 class Backend(abc.ABC):
@@ -124,3 +131,19 @@ class BackendSpec:
     load: Callable[["Checkpoint"], Backend]
     #: One line shown by ``agentd models backends``.
     description: str = ""
+    #: Importable modules ``load`` needs (e.g. ``("torch",)``); a backend whose
+    #: modules are missing is listed as unavailable and refuses to load with
+    #: one clear line instead of an ImportError.
+    requires: tuple[str, ...] = ()
+
+    def missing(self) -> list[str]:
+        """The required modules that are not installed (cheap: nothing is imported)."""
+        return [module for module in self.requires if importlib.util.find_spec(module) is None]
+
+    @property
+    def unavailable_reason(self) -> str | None:
+        """Why this backend cannot load models here, or None when it can."""
+        missing = self.missing()
+        if not missing:
+            return None
+        return f"needs {', '.join(missing)}, which {'is' if len(missing) == 1 else 'are'} not installed"

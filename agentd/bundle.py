@@ -10,17 +10,15 @@ pooling config) plus ``manifest.json``::
      "parameters": 1234,
      "files": {"config.json": {"sha256": "...", "size": 123}, ...}}
 
-Readers ignore keys they do not know (the ONNX exporter adds its graphs), and
-refuse a ``format_version`` newer than :data:`FORMAT_VERSION`.
+This module writes bundles; :mod:`agentd.manifest` reads and verifies them.
 
-``import_checkpoint`` builds one from a checkpoint directory atomically
-(exporters build theirs with the same public pieces: :func:`write_atomically`,
-:func:`write_support_files`, :func:`file_entry`, :func:`write_json`);
-``verify_manifest`` (run by :class:`agentd.checkpoint.Checkpoint` on open)
-checks every listed file's size and sha256 and that nothing escapes the
-directory. The core stays torch-free: weights are streamed as raw safetensors
-bytes, and dtype conversion (bfloat16 included) is done with NumPy bit
-arithmetic, one chunk at a time.
+``import_checkpoint`` builds one atomically from any checkpoint a format plugin
+opens (a Hugging Face directory, a GGUF file, an RWKV ``.pth``); exporters
+build theirs with the same public pieces: :func:`write_atomically`,
+:func:`write_support_files`, :func:`file_entry`, :func:`write_json`. The core
+stays torch-free: safetensors weights are streamed as raw bytes, other formats
+arrive as NumPy arrays, and dtype conversion (bfloat16 included) is done with
+NumPy bit arithmetic, one chunk at a time.
 """
 
 from __future__ import annotations
@@ -32,19 +30,18 @@ import shutil
 import struct
 import uuid
 from collections import Counter
-from pathlib import Path, PurePosixPath
+from pathlib import Path
 from typing import Any, BinaryIO, Callable
 
 import numpy as np
 
 from agentd import __version__
-from agentd.checkpoint import SAFETENSORS_DTYPE_BITS, SINGLE_WEIGHTS, Checkpoint, TensorEntry, WeightFile, read_safetensors_header
+from agentd.checkpoint import Checkpoint
+from agentd.directory_checkpoint import DirectoryCheckpoint
 from agentd.errors import AgentdError, InvalidArgument, ModelLoadError
+from agentd.manifest import FORMAT, FORMAT_VERSION, MANIFEST_FILE, sha256_file
+from agentd.safetensors_header import SAFETENSORS_DTYPE_BITS, SINGLE_WEIGHTS, TensorEntry, WeightFile, read_safetensors_header
 
-FORMAT = "agentd.bundle"
-#: Newest manifest layout this agentd reads and the one it writes.
-FORMAT_VERSION = 1
-MANIFEST_FILE = "manifest.json"
 #: Read/write/hash granularity: large enough to amortise syscalls, small enough to stream.
 CHUNK_BYTES = 1 << 20
 
@@ -73,114 +70,6 @@ _DTYPE_NAMES = {
 _CONVERTIBLE = frozenset({"F16", "BF16", "F32", "F64"})
 
 
-# -- verification ------------------------------------------------------------------
-
-
-def verify_manifest(path: str | Path) -> dict[str, Any]:
-    """Check a bundle against its ``manifest.json`` and return the manifest.
-
-    Every listed file must lie inside the bundle (no ``..``, absolute paths or
-    escaping symlinks), exist, and match its size and sha256; every file the
-    bundle holds must be listed. Each failure is a ModelLoadError naming the file.
-    Cheap checks run first, so a broken bundle fails before anything is hashed.
-    """
-    root = Path(path).resolve()
-    manifest_path = root / MANIFEST_FILE
-    if not manifest_path.resolve().is_relative_to(root):
-        raise ModelLoadError(manifest_path, "symlink points outside the bundle")
-    manifest = read_manifest(root)
-    files: dict[str, dict[str, Any]] = manifest["files"]
-    listed = {relative: _listed_file(root, relative) for relative in files}
-    for relative, file_path in listed.items():
-        actual_size = file_path.stat().st_size
-        if actual_size != files[relative]["size"]:
-            raise ModelLoadError(
-                file_path, f"size is {actual_size} bytes, {MANIFEST_FILE} says {files[relative]['size']} (truncated or modified)"
-            )
-    _reject_unlisted(root, files)
-    for relative, file_path in listed.items():
-        if sha256_file(file_path) != files[relative]["sha256"]:
-            raise ModelLoadError(file_path, f"sha256 does not match {MANIFEST_FILE} (corrupted or modified after import)")
-    return manifest
-
-
-def sha256_file(path: Path) -> str:
-    """Hex sha256 of a file, streamed (``hashlib.file_digest`` reuses one buffer, GIL released)."""
-    try:
-        with path.open("rb", buffering=0) as handle:
-            return hashlib.file_digest(handle, "sha256").hexdigest()
-    except OSError as exc:
-        raise ModelLoadError(path, f"cannot read ({exc.strerror or exc})") from None
-
-
-def read_manifest(bundle: str | Path) -> dict[str, Any]:
-    """Parse a bundle's ``manifest.json`` and check its structure, without hashing any file."""
-    manifest_path = Path(bundle) / MANIFEST_FILE
-    try:
-        manifest = json.loads(manifest_path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise ModelLoadError(manifest_path, f"invalid JSON ({exc})") from None
-    if not isinstance(manifest, dict):
-        raise ModelLoadError(manifest_path, "expected a JSON object")
-    if manifest.get("format") != FORMAT:
-        raise ModelLoadError(manifest_path, f"unknown bundle format {manifest.get('format')!r} (expected {FORMAT!r})")
-    version = manifest.get("format_version")
-    if type(version) is not int or version < 1:
-        raise ModelLoadError(manifest_path, f"invalid format_version {version!r} (expected a positive integer)")
-    if version > FORMAT_VERSION:
-        raise ModelLoadError(
-            manifest_path,
-            f"bundle format_version {version} is newer than this agentd supports ({FORMAT_VERSION}); upgrade agentd",
-        )
-    for key in ("architecture", "dtype"):
-        if not isinstance(manifest.get(key), str) or not manifest[key]:
-            raise ModelLoadError(manifest_path, f"missing or invalid {key!r}")
-    files = manifest.get("files")
-    if not isinstance(files, dict) or not files:
-        raise ModelLoadError(manifest_path, "'files' must be a non-empty object")
-    for relative, entry in files.items():
-        if not (
-            isinstance(entry, dict)
-            and isinstance(entry.get("sha256"), str)
-            and len(entry["sha256"]) == 64
-            and type(entry.get("size")) is int
-            and entry["size"] >= 0
-        ):
-            raise ModelLoadError(manifest_path, f"entry {relative!r} needs a 64-digit 'sha256' and an integer 'size'")
-    return manifest
-
-
-def _listed_file(root: Path, relative: str) -> Path:
-    """The bundle file a manifest entry names, refusing anything outside ``root``."""
-    pure = PurePosixPath(relative)
-    if not relative or pure.is_absolute() or "\\" in relative or ".." in pure.parts:
-        shown = relative if pure.is_absolute() else root / relative
-        raise ModelLoadError(shown, f"listed in {MANIFEST_FILE} but outside the bundle")
-    if relative == MANIFEST_FILE:
-        raise ModelLoadError(root / relative, f"{MANIFEST_FILE} cannot list itself")
-    candidate = root / pure
-    if not candidate.resolve().is_relative_to(root):
-        raise ModelLoadError(candidate, "symlink points outside the bundle")
-    if not candidate.exists():
-        raise ModelLoadError(candidate, f"listed in {MANIFEST_FILE} but missing")
-    if not candidate.is_file():
-        raise ModelLoadError(candidate, "not a regular file")
-    return candidate
-
-
-def _reject_unlisted(root: Path, files: dict[str, Any]) -> None:
-    """Every file agentd might read must be covered by the hashes (dotfiles aside)."""
-    listed = {PurePosixPath(relative) for relative in files}
-    for directory, subdirs, names in os.walk(root):
-        subdirs[:] = [name for name in subdirs if not name.startswith(".")]
-        for name in names:
-            if name.startswith("."):
-                continue
-            relative = PurePosixPath(Path(directory, name).relative_to(root).as_posix())
-            if relative != PurePosixPath(MANIFEST_FILE) and relative not in listed:
-                raise ModelLoadError(Path(directory, name), f"not listed in {MANIFEST_FILE} (added after import?)")
-
-
 # -- import ------------------------------------------------------------------------
 
 
@@ -191,29 +80,30 @@ def import_checkpoint(
     force: bool = False,
     dtype: str | None = None,
 ) -> Path:
-    """Turn a checkpoint directory into a bundle at ``out``; returns its path.
+    """Turn any checkpoint a format plugin opens into a bundle at ``out``; returns its path.
 
     The checkpoint is validated first (a registered backend serves its
-    architecture, weight headers are intact, the tokenizer parses). The bundle
-    is written to a temporary directory next to ``out`` and renamed into place,
+    architecture, weights are intact, the tokenizer parses). The bundle is
+    written to a temporary directory next to ``out`` and renamed into place,
     so an interrupted import leaves nothing at ``out``. ``dtype`` (``float32``,
     ``float16``, ``bfloat16``) converts floating-point weights; ``None`` keeps them.
     """
+    from agentd.formats import open_checkpoint
     from agentd.registry import spec_for
-    from agentd.tokenizer import Tokenizer
 
     if dtype is not None and dtype not in TARGET_DTYPES:
         raise InvalidArgument("dtype", f"must be one of {', '.join(TARGET_DTYPES)} (got {dtype!r})")
-    checkpoint = Checkpoint(src)
-    spec_for(checkpoint.architecture, checkpoint.path / "config.json")
-    headers = checkpoint.weight_headers
-    if not any(weights.tensors for weights in headers):
-        raise ModelLoadError(headers[0].path, "contains no tensors")
-    Tokenizer.from_checkpoint(checkpoint)  # refuse now what loading would refuse later
+    checkpoint = open_checkpoint(src)
+    spec_for(checkpoint.architecture, checkpoint.where("config.json"))
+    if isinstance(checkpoint, DirectoryCheckpoint):
+        headers = checkpoint.weight_headers
+        if not any(weights.tensors for weights in headers):
+            raise ModelLoadError(headers[0].path, "contains no tensors")
+    checkpoint.tokenizer()  # refuse now what loading would refuse later
 
     target = TARGET_DTYPES.get(dtype or "")
     return write_atomically(
-        checkpoint.path, out, force, lambda staging: _write_bundle(checkpoint, headers, staging, target), purpose="importing"
+        checkpoint.path, out, force, lambda staging: _write_bundle(checkpoint, staging, target), purpose="importing"
     )
 
 
@@ -266,11 +156,11 @@ def write_support_files(checkpoint: Checkpoint, staging: Path, config: dict[str,
     if config is not None:
         files["config.json"] = write_json(staging / "config.json", config)
     else:
-        files["config.json"] = _copy_file(checkpoint.file("config.json"), staging / "config.json")  # type: ignore[arg-type]
+        files["config.json"] = _write_document(checkpoint, "config.json", staging)  # type: ignore[assignment]
+        checkpoint.config  # noqa: B018 - a config that does not parse is refused, not copied
     for relative in (*OPTIONAL_FILES, *_module_configs(checkpoint)):
-        source = checkpoint.file(relative, required=False)
-        if source is not None and relative not in files:
-            files[relative] = _copy_file(source, staging / relative)
+        if relative not in files and (entry := _write_document(checkpoint, relative, staging)) is not None:
+            files[relative] = entry
     # Newer checkpoints keep the template in chat_template.jinja; older ones inline a
     # single one in tokenizer_config.json. A list of named templates stays where it is,
     # since chat_template.jinja would shadow the other names.
@@ -310,7 +200,7 @@ def check_destination(source: Path, destination: Path, force: bool) -> None:
         raise InvalidArgument(str(ancestor), "is not a directory; cannot create the bundle inside it")
 
 
-def _write_bundle(checkpoint: Checkpoint, headers: list[WeightFile], staging: Path, target: str | None) -> dict[str, Any]:
+def _write_bundle(checkpoint: Checkpoint, staging: Path, target: str | None) -> dict[str, Any]:
     """Write every bundle file into ``staging``; returns the manifest describing them."""
     config = checkpoint.config
     dtype_keys = [key for key in ("dtype", "torch_dtype") if key in config]
@@ -319,7 +209,11 @@ def _write_bundle(checkpoint: Checkpoint, headers: list[WeightFile], staging: Pa
         # Keep config.json truthful for tools (transformers) that read the dtype from it.
         updated = dict(config, **{key: _DTYPE_NAMES[target] for key in dtype_keys})
     files = write_support_files(checkpoint, staging, updated)
-    files[SINGLE_WEIGHTS] = _write_weights(headers, staging / SINGLE_WEIGHTS, target)
+    if isinstance(checkpoint, DirectoryCheckpoint):  # safetensors: stream the bytes through
+        headers = checkpoint.weight_headers
+        files[SINGLE_WEIGHTS] = _write_weights(headers, staging / SINGLE_WEIGHTS, target)
+    else:  # any other format hands over arrays
+        files[SINGLE_WEIGHTS], headers = _write_arrays(checkpoint, staging / SINGLE_WEIGHTS, target)
     return {
         "format": FORMAT,
         "format_version": FORMAT_VERSION,
@@ -332,18 +226,27 @@ def _write_bundle(checkpoint: Checkpoint, headers: list[WeightFile], staging: Pa
     }
 
 
+def _write_document(checkpoint: Checkpoint, relative: str, staging: Path) -> dict[str, Any] | None:
+    """Write one layout document of ``checkpoint`` into ``staging``; None if it has none."""
+    text = checkpoint.read_text(relative)
+    if text is None:
+        return None
+    return _write_bytes(staging / relative, text.encode("utf-8"))
+
+
 def _module_configs(checkpoint: Checkpoint) -> list[str]:
     """``<dir>/config.json`` of each sentence-transformers module ``modules.json`` lists.
 
     The pooling module usually lives in ``1_Pooling`` but ``modules.json`` is
     what names it, so copy whatever it points at.
     """
-    path = checkpoint.file("modules.json", required=False)
-    if path is None:
+    text = checkpoint.read_text("modules.json")
+    if text is None:
         return []
+    path = checkpoint.where("modules.json")
     try:
-        modules = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        modules = json.loads(text)
+    except json.JSONDecodeError as exc:
         raise ModelLoadError(path, f"invalid JSON ({exc})") from None
     if not isinstance(modules, list) or not all(isinstance(module, dict) for module in modules):
         raise ModelLoadError(path, "expected a list of module objects")
@@ -401,15 +304,6 @@ class _HashingWriter:
     def entry(self) -> dict[str, Any]:
         """The manifest entry for what was written."""
         return {"sha256": self.digest.hexdigest(), "size": self.size}
-
-
-def _copy_file(source: Path, target: Path) -> dict[str, Any]:
-    target.parent.mkdir(parents=True, exist_ok=True)
-    with _open_source(source) as reader, target.open("wb") as handle:
-        writer = _HashingWriter(handle)
-        while chunk := _read(reader, CHUNK_BYTES, source):
-            writer.write(chunk)
-    return writer.entry()
 
 
 def _open_source(path: Path) -> BinaryIO:
@@ -488,6 +382,56 @@ def _write_weights(headers: list[WeightFile], target: Path, dtype: str | None) -
         os.fsync(handle.fileno())
     read_safetensors_header(target)  # self-check: the file we wrote parses and tiles exactly
     return writer.entry()
+
+
+#: NumPy dtype -> safetensors code, for weights that arrive as arrays.
+_ARRAY_CODES = {
+    np.dtype("float32"): "F32", np.dtype("float16"): "F16", np.dtype("float64"): "F64",
+    np.dtype("int8"): "I8", np.dtype("uint8"): "U8", np.dtype("int16"): "I16", np.dtype("int32"): "I32",
+    np.dtype("int64"): "I64", np.dtype("bool"): "BOOL",
+}
+
+
+def _write_arrays(checkpoint: Checkpoint, target: Path, dtype: str | None) -> tuple[dict[str, Any], list[WeightFile]]:
+    """One safetensors file from ``checkpoint.tensors("np")``, one tensor in memory at a time.
+
+    The header must precede the data but the shapes are only known as tensors
+    arrive, so the data goes to a side file first and is appended after the header.
+    """
+    header: dict[str, Any] = {"__metadata__": {"format": "pt"}}
+    data_path = target.with_name(f".{target.name}.data")
+    offset = 0
+    try:
+        with data_path.open("wb") as data:
+            for name, array in checkpoint.tensors("np"):
+                array = np.ascontiguousarray(array)
+                code = _ARRAY_CODES.get(array.dtype)
+                if code is None:
+                    raise ModelLoadError(checkpoint.path, f"tensor {name!r} has dtype {array.dtype}, which a bundle cannot hold")
+                if dtype and code in _CONVERTIBLE:
+                    raw, code = _encode_floats(array.reshape(-1), dtype), dtype
+                else:
+                    raw = array.astype(array.dtype.newbyteorder("<"), copy=False).tobytes()
+                if name in header:
+                    raise ModelLoadError(checkpoint.path, f"tensor {name!r} appears twice")
+                header[name] = {"dtype": code, "shape": list(array.shape), "data_offsets": [offset, offset + len(raw)]}
+                data.write(raw)
+                offset += len(raw)
+        if offset == 0:
+            raise ModelLoadError(checkpoint.path, "contains no tensors")
+        encoded = json.dumps(header, separators=(",", ":")).encode("utf-8")
+        encoded += b" " * (-len(encoded) % 8)
+        with target.open("wb") as handle, data_path.open("rb") as data:
+            writer = _HashingWriter(handle)
+            writer.write(struct.pack("<Q", len(encoded)))
+            writer.write(encoded)
+            while chunk := data.read(CHUNK_BYTES):
+                writer.write(chunk)
+            handle.flush()
+            os.fsync(handle.fileno())
+    finally:
+        data_path.unlink(missing_ok=True)
+    return writer.entry(), [read_safetensors_header(target)]
 
 
 def _read_exact(reader: BinaryIO, count: int, path: Path) -> bytes:

@@ -58,6 +58,13 @@ class UnsupportedArchitecture(ModelLoadError):
     """No registered backend serves the checkpoint's architecture."""
 
 
+class BackendUnavailable(AgentdError):
+    """The backend serving a model needs something this install lacks (e.g. torch)."""
+
+    grpc_code = "FAILED_PRECONDITION"
+    exit_code = 4
+
+
 class Unavailable(AgentdError):
     """The daemon cannot be reached or is shutting down."""
 

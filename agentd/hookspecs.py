@@ -19,7 +19,10 @@ from typing import TYPE_CHECKING, Callable
 import pluggy
 
 if TYPE_CHECKING:
+    from pathlib import Path
+
     from agentd.backend import BackendSpec
+    from agentd.checkpoint import Checkpoint
     from agentd.exporter_registry import ExporterSpec
 
 PROJECT_NAME = "agentd"
@@ -59,4 +62,21 @@ def register_exporters(register: Callable[["ExporterSpec"], None]) -> None:
 
     :param register: callback taking one ``ExporterSpec``; registering two
         exporters for the same target and architecture is an error.
+    """
+
+
+@hookspec(firstresult=True)
+def open_checkpoint(path: "Path") -> "Checkpoint | None":
+    """Open ``path`` as a checkpoint if it is in a format this plugin reads.
+
+    Called by :func:`agentd.formats.open_checkpoint` whenever a model is
+    loaded, imported or exported. Return a :class:`agentd.checkpoint.Checkpoint`
+    to claim the path (the first plugin that does wins, as with pytest's
+    collection hooks), or ``None`` to let other plugins look. Check cheaply
+    (a directory's marker file, a file's magic bytes) before reading more;
+    once claimed, a broken model raises :class:`agentd.errors.ModelLoadError`
+    naming the file rather than returning ``None``. Mark a catch-all format
+    ``trylast`` so specific ones are asked first.
+
+    :param path: an existing file or directory, absolute and resolved.
     """

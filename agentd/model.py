@@ -1,13 +1,13 @@
 """``load_model``: the Python API over any backend.
 
-    model = agentd.load_model("path/to/hf-or-bundle-dir")
+    model = agentd.load_model("path/to/model")   # HF dir, bundle, GGUF file, RWKV .pth, ...
     model.logits([1, 2, 3])               # (3, vocab) float32, one causal forward
     model.generate(ids, max_new_tokens=32)  # new token ids (greedy by default)
     model.embed(["hello"])                # (1, dim) for encoders
     model.tokenizer.encode("hi")
 
-Everything here is torch-free; the backend chosen by the checkpoint's
-architecture does the maths.
+Everything here is torch-free: a format plugin opens the path, the backend
+registered for the checkpoint's architecture does the maths.
 """
 
 from __future__ import annotations
@@ -21,7 +21,8 @@ from agentd.backend import Backend, ModelInfo
 from agentd.checkpoint import Checkpoint
 from agentd.errors import InvalidArgument, OutOfRange
 from agentd.generation import GenerationEvent, SamplingParams, generate_stream
-from agentd.registry import spec_for
+from agentd.formats import open_checkpoint
+from agentd.registry import available_spec_for
 from agentd.tokenizer import Tokenizer
 
 
@@ -112,12 +113,9 @@ class Model:
 
 
 def load_model(path: str | Path) -> Model:
-    """Load a Hugging Face checkpoint directory or an agentd bundle."""
-    checkpoint = Checkpoint(path)
-    architecture = checkpoint.architecture
-    if checkpoint.manifest is not None and "onnx" in checkpoint.manifest:
-        architecture = f"onnx:{architecture}"  # an exported bundle: served by the onnxrt backend
-    spec = spec_for(architecture, checkpoint.path / "config.json")
+    """Load a model in any format a plugin reads (see ``agentd models formats``)."""
+    checkpoint = open_checkpoint(path)
+    spec = available_spec_for(checkpoint.architecture, checkpoint.where("config.json"))
+    tokenizer = checkpoint.tokenizer()  # a broken tokenizer fails before the weights are read
     backend = spec.load(checkpoint)
-    tokenizer = Tokenizer.from_checkpoint(checkpoint)
     return Model(checkpoint, backend, tokenizer)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import threading
 
 from agentd.backend import BackendSpec
-from agentd.errors import AgentdError, UnsupportedArchitecture
+from agentd.errors import AgentdError, BackendUnavailable, UnsupportedArchitecture
 from agentd.plugin_manager import load_plugins
 
 _specs: dict[str, BackendSpec] | None = None
@@ -29,6 +29,15 @@ def spec_for(architecture: str, path: object = "") -> BackendSpec:
             path or architecture,
             f"unknown architecture {architecture!r} (registered backends serve: {known})",
         )
+    return spec
+
+
+def available_spec_for(architecture: str, path: object = "") -> BackendSpec:
+    """:func:`spec_for`, and refuse a backend whose requirements are not installed."""
+    spec = spec_for(architecture, path)
+    reason = spec.unavailable_reason
+    if reason is not None:
+        raise BackendUnavailable(f"{path or architecture}: backend {spec.name!r} for {architecture} {reason}")
     return spec
 
 

@@ -128,29 +128,33 @@ class Tokenizer:
 
         Raises ModelLoadError naming the file when one is corrupt.
         """
-        path = checkpoint.file(TOKENIZER_FILE, required=False)
-        if path is None:
+        text = checkpoint.read_text(TOKENIZER_FILE)
+        if text is None:
             return None
         from tokenizers import Tokenizer as RustTokenizer
 
         try:
-            backend = RustTokenizer.from_file(str(path))
+            backend = RustTokenizer.from_str(text)
         except Exception as exc:  # the Rust side raises a bare Exception on bad input
-            raise ModelLoadError(path, f"corrupt tokenizer file ({exc})") from None
+            raise ModelLoadError(checkpoint.where(TOKENIZER_FILE), f"corrupt tokenizer file ({exc})") from None
+        return cls.from_documents(backend, checkpoint)
 
-        config = checkpoint.read_json(TOKENIZER_CONFIG_FILE, required=False) or {}
-        config_path = checkpoint.path / TOKENIZER_CONFIG_FILE
+    @classmethod
+    def from_documents(cls, backend: Any, checkpoint: Checkpoint) -> Tokenizer:
+        """``backend`` with the special tokens, EOS ids and chat template the checkpoint's documents give."""
+        config = checkpoint.read_json(TOKENIZER_CONFIG_FILE) or {}
+        config_path = checkpoint.where(TOKENIZER_CONFIG_FILE)
         special = _special_tokens(config, config_path)
         # Older checkpoints (e.g. all-MiniLM) keep some special tokens only here.
-        legacy = checkpoint.read_json(SPECIAL_TOKENS_MAP_FILE, required=False) or {}
-        for name, value in _special_tokens(legacy, checkpoint.path / SPECIAL_TOKENS_MAP_FILE).items():
+        legacy = checkpoint.read_json(SPECIAL_TOKENS_MAP_FILE) or {}
+        for name, value in _special_tokens(legacy, checkpoint.where(SPECIAL_TOKENS_MAP_FILE)).items():
             special.setdefault(name, value)
 
         eos_ids: list[int] = []
-        model_config = checkpoint.read_json("config.json", required=False) or {}
-        eos_ids += _token_ids(model_config.get("eos_token_id"), checkpoint.path / "config.json")
+        model_config = checkpoint.read_json("config.json") or {}
+        eos_ids += _token_ids(model_config.get("eos_token_id"), checkpoint.where("config.json"))
         eos_ids += _token_ids(
-            checkpoint.generation_config.get("eos_token_id"), checkpoint.path / "generation_config.json"
+            checkpoint.generation_config.get("eos_token_id"), checkpoint.where("generation_config.json")
         )
 
         max_length = config.get("model_max_length")
@@ -292,12 +296,9 @@ def _token_ids(value: Any, path: Path) -> list[int]:
 
 def _chat_templates(checkpoint: Checkpoint, config: Mapping[str, Any], config_path: Path) -> ChatTemplates:
     """Templates from ``chat_template.jinja`` (newer layout, wins) or ``tokenizer_config.json``."""
-    jinja_path = checkpoint.file(CHAT_TEMPLATE_FILE, required=False)
-    if jinja_path is not None:
-        try:
-            return ChatTemplates(default=jinja_path.read_text(encoding="utf-8"), named={}, source=jinja_path)
-        except (OSError, UnicodeDecodeError) as exc:
-            raise ModelLoadError(jinja_path, f"unreadable chat template ({exc})") from None
+    jinja = checkpoint.read_text(CHAT_TEMPLATE_FILE)
+    if jinja is not None:
+        return ChatTemplates(default=jinja, named={}, source=checkpoint.where(CHAT_TEMPLATE_FILE))
 
     value = config.get("chat_template")
     if value is None:

@@ -109,10 +109,10 @@ class AgentdRunner:
     """agentd's onnxrt backend over an exported bundle, greedy (the backend contract directly)."""
 
     def __init__(self, directory: Path):
-        from agentd.checkpoint import Checkpoint
+        from agentd.formats import open_checkpoint
         from agentd.plugins.onnxrt.session import load
 
-        self.backend = load(Checkpoint(directory))
+        self.backend = load(open_checkpoint(directory))
 
     def run(self, prompt: np.ndarray, steps: int) -> tuple[float, float, list[int]]:
         state = self.backend.new_state()
@@ -225,10 +225,10 @@ class AgentdRecurrentRunner:
     """agentd's onnxrt backend over a fixed-state bundle, greedy (the backend contract directly)."""
 
     def __init__(self, directory: Path):
-        from agentd.checkpoint import Checkpoint
+        from agentd.formats import open_checkpoint
         from agentd.plugins.onnxrt.session import load
 
-        self.backend = load(Checkpoint(directory))
+        self.backend = load(open_checkpoint(directory))
         self.state: Any = None
 
     def start(self, prompt: np.ndarray) -> int:

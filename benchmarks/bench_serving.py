@@ -303,9 +303,9 @@ def main() -> None:
         for threads in [] if args.step_only else thread_counts:
             with DaemonProcess(paths, root / "bench.sock", root, extra, threads) as daemon:
                 for name, path in paths.items():
-                    from agentd.checkpoint import Checkpoint
+                    from agentd.formats import open_checkpoint
 
-                    vocab = int(Checkpoint(path).config["vocab_size"])
+                    vocab = int(open_checkpoint(path).config["vocab_size"])
                     run_round(daemon.target, name, 1, 8, 4, vocab, seed=0)  # warm-up
                     label = f"{name}, {threads or default_threads} torch thread(s)"
                     results[label] = []

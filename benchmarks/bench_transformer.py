@@ -72,10 +72,10 @@ class Runner:
 
 class AgentdRunner(Runner):
     def __init__(self, directory: Path):
-        from agentd.checkpoint import Checkpoint
+        from agentd.formats import open_checkpoint
         from agentd.plugins.transformer.decoder import load
 
-        self.backend = load(Checkpoint(directory))
+        self.backend = load(open_checkpoint(directory))
 
     def prefill(self, token_ids: np.ndarray) -> tuple[Any, int]:
         state = self.backend.new_state()

@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 
 from agentd.backend import Backend
-from agentd.checkpoint import Checkpoint
+from agentd.formats import open_checkpoint
 from agentd.exporter_registry import ExportOptions, exporter_for
 
 ONNX_PLUGINS = (("onnx_export", "agentd.exporters.onnx"), ("onnxrt", "agentd.plugins.onnxrt"))
@@ -40,7 +40,7 @@ def register_onnx_plugins() -> None:
 def export(src: Path, out: Path, quant: str = "fp32", block_size: int = 32, force: bool = False) -> Path:
     """Export ``src`` to ``out`` through the registered exporter (no progress output)."""
     register_onnx_plugins()
-    checkpoint = Checkpoint(src)
+    checkpoint = open_checkpoint(src)
     spec = exporter_for("onnx", checkpoint.architecture)
     return spec.export(checkpoint, out, ExportOptions(quant=quant, block_size=block_size, force=force), lambda *_: None)
 
@@ -51,7 +51,7 @@ def onnx_backend(bundle: Path) -> Backend:
     from agentd.registry import spec_for
 
     register_onnx_plugins()
-    checkpoint = Checkpoint(bundle)
+    checkpoint = open_checkpoint(bundle)
     architecture = onnx_architecture(checkpoint)
     assert architecture is not None, f"{bundle} has no onnx section"
     return spec_for(architecture).load(checkpoint)

@@ -14,7 +14,7 @@ import numpy as np
 import torch
 
 from agentd.backend import Backend
-from agentd.checkpoint import Checkpoint
+from agentd.formats import open_checkpoint
 
 VOCAB = 256
 
@@ -115,7 +115,7 @@ def load_backend(directory: Path) -> Backend:
     except ImportError:
         from agentd.plugins.transformer.decoder import load
 
-        return load(Checkpoint(directory))
+        return load(open_checkpoint(directory))
     from agentd import load_model
 
     return load_model(directory).backend

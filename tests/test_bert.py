@@ -13,7 +13,7 @@ torch = pytest.importorskip("torch")
 transformers = pytest.importorskip("transformers")
 
 import agentd  # noqa: E402
-from agentd.checkpoint import Checkpoint  # noqa: E402
+from agentd.formats import open_checkpoint  # noqa: E402
 from agentd.errors import InvalidArgument, ModelLoadError, OutOfRange  # noqa: E402
 from agentd.plugins.transformer import bert  # noqa: E402
 
@@ -110,7 +110,7 @@ def _write_sentence_transformers_files(directory: Path, pooling: str, normalize:
 @pytest.mark.parametrize("hidden_act", ["gelu", "gelu_new", "relu"])
 def test_matches_hf_bert_mean_pooled_on_padded_batch(tmp_path, hidden_act: str) -> None:
     model = _random_bert(_tiny_config(hidden_act=hidden_act))
-    backend = bert.load(Checkpoint(_save(model, tmp_path)))
+    backend = bert.load(open_checkpoint(_save(model, tmp_path)))
     ours = backend.embed(BATCH)
     expected = _reference(model, BATCH)
     assert ours.dtype == np.float32 and ours.shape == (len(BATCH), 32)
@@ -120,7 +120,7 @@ def test_matches_hf_bert_mean_pooled_on_padded_batch(tmp_path, hidden_act: str) 
 
 def test_model_info(tmp_path) -> None:
     model = _random_bert(_tiny_config())
-    backend = bert.load(Checkpoint(_save(model, tmp_path)))
+    backend = bert.load(open_checkpoint(_save(model, tmp_path)))
     info = backend.info
     assert (info.architecture, info.kind, info.embedding_dim) == ("BertModel", "encoder", 32)
     assert (info.context_length, info.vocab_size, info.dtype) == (64, 200, "float32")
@@ -140,7 +140,7 @@ def test_prefixed_checkpoint_with_heads(tmp_path) -> None:
     prefixed = {f"bert.{name}": tensor for name, tensor in tensors.items()}
     prefixed["cls.predictions.bias"] = torch.zeros(200)
     save_file(prefixed, str(directory / "model.safetensors"))
-    ours = bert.load(Checkpoint(directory)).embed(BATCH)
+    ours = bert.load(open_checkpoint(directory)).embed(BATCH)
     np.testing.assert_allclose(ours, _reference(model, BATCH), rtol=0, atol=ATOL)
 
 
@@ -151,13 +151,13 @@ def test_sentence_transformers_pooling_config(tmp_path, pooling: str, normalize:
     model = _random_bert(_tiny_config())
     directory = _save(model, tmp_path)
     _write_sentence_transformers_files(directory, pooling, normalize)
-    ours = bert.load(Checkpoint(directory)).embed(BATCH)
+    ours = bert.load(open_checkpoint(directory)).embed(BATCH)
     np.testing.assert_allclose(ours, _reference(model, BATCH, pooling, normalize), rtol=0, atol=ATOL)
 
 
 def test_large_batch_is_chunked_and_keeps_order(tmp_path, monkeypatch) -> None:
     model = _random_bert(_tiny_config())
-    backend = bert.load(Checkpoint(_save(model, tmp_path)))
+    backend = bert.load(open_checkpoint(_save(model, tmp_path)))
     monkeypatch.setattr(bert, "MAX_BATCH", 2)
     batch = BATCH + [[2, 3], [2, 9, 9, 9, 9, 9, 9, 9, 9, 9, 9, 9, 9, 3]]
     np.testing.assert_allclose(backend.embed(batch), _reference(model, batch), rtol=0, atol=ATOL)
@@ -165,7 +165,7 @@ def test_large_batch_is_chunked_and_keeps_order(tmp_path, monkeypatch) -> None:
 
 
 def test_bad_inputs_are_user_errors(tmp_path) -> None:
-    backend = bert.load(Checkpoint(_save(_random_bert(_tiny_config()), tmp_path)))
+    backend = bert.load(open_checkpoint(_save(_random_bert(_tiny_config()), tmp_path)))
     with pytest.raises(InvalidArgument, match="^texts: input 1 has no tokens"):
         backend.embed([[1, 2], []])
     with pytest.raises(InvalidArgument, match=r"^texts: input 0: token ids must be in \[0, 200\)"):
@@ -184,19 +184,19 @@ def test_bad_checkpoints_name_the_file(tmp_path) -> None:
     with pytest.raises(
         ModelLoadError, match=r"model\.safetensors: missing weight 'encoder\.layer\.1\.attention\.self\.key"
     ):
-        bert.load(Checkpoint(directory))
+        bert.load(open_checkpoint(directory))
 
     directory = _save(_random_bert(_tiny_config()), tmp_path / "act")
     config = json.loads((directory / "config.json").read_text())
     config["hidden_act"] = "mish_v9"
     (directory / "config.json").write_text(json.dumps(config))
     with pytest.raises(ModelLoadError, match=r"config\.json: unsupported 'hidden_act'"):
-        bert.load(Checkpoint(directory))
+        bert.load(open_checkpoint(directory))
 
     config.update(hidden_act="gelu", hidden_size=48)  # weights are 32 wide
     (directory / "config.json").write_text(json.dumps(config))
     with pytest.raises(ModelLoadError, match=r"model\.safetensors: weight for .* has shape"):
-        bert.load(Checkpoint(directory))
+        bert.load(open_checkpoint(directory))
 
 
 # -- the real all-MiniLM-L6-v2 ------------------------------------------------------------

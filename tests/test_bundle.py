@@ -17,8 +17,9 @@ import numpy as np
 import pytest
 
 import agentd
-from agentd.bundle import FORMAT, FORMAT_VERSION, import_checkpoint, verify_manifest
-from agentd.checkpoint import Checkpoint
+from agentd.bundle import import_checkpoint
+from agentd.manifest import FORMAT, FORMAT_VERSION, verify_manifest
+from agentd.formats import open_checkpoint
 from agentd.errors import InvalidArgument, ModelLoadError
 
 from _bundle_fixtures import (  # noqa: F401 - fixtures
@@ -78,7 +79,7 @@ def test_manifest_lists_every_file_with_its_hash(tiny_llama: Path, tmp_path: Pat
     model = transformers.AutoModelForCausalLM.from_pretrained(tiny_llama)
     assert manifest["parameters"] == model.num_parameters()
     assert verify_manifest(bundle) == manifest
-    assert Checkpoint(bundle).manifest == manifest
+    assert open_checkpoint(bundle).manifest == manifest
 
 
 def test_shards_merge_into_one_file_transformers_still_loads(tiny_llama_sharded: Path, tmp_path: Path) -> None:
@@ -201,10 +202,10 @@ def test_files_added_after_import_are_rejected(tiny_llama: Path, tmp_path: Path)
     bundle = import_checkpoint(tiny_llama, tmp_path / "bundle")
     (bundle / "model-00002-of-00002.safetensors").write_bytes(b"x")
     with pytest.raises(ModelLoadError, match=r"model-00002-of-00002.safetensors: not listed in manifest.json"):
-        Checkpoint(bundle)
+        open_checkpoint(bundle)
     (bundle / "model-00002-of-00002.safetensors").unlink()
     (bundle / ".DS_Store").write_bytes(b"x")  # dotfiles are not model data
-    Checkpoint(bundle)
+    open_checkpoint(bundle)
 
 
 def test_cli_prints_path_and_summary(tiny_llama: Path, tmp_path: Path) -> None:

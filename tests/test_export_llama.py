@@ -15,7 +15,7 @@ sys.path.insert(0, str(Path(__file__).parent))
 from _export_fixtures import export, onnx_backend, prefix_agreement, register_onnx_plugins, teacher_forced_agreement  # noqa: E402
 from _llama_fixtures import greedy, hf_logits, load_backend, save_variant  # noqa: E402
 
-from agentd.checkpoint import Checkpoint  # noqa: E402
+from agentd.formats import open_checkpoint  # noqa: E402
 from agentd.errors import InvalidArgument, UnsupportedArchitecture  # noqa: E402
 
 ATOL = 1e-3
@@ -145,7 +145,7 @@ def test_bundle_layout_manifest_and_checker(checkpoints, tmp_path) -> None:
 
     directory, _ = checkpoints["qwen2"]
     bundle = export(directory, tmp_path / "bundle", quant="int4", block_size=16)
-    manifest = Checkpoint(bundle).manifest  # opening verifies every sha256
+    manifest = open_checkpoint(bundle).manifest  # opening verifies every sha256
     assert manifest is not None and manifest["dtype"] == "int4"
     section = manifest["onnx"]
     assert (section["kind"], section["quantization"], section["block_size"]) == ("decoder", "int4", 16)
@@ -171,7 +171,7 @@ def test_existing_output_is_refused_without_force(checkpoints, tmp_path) -> None
         export(directory, out)
     assert (out / "keep.txt").read_text() == "mine"
     export(directory, out, quant="fp16", force=True)
-    assert Checkpoint(out).manifest["dtype"] == "float16"
+    assert open_checkpoint(out).manifest["dtype"] == "float16"
     assert not (out / "keep.txt").exists()
 
 
@@ -224,7 +224,7 @@ def test_cli_export_and_exit_codes(checkpoints, tmp_path, monkeypatch, capsys) -
     assert run("export", str(directory), "-o", str(tmp_path / "b"), "--quant", "int8") == 0
     captured = capsys.readouterr()
     assert "int8" in captured.out and "quantising" in captured.err
-    assert Checkpoint(tmp_path / "b").manifest["onnx"]["quantization"] == "int8"
+    assert open_checkpoint(tmp_path / "b").manifest["onnx"]["quantization"] == "int8"
     assert run("export", str(directory), "-o", str(tmp_path / "b")) == 2  # exists, no --force
     assert "already exists" in capsys.readouterr().err
     assert run("export", str(directory), "-o", str(tmp_path / "c"), "--quant", "int3") == 2

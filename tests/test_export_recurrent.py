@@ -16,7 +16,7 @@ sys.path.insert(0, str(Path(__file__).parent))
 from _export_fixtures import export, onnx_backend, prefix_agreement, teacher_forced_agreement  # noqa: E402
 from _llama_fixtures import greedy  # noqa: E402
 
-from agentd.checkpoint import Checkpoint  # noqa: E402
+from agentd.formats import open_checkpoint  # noqa: E402
 from agentd.errors import InvalidArgument  # noqa: E402
 from agentd.registry import spec_for  # noqa: E402
 
@@ -64,7 +64,7 @@ def models(tmp_path_factory) -> dict[str, tuple[Path, object]]:
 
 
 def torch_backend(directory: Path):
-    checkpoint = Checkpoint(directory)
+    checkpoint = open_checkpoint(directory)
     return spec_for(checkpoint.architecture).load(checkpoint)
 
 
@@ -149,7 +149,7 @@ def test_manifest_lists_the_state_and_checker_passes(models, tmp_path, variant: 
 
     directory, _ = models[variant]
     bundle = export(directory, tmp_path / "bundle")
-    manifest = Checkpoint(bundle).manifest
+    manifest = open_checkpoint(bundle).manifest
     section = manifest["onnx"]
     assert (section["kind"], section["cache"]) == ("decoder", "recurrent")
     assert [entry["input"] for entry in section["state"]][: len(first)] == first

@@ -16,7 +16,7 @@ from _export_fixtures import export, onnx_backend, prefix_agreement, teacher_for
 from _llama_fixtures import greedy  # noqa: E402
 from _ssm_fixtures import make_hf_mamba  # noqa: E402
 
-from agentd.checkpoint import Checkpoint  # noqa: E402
+from agentd.formats import open_checkpoint  # noqa: E402
 from agentd.errors import InvalidArgument  # noqa: E402
 
 ATOL = 1e-3
@@ -27,7 +27,7 @@ CHUNK = [11, 64]  # shorter than the conv kernel's window: the conv state must c
 def torch_backend(directory: Path):
     from agentd.plugins.ssm.mamba import load
 
-    return load(Checkpoint(directory))
+    return load(open_checkpoint(directory))
 
 
 @pytest.fixture(scope="module")
@@ -109,7 +109,7 @@ def test_mamba_bundle_manifest_and_checker(mamba, tmp_path) -> None:
 
     directory, _ = mamba["tied"]
     bundle = export(directory, tmp_path / "bundle")
-    manifest = Checkpoint(bundle).manifest
+    manifest = open_checkpoint(bundle).manifest
     section = manifest["onnx"]
     assert (section["kind"], section["cache"]) == ("decoder", "recurrent")
     assert [entry["input"] for entry in section["state"]][:2] == ["past_conv.0", "past_ssm.0"]

@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from _llama_fixtures import VARIANTS, VOCAB, greedy, hf_logits, load_backend, make_hf_model, save_variant
-from agentd.checkpoint import Checkpoint
+from agentd.formats import open_checkpoint
 from agentd.errors import InvalidArgument, ModelLoadError, OutOfRange
 from agentd.plugins.transformer.decoder import load
 from agentd.plugins.transformer.kv_cache import GROW_TOKENS
@@ -101,7 +101,7 @@ def test_rope_scaling_in_legacy_config_layout(tmp_path):
     rope["type"] = rope.pop("rope_type")
     config["rope_scaling"] = rope
     (tmp_path / "config.json").write_text(json.dumps(config))
-    backend = load(Checkpoint(tmp_path))
+    backend = load(open_checkpoint(tmp_path))
     prompt = ids(50, seed=3)
     np.testing.assert_allclose(
         backend.prefill(np.array(prompt), backend.new_state(), all_logits=True), hf_logits(model, prompt), rtol=0, atol=ATOL
@@ -240,11 +240,11 @@ def test_unknown_and_missing_tensors_are_named(tmp_path):
     weights = load_file(tmp_path / "model.safetensors")
     save_file(weights | {"model.layers.0.mystery.weight": torch.zeros(2)}, tmp_path / "model.safetensors")
     with pytest.raises(ModelLoadError, match="model.layers.0.mystery.weight"):
-        load(Checkpoint(tmp_path))
+        load(open_checkpoint(tmp_path))
     del weights["model.layers.1.mlp.up_proj.weight"]
     save_file(weights, tmp_path / "model.safetensors")
     with pytest.raises(ModelLoadError, match="model.layers.1.mlp.up_proj.weight"):
-        load(Checkpoint(tmp_path))
+        load(open_checkpoint(tmp_path))
 
 
 def test_bad_config_names_the_field(tmp_path):
@@ -253,7 +253,7 @@ def test_bad_config_names_the_field(tmp_path):
     config["rope_parameters"] = {"rope_type": "yarn", "factor": 2.0, "rope_theta": 10000.0}
     (tmp_path / "config.json").write_text(json.dumps(config))
     with pytest.raises(ModelLoadError, match="rope_type"):
-        load(Checkpoint(tmp_path))
+        load(open_checkpoint(tmp_path))
 
 
 def test_context_length_and_token_range_are_enforced(llama):

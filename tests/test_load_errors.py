@@ -233,11 +233,11 @@ def test_unknown_architecture_is_its_own_class(tmp_path: Path, tiny_llama: Path)
 
 
 def test_missing_directory_is_not_found(tmp_path: Path) -> None:
-    with pytest.raises(NotFound, match="no such model directory"):
+    with pytest.raises(NotFound, match="no such model file or directory"):
         agentd.load_model(tmp_path / "nope")
     result = run_agentd("import", str(tmp_path / "nope"), str(tmp_path / "out"))
     assert result.returncode == NotFound.exit_code
-    assert result.stderr == f"agentd: error: {tmp_path / 'nope'}: no such model directory\n"
+    assert result.stderr == f"agentd: error: {tmp_path / 'nope'}: no such model file or directory\n"
 
 
 def test_load_model_in_fresh_interpreter(tmp_path: Path, tiny_llama: Path, tiny_llama_sharded: Path) -> None:

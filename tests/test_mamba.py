@@ -10,7 +10,7 @@ import pytest
 import torch
 
 import agentd
-from agentd.checkpoint import Checkpoint
+from agentd.formats import open_checkpoint
 from agentd.errors import InvalidArgument, ModelLoadError
 from agentd.plugins.ssm.scan import selective_scan_chunked, selective_scan_ref, selective_scan_step
 from agentd.registry import spec_for
@@ -212,7 +212,7 @@ def test_missing_tensor_names_it(tmp_path) -> None:
     del weights["backbone.layers.1.mixer.A_log"]
     save_file(weights, tmp_path / "model.safetensors", metadata={"format": "pt"})
     with pytest.raises(ModelLoadError, match="missing tensor 'backbone.layers.1.mixer.A_log'"):
-        agentd.plugins.ssm.mamba.load(Checkpoint(tmp_path))
+        agentd.plugins.ssm.mamba.load(open_checkpoint(tmp_path))
 
 
 def test_config_derives_sizes() -> None:

@@ -14,7 +14,7 @@ import torch
 import torch.nn.functional as F
 
 import agentd
-from agentd.checkpoint import Checkpoint
+from agentd.formats import open_checkpoint
 from agentd.plugins.projection import ROW_BUCKETS, linear, onednn_works, pack_weight
 
 from _ssm_fixtures import make_hf_mamba, make_hf_mamba2
@@ -118,7 +118,7 @@ def test_mamba_serving_packs_projections_and_exporter_path_stays_dense(tmp_path,
 
     reference = make_hf_mamba(tmp_path, tie_word_embeddings=tied, use_bias=True)
     served = agentd.load_model(tmp_path).backend
-    dense = load(Checkpoint(tmp_path))  # what exporters/onnx/mamba.py reads
+    dense = load(open_checkpoint(tmp_path))  # what exporters/onnx/mamba.py reads
     for index, (layer, plain) in enumerate(zip(served.layers, dense.layers)):
         mixer = reference.backbone.layers[index].mixer
         for name in ("in_proj", "x_proj", "dt_proj", "out_proj"):

@@ -41,7 +41,7 @@ TOY_PLUGIN = textwrap.dedent(
     import numpy as np
 
     from agentd.backend import Backend, BackendSpec, ModelInfo
-    from agentd.checkpoint import Checkpoint
+    from agentd.formats import open_checkpoint
     from agentd.hookspecs import hookimpl
 
 

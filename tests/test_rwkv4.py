@@ -9,7 +9,7 @@ import pytest
 import torch
 
 import agentd
-from agentd.checkpoint import Checkpoint
+from agentd.formats import open_checkpoint
 from agentd.errors import InvalidArgument, ModelLoadError
 from agentd.plugins.linear.rwkv4 import Rwkv4Backend, load
 from agentd.plugins.linear.wkv4 import EMPTY_MAX, wkv4_chunked, wkv4_recurrent
@@ -171,7 +171,7 @@ def test_bf16_weights_keep_fp32_state(tmp_path, hf_pair):
 
     # Fresh (unrescaled) weights from the saved checkpoint, stored as bf16.
     RwkvForCausalLM.from_pretrained(hf_pair[0]).to(torch.bfloat16).save_pretrained(tmp_path, safe_serialization=True)
-    backend = load(Checkpoint(tmp_path))
+    backend = load(open_checkpoint(tmp_path))
     assert backend.info.dtype == "bfloat16"
     state = backend.new_state()
     ids = _prompt(24, seed=5)
@@ -192,8 +192,8 @@ def test_missing_tensor_and_bad_config_name_the_problem(tmp_path, hf_pair):
     config = json.loads((src / "config.json").read_text())
     (tmp_path / "config.json").write_text(json.dumps(config))
     with pytest.raises(ModelLoadError, match="rwkv.blocks.1.attention.time_decay"):
-        load(Checkpoint(tmp_path))
+        load(open_checkpoint(tmp_path))
     del config["hidden_size"]
     (tmp_path / "config.json").write_text(json.dumps(config))
     with pytest.raises(ModelLoadError, match="hidden_size"):
-        load(Checkpoint(tmp_path))
+        load(open_checkpoint(tmp_path))

@@ -15,7 +15,7 @@ pytestmark = pytest.mark.filterwarnings("ignore:`torch.jit:DeprecationWarning")
 
 import agentd  # noqa: E402
 from _rwkv_fixtures import VOCAB, make_rwkv7_pth, rwkv7_reference  # noqa: E402
-from agentd.checkpoint import Checkpoint  # noqa: E402
+from agentd.formats import open_checkpoint  # noqa: E402
 from agentd.errors import InvalidArgument, ModelLoadError  # noqa: E402
 from agentd.plugins.linear.convert import convert_rwkv7_pth  # noqa: E402
 from agentd.plugins.linear.rwkv7 import Rwkv7Backend, load  # noqa: E402
@@ -135,7 +135,7 @@ def test_save_load_state_round_trip(model):
 
 def test_state_from_another_model_is_refused(model, tmp_path):
     small = make_rwkv7_pth(tmp_path / "o.pth", hidden=32, layers=1, head_size=16)
-    other = load(Checkpoint(convert_rwkv7_pth(small, tmp_path / "o")))
+    other = load(open_checkpoint(convert_rwkv7_pth(small, tmp_path / "o")))
     with pytest.raises(InvalidArgument, match="state"):
         model.backend.load_state(other.save_state(other.new_state()))
 
@@ -179,4 +179,4 @@ def test_missing_tensor_is_named(pth, tmp_path):
     del weights["blocks.1.att.k_a"]
     save_file(weights, out / "model.safetensors")
     with pytest.raises(ModelLoadError, match="blocks.1.att.k_a"):
-        load(Checkpoint(out))
+        load(open_checkpoint(out))

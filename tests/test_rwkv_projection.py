@@ -15,7 +15,7 @@ import torch
 from safetensors.torch import load_file
 
 import agentd
-from agentd.checkpoint import Checkpoint
+from agentd.formats import open_checkpoint
 from agentd.plugins.projection import linear, onednn_works
 
 from _rwkv_fixtures import make_hf_rwkv4, make_rwkv7_pth
@@ -60,7 +60,7 @@ def test_rwkv4_serving_packs_projections_and_exporter_path_stays_dense(tmp_path,
     make_hf_rwkv4(tmp_path, hidden=32, layers=3, rescale_every=2, tie_word_embeddings=tied)
     saved = load_file(tmp_path / "model.safetensors")
     served = agentd.load_model(tmp_path).backend
-    dense = load(Checkpoint(tmp_path))  # what exporters/onnx/rwkv4.py reads
+    dense = load(open_checkpoint(tmp_path))  # what exporters/onnx/rwkv4.py reads
     for index, (layer, plain) in enumerate(zip(served.layers, dense.layers)):
         scale = 2.0 ** (index // 2)
         for field, name in RWKV4_FIELDS.items():
@@ -96,7 +96,7 @@ def test_rwkv7_serving_packs_projections_and_exporter_path_stays_dense(tmp_path)
     directory = convert_rwkv7_pth(make_rwkv7_pth(tmp_path / "tiny.pth", hidden=64, layers=2), tmp_path / "model")
     saved = load_file(directory / "model.safetensors")
     served = agentd.load_model(directory).backend
-    dense = load(Checkpoint(directory))  # what exporters/onnx/rwkv7.py reads
+    dense = load(open_checkpoint(directory))  # what exporters/onnx/rwkv7.py reads
     for index, (layer, plain) in enumerate(zip(served.layers, dense.layers)):
         fields = {name: f"blocks.{index}.att.{name}.weight" for name in RWKV7_FIELDS}
         fields |= {"ffn_key": f"blocks.{index}.ffn.key.weight", "ffn_value": f"blocks.{index}.ffn.value.weight"}

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from agentd.checkpoint import Checkpoint
+from agentd.formats import open_checkpoint
 from agentd.errors import InvalidArgument, ModelLoadError
 from agentd.tokenizer import Tokenizer
 
@@ -42,7 +42,7 @@ def _ids(encoding) -> list[int]:
 
 @pytest.fixture(scope="module")
 def minilm() -> tuple[Tokenizer, object]:
-    ours = Tokenizer.from_checkpoint(Checkpoint(MINILM_DIR))
+    ours = Tokenizer.from_checkpoint(open_checkpoint(MINILM_DIR))
     assert ours is not None
     return ours, transformers.AutoTokenizer.from_pretrained(str(MINILM_DIR))
 
@@ -95,7 +95,7 @@ def chat_dirs(tmp_path_factory) -> dict[str, Path]:
 
 
 def _pair(directory: Path) -> tuple[Tokenizer, object]:
-    ours = Tokenizer.from_checkpoint(Checkpoint(directory))
+    ours = Tokenizer.from_checkpoint(open_checkpoint(directory))
     assert ours is not None
     return ours, transformers.AutoTokenizer.from_pretrained(str(directory))
 
@@ -141,7 +141,7 @@ def test_chat_template_tools_parity(chat_dirs, style: str, tools: list[dict]) ->
 
 
 def test_qwen25_default_system_prompt_and_tool_branch(chat_dirs) -> None:
-    ours = Tokenizer.from_checkpoint(Checkpoint(chat_dirs["qwen25"]))
+    ours = Tokenizer.from_checkpoint(open_checkpoint(chat_dirs["qwen25"]))
     plain = ours.render_chat(CONVERSATIONS["single_user"])
     assert plain.startswith("<|im_start|>system\nYou are Qwen, created by Alibaba Cloud.")
     assert plain.endswith("<|im_start|>assistant\n")
@@ -222,10 +222,10 @@ def test_sandbox_refuses_mutation_and_private_names(chat_dirs, tmp_path) -> None
     directory = write_chat_tokenizer(tmp_path / "evil", "zephyr")
     (directory / "chat_template.jinja").write_text("{% set _ = messages.append(1) %}{{ messages | length }}")
     with pytest.raises(InvalidArgument, match="messages: chat template error"):
-        Tokenizer.from_checkpoint(Checkpoint(directory)).render_chat(CONVERSATIONS["single_user"])
+        Tokenizer.from_checkpoint(open_checkpoint(directory)).render_chat(CONVERSATIONS["single_user"])
     (directory / "chat_template.jinja").write_text("{% set ns = namespace() %}{% set ns._x = 1 %}x")
     with pytest.raises(InvalidArgument, match="may not start with '_'"):
-        Tokenizer.from_checkpoint(Checkpoint(directory)).render_chat(CONVERSATIONS["single_user"])
+        Tokenizer.from_checkpoint(open_checkpoint(directory)).render_chat(CONVERSATIONS["single_user"])
 
 
 def test_template_compiled_once(chat_dirs, monkeypatch) -> None:
@@ -236,14 +236,14 @@ def test_template_compiled_once(chat_dirs, monkeypatch) -> None:
     monkeypatch.setattr(
         module._ENVIRONMENT, "from_string", lambda source: calls.append(source) or original(source)
     )
-    ours = Tokenizer.from_checkpoint(Checkpoint(chat_dirs["smollm2"]))
+    ours = Tokenizer.from_checkpoint(open_checkpoint(chat_dirs["smollm2"]))
     for _ in range(3):
         ours.render_chat(CONVERSATIONS["multi_turn"])
     assert len(calls) == 1
 
 
 def test_bad_messages_are_invalid_arguments(chat_dirs) -> None:
-    ours = Tokenizer.from_checkpoint(Checkpoint(chat_dirs["smollm2"]))
+    ours = Tokenizer.from_checkpoint(open_checkpoint(chat_dirs["smollm2"]))
     for bad in ([], "hello", ["not a dict"]):
         with pytest.raises(InvalidArgument, match="^messages: "):
             ours.render_chat(bad)  # type: ignore[arg-type]
@@ -263,12 +263,12 @@ def test_eos_token_ids_are_the_union_of_all_sources(chat_dirs, tmp_path) -> None
         json.dumps({"architectures": ["LlamaForCausalLM"], "eos_token_id": 2})
     )
     (directory / "generation_config.json").write_text(json.dumps({"eos_token_id": [3, 4]}))
-    ours = Tokenizer.from_checkpoint(Checkpoint(directory))
+    ours = Tokenizer.from_checkpoint(open_checkpoint(directory))
     eot = ours.token_to_id("<|eot_id|>")
     assert ours.eos_token == "<|eot_id|>" and eot is not None
     assert ours.eos_token_ids == frozenset({2, 3, 4, eot})
     (directory / "generation_config.json").write_text(json.dumps({"eos_token_id": 5}))
-    assert Tokenizer.from_checkpoint(Checkpoint(directory)).eos_token_ids == frozenset({2, 5, eot})
+    assert Tokenizer.from_checkpoint(open_checkpoint(directory)).eos_token_ids == frozenset({2, 5, eot})
 
 
 def test_added_token_dicts_in_tokenizer_config(tmp_path) -> None:
@@ -291,21 +291,21 @@ def test_added_token_dicts_in_tokenizer_config(tmp_path) -> None:
 def test_missing_and_corrupt_files(tmp_path) -> None:
     empty = tmp_path / "empty"
     empty.mkdir()
-    assert Tokenizer.from_checkpoint(Checkpoint(empty)) is None
+    assert Tokenizer.from_checkpoint(open_checkpoint(empty)) is None
 
     directory = write_chat_tokenizer(tmp_path / "corrupt", "smollm2")
     (directory / "tokenizer.json").write_text('{"version": "1.0", "model": {"type": "Nope"}}')
     with pytest.raises(ModelLoadError, match=r"tokenizer\.json: corrupt tokenizer file"):
-        Tokenizer.from_checkpoint(Checkpoint(directory))
+        Tokenizer.from_checkpoint(open_checkpoint(directory))
 
     directory = write_chat_tokenizer(tmp_path / "badconfig", "smollm2")
     (directory / "tokenizer_config.json").write_text("{not json")
     with pytest.raises(ModelLoadError, match=r"tokenizer_config\.json: invalid JSON"):
-        Tokenizer.from_checkpoint(Checkpoint(directory))
+        Tokenizer.from_checkpoint(open_checkpoint(directory))
 
     directory = write_chat_tokenizer(tmp_path / "badtemplate", "smollm2", template_as_file=True)
     (directory / "chat_template.jinja").write_text("{% for m in messages %}{{ m.content }")
-    ours = Tokenizer.from_checkpoint(Checkpoint(directory))  # loads: embeddings do not need the template
+    ours = Tokenizer.from_checkpoint(open_checkpoint(directory))  # loads: embeddings do not need the template
     with pytest.raises(ModelLoadError, match=r"chat_template\.jinja: invalid chat template"):
         ours.render_chat(CONVERSATIONS["single_user"])
 

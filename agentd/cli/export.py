@@ -40,7 +40,7 @@ class StderrProgress:
 
 @app.command("export")
 def export_command(
-    model: Annotated[Path, typer.Argument(metavar="MODEL", help="Hugging Face checkpoint directory or agentd bundle.")],
+    model: Annotated[Path, typer.Argument(metavar="MODEL", help="Model to export: Hugging Face directory, agentd bundle, GGUF file, RWKV .pth.")],
     out_dir: Annotated[Path, typer.Option("-o", "--output", metavar="OUT_DIR", help="Where to write the bundle (must not exist unless --force).")],
     quant: Annotated[Quant, typer.Option("--quant", help="Weight format: fp32, fp16, int8 (dynamic) or int4 (weight-only blocks).")] = Quant.fp32,
     block_size: Annotated[int, typer.Option("--block-size", help="Weights per int4 quantisation block.")] = 32,
@@ -49,12 +49,12 @@ def export_command(
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar.")] = False,
 ) -> None:
     """Export MODEL as a self-verifying bundle with graphs for a torch-free runtime (atomic)."""
-    from agentd.bundle import verify_manifest
-    from agentd.checkpoint import Checkpoint
     from agentd.exporter_registry import ExportOptions, check_options, exporter_for
+    from agentd.formats import open_checkpoint
+    from agentd.manifest import verify_manifest
 
-    checkpoint = Checkpoint(model)
-    spec = exporter_for(target, checkpoint.architecture, checkpoint.path / "config.json")
+    checkpoint = open_checkpoint(model)
+    spec = exporter_for(target, checkpoint.architecture, checkpoint.where("config.json"))
     options = ExportOptions(quant=quant.value, block_size=block_size, force=force)
     check_options(spec, options)
     progress = (lambda stage, done, total: None) if quiet else StderrProgress()

@@ -29,7 +29,8 @@ def import_command(
     ] = None,
 ) -> None:
     """Validate a checkpoint and write it as a verified agentd bundle (atomic)."""
-    from agentd.bundle import import_checkpoint, read_manifest
+    from agentd.bundle import import_checkpoint
+    from agentd.manifest import read_manifest
 
     bundle = import_checkpoint(hf_dir, out_dir, force=force, dtype=dtype.value if dtype else None)
     manifest = read_manifest(bundle)  # import_checkpoint just wrote and hashed it

@@ -29,7 +29,8 @@ from pathlib import Path
 from typing import Any
 
 from agentd import __version__
-from agentd.bundle import FORMAT, FORMAT_VERSION, file_entry, write_atomically, write_json, write_support_files
+from agentd.bundle import file_entry, write_atomically, write_json, write_support_files
+from agentd.manifest import FORMAT, FORMAT_VERSION
 from agentd.checkpoint import Checkpoint
 from agentd.errors import InvalidArgument
 from agentd.exporter_registry import ExportOptions, Progress

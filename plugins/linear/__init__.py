@@ -23,6 +23,7 @@ def register_backends(register: Callable[[BackendSpec], None]) -> None:
             name="rwkv4",
             architectures=("RwkvForCausalLM",),
             load=packed_loader("agentd.plugins.linear.rwkv4"),
+            requires=("torch",),
             description="RWKV-4 linear attention (chunked-parallel prefill, fixed-size recurrent state)",
         )
     )
@@ -31,6 +32,7 @@ def register_backends(register: Callable[[BackendSpec], None]) -> None:
             name="rwkv7",
             architectures=("Rwkv7ForCausalLM",),
             load=packed_loader("agentd.plugins.linear.rwkv7"),
+            requires=("torch",),
             description="RWKV-7 'Goose' generalised delta rule (chunked prefill, fixed-size recurrent state)",
         )
     )

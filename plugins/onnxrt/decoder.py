@@ -91,7 +91,7 @@ class OnnxDecoderBackend(Backend):
         self.shape = _Shape(section["num_hidden_layers"], section["num_key_value_heads"], section["head_dim"])
         s = self.shape
         self.info = ModelInfo(
-            architecture=checkpoint.architecture,
+            architecture=checkpoint.source_architecture,
             kind="decoder",
             parameters=section["parameters"],
             context_length=section["context_length"],

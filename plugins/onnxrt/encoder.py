@@ -27,7 +27,7 @@ class OnnxEncoderBackend(Backend):
         # make a text's embedding depend on its neighbours: run quantised graphs one text at a time.
         self.max_batch = 1 if section.get("quantization") == "int8" else MAX_BATCH
         self.info = ModelInfo(
-            architecture=checkpoint.architecture,
+            architecture=checkpoint.source_architecture,
             kind="encoder",
             parameters=section["parameters"],
             context_length=section["context_length"],

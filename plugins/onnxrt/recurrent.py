@@ -62,7 +62,7 @@ class OnnxRecurrentBackend(Backend):
         self.output_names = ["logits", *(entry.output for entry in self.layout)]
         self._has_keep_input = has_input(session, "logits_to_keep")
         self.info = ModelInfo(
-            architecture=checkpoint.architecture,
+            architecture=checkpoint.source_architecture,
             kind="decoder",
             parameters=section["parameters"],
             context_length=section["context_length"],

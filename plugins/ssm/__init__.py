@@ -23,6 +23,7 @@ def register_backends(register: Callable[[BackendSpec], None]) -> None:
             name="mamba",
             architectures=("MambaForCausalLM",),
             load=packed_loader("agentd.plugins.ssm.mamba"),
+            requires=("torch",),
             description="Mamba selective SSM (chunked parallel scan prefill, fixed-size conv+ssm state)",
         )
     )
@@ -31,6 +32,7 @@ def register_backends(register: Callable[[BackendSpec], None]) -> None:
             name="mamba2",
             architectures=("Mamba2ForCausalLM",),
             load=packed_loader("agentd.plugins.ssm.mamba2"),
+            requires=("torch",),
             description="Mamba-2 state-space duality (chunked SSD prefill, fixed-size conv+ssm state)",
         )
     )

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import torch
 
-from agentd.checkpoint import SHARD_INDEX, Checkpoint
+from agentd.checkpoint import Checkpoint
+from agentd.safetensors_header import SHARD_INDEX
 from agentd.errors import ModelLoadError
 
 

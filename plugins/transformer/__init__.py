@@ -30,6 +30,7 @@ def register_backends(register) -> None:
             name="transformer",
             architectures=("LlamaForCausalLM", "Qwen2ForCausalLM"),
             load=_load_decoder,
+            requires=("torch",),
             description="Llama-family decoder with FlashAttention-style tiled attention (KV cache grows per token)",
         )
     )
@@ -38,6 +39,7 @@ def register_backends(register) -> None:
             name="bert",
             architectures=("BertModel",),
             load=_load_encoder,
+            requires=("torch",),
             description="BERT-family encoder for sentence embeddings (mean pooling, L2 norm)",
         )
     )
