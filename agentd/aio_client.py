@@ -148,7 +148,6 @@ class AsyncClient:
         session_id: str | None = None,
     ) -> AsyncGenerationStream:
         """Start streaming a continuation of ``prompt``; ``session_id`` keeps the state for the next call."""
-        model = model or await self.default_model("decoder")
         return self._stream(prompt_request(prompt, model, sampling, session_id))
 
     async def chat(
@@ -164,7 +163,6 @@ class AsyncClient:
         With ``session_id`` send the whole conversation every turn: only what
         the session does not hold yet is prefilled.
         """
-        model = model or await self.default_model("decoder")
         return self._stream(chat_request(messages, model, sampling, session_id))
 
     async def generate_ids(
@@ -176,12 +174,11 @@ class AsyncClient:
         session_id: str | None = None,
     ) -> AsyncGenerationStream:
         """Start streaming a continuation of pre-tokenized ``token_ids``."""
-        model = model or await self.default_model("decoder")
         return self._stream(ids_request(token_ids, model, sampling, session_id))
 
     async def embed(self, texts: Sequence[str], *, model: str | None = None) -> np.ndarray:
         """L2-normalised embeddings, float32 of shape ``(len(texts), dim)``."""
-        request = inference_pb2.EmbedRequest(model=model or await self.default_model("encoder"), texts=list(texts))
+        request = inference_pb2.EmbedRequest(model=model or "", texts=list(texts))
         return embeddings(await self._unary(self._inference.Embed, request))
 
     async def tokenize(
@@ -189,14 +186,14 @@ class AsyncClient:
     ) -> inference_pb2.TokenizeResponse:
         """Token ids and their vocabulary strings."""
         request = inference_pb2.TokenizeRequest(
-            model=model or await self.default_model(), text=text, add_special_tokens=add_special_tokens
+            model=model or "", text=text, add_special_tokens=add_special_tokens
         )
         return await self._unary(self._inference.Tokenize, request)
 
     async def detokenize(self, ids: Sequence[int], *, model: str | None = None, skip_special_tokens: bool = False) -> str:
         """The text of ``ids``."""
         request = inference_pb2.DetokenizeRequest(
-            model=model or await self.default_model(), ids=list(ids), skip_special_tokens=skip_special_tokens
+            model=model or "", ids=list(ids), skip_special_tokens=skip_special_tokens
         )
         return (await self._unary(self._inference.Detokenize, request)).text
 

@@ -178,29 +178,29 @@ def request_id_of(trailing: Sequence[tuple[str, str | bytes]] | None) -> str | N
 
 # -- request builders, shared with the asyncio client --------------------------------------------
 def prompt_request(
-    prompt: str, model: str, sampling: SamplingOptions, session_id: str | None = None
+    prompt: str, model: str | None, sampling: SamplingOptions, session_id: str | None = None
 ) -> inference_pb2.GenerateRequest:
-    request = inference_pb2.GenerateRequest(model=model, prompt=prompt, session_id=session_id or "")
+    request = inference_pb2.GenerateRequest(model=model or "", prompt=prompt, session_id=session_id or "")
     sampling.apply(request)
     return request
 
 
 def chat_request(
-    messages: Sequence[Mapping[str, str]], model: str, sampling: SamplingOptions, session_id: str | None = None
+    messages: Sequence[Mapping[str, str]], model: str | None, sampling: SamplingOptions, session_id: str | None = None
 ) -> inference_pb2.GenerateRequest:
     turns = [inference_pb2.ChatMessage(role=m["role"], content=m["content"]) for m in messages]
     request = inference_pb2.GenerateRequest(
-        model=model, messages=inference_pb2.ChatMessages(messages=turns), session_id=session_id or ""
+        model=model or "", messages=inference_pb2.ChatMessages(messages=turns), session_id=session_id or ""
     )
     sampling.apply(request)
     return request
 
 
 def ids_request(
-    token_ids: Sequence[int], model: str, sampling: SamplingOptions, session_id: str | None = None
+    token_ids: Sequence[int], model: str | None, sampling: SamplingOptions, session_id: str | None = None
 ) -> inference_pb2.GenerateRequest:
     request = inference_pb2.GenerateRequest(
-        model=model, prompt_token_ids=inference_pb2.TokenIds(ids=list(token_ids)), session_id=session_id or ""
+        model=model or "", prompt_token_ids=inference_pb2.TokenIds(ids=list(token_ids)), session_id=session_id or ""
     )
     sampling.apply(request)
     return request
@@ -221,9 +221,13 @@ def embeddings(response: inference_pb2.EmbedResponse) -> np.ndarray:
 
 
 def pick_default(models: Sequence[models_pb2.ModelInfo], kind: Kind | None, target: str) -> str:
-    """The first served model of ``kind`` (any kind when None): the daemon's default."""
+    """The daemon's default model of ``kind`` (the first served one when None).
+
+    Requests that name no model go to the same one on the daemon's side; this
+    is for showing which it is.
+    """
     for info in models:
-        if kind is None or info.kind == KIND_VALUES[kind]:
+        if kind is None or (info.kind == KIND_VALUES[kind] and info.default):
             return info.name
     what = f"{kind} model" if kind else "model"
     raise NotFound(f"the daemon at {target} serves no {what}")
@@ -341,7 +345,7 @@ class Client:
         session_id: str | None = None,
     ) -> GenerationStream:
         """Stream a continuation of ``prompt``; ``session_id`` keeps the model state for the next call."""
-        return self._stream(prompt_request(prompt, model or self.default_model("decoder"), sampling, session_id))
+        return self._stream(prompt_request(prompt, model or "", sampling, session_id))
 
     def chat(
         self,
@@ -356,7 +360,7 @@ class Client:
         With ``session_id`` send the whole conversation every turn: the daemon
         prefills only what its session does not hold yet.
         """
-        return self._stream(chat_request(messages, model or self.default_model("decoder"), sampling, session_id))
+        return self._stream(chat_request(messages, model or "", sampling, session_id))
 
     def generate_ids(
         self,
@@ -367,11 +371,11 @@ class Client:
         session_id: str | None = None,
     ) -> GenerationStream:
         """Stream a continuation of pre-tokenized ``token_ids``."""
-        return self._stream(ids_request(token_ids, model or self.default_model("decoder"), sampling, session_id))
+        return self._stream(ids_request(token_ids, model or "", sampling, session_id))
 
     def embed(self, texts: Sequence[str], *, model: str | None = None) -> np.ndarray:
         """L2-normalised embeddings, float32 of shape ``(len(texts), dim)``."""
-        request = inference_pb2.EmbedRequest(model=model or self.default_model("encoder"), texts=list(texts))
+        request = inference_pb2.EmbedRequest(model=model or "", texts=list(texts))
         return embeddings(self._unary(self._inference.Embed, request))
 
     def tokenize(
@@ -379,14 +383,14 @@ class Client:
     ) -> inference_pb2.TokenizeResponse:
         """Token ids and their vocabulary strings."""
         request = inference_pb2.TokenizeRequest(
-            model=model or self.default_model(), text=text, add_special_tokens=add_special_tokens
+            model=model or "", text=text, add_special_tokens=add_special_tokens
         )
         return self._unary(self._inference.Tokenize, request)
 
     def detokenize(self, ids: Sequence[int], *, model: str | None = None, skip_special_tokens: bool = False) -> str:
         """The text of ``ids``."""
         request = inference_pb2.DetokenizeRequest(
-            model=model or self.default_model(), ids=list(ids), skip_special_tokens=skip_special_tokens
+            model=model or "", ids=list(ids), skip_special_tokens=skip_special_tokens
         )
         return self._unary(self._inference.Detokenize, request).text
 

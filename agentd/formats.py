@@ -30,10 +30,16 @@ def open_checkpoint(path: str | Path) -> Checkpoint:
     return checkpoint
 
 
+def format_plugins() -> list[tuple[str, str]]:
+    """``(plugin name, first line of its docstring)`` of every plugin implementing ``open_checkpoint``,
+    in the order they are asked."""
+    plugins = []
+    for impl in reversed(load_plugins().hook.open_checkpoint.get_hookimpls()):  # pluggy calls the last first
+        doc = (getattr(impl.plugin, "__doc__", None) or "").strip().splitlines()
+        plugins.append((impl.plugin_name, doc[0] if doc else ""))
+    return plugins
+
+
 def known_formats() -> str:
     """What the installed format plugins read, for error messages."""
-    names = sorted(
-        name for name, plugin in load_plugins().list_name_plugin()
-        if plugin is not None and hasattr(plugin, "open_checkpoint")
-    )
-    return "format plugins: " + (", ".join(names) or "none")
+    return "format plugins: " + (", ".join(name for name, _ in format_plugins()) or "none")

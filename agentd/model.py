@@ -12,12 +12,14 @@ registered for the checkpoint's architecture does the maths.
 
 from __future__ import annotations
 
+import dataclasses
+from functools import cached_property
 from pathlib import Path
 from typing import Callable, Iterator, Sequence
 
 import numpy as np
 
-from agentd.backend import Backend, ModelInfo
+from agentd.backend import Backend, BackendSpec, ModelInfo, check_token_ids
 from agentd.checkpoint import Checkpoint
 from agentd.errors import InvalidArgument, OutOfRange
 from agentd.generation import GenerationEvent, SamplingParams, generate_stream
@@ -35,9 +37,14 @@ class Model:
         self.tokenizer = tokenizer
         self.path: Path = checkpoint.path
 
-    @property
+    @cached_property
     def info(self) -> ModelInfo:
-        return self.backend.info
+        """The backend's description of the model, noting how its weights are held
+        when the format converted them (e.g. a GGUF file dequantised at load)."""
+        info = self.backend.info
+        if not info.weight_note and self.checkpoint.description:
+            info = dataclasses.replace(info, weight_note=self.checkpoint.description)
+        return info
 
     # -- decoders --------------------------------------------------------------
     def logits(self, token_ids: Sequence[int]) -> np.ndarray:
@@ -100,11 +107,9 @@ class Model:
         return self.backend.embed(batch)
 
     def _check_ids(self, token_ids: Sequence[int]) -> np.ndarray:
-        ids = np.asarray(token_ids, dtype=np.int64).reshape(-1)
+        ids = check_token_ids(token_ids, self.info.vocab_size, field="prompt")
         if ids.size == 0:
             raise InvalidArgument("prompt", "is empty")
-        if ids.min() < 0 or ids.max() >= self.info.vocab_size:
-            raise InvalidArgument("prompt", f"token ids must be in [0, {self.info.vocab_size})")
         if ids.size > self.info.context_length:
             raise OutOfRange(
                 f"prompt has {ids.size} tokens; the model's context is {self.info.context_length}"
@@ -112,10 +117,20 @@ class Model:
         return ids
 
 
+def backend_for(path: str | Path) -> tuple[Checkpoint, BackendSpec]:
+    """Open ``path`` and find the backend that will serve it, reading no weights.
+
+    Raises NotFound / ModelLoadError for a path no format opens, and
+    BackendUnavailable (FAILED_PRECONDITION) when the backend's requirements
+    (e.g. torch) are not installed here.
+    """
+    checkpoint = open_checkpoint(path)
+    return checkpoint, available_spec_for(checkpoint.architecture, checkpoint.where("config.json"))
+
+
 def load_model(path: str | Path) -> Model:
     """Load a model in any format a plugin reads (see ``agentd models formats``)."""
-    checkpoint = open_checkpoint(path)
-    spec = available_spec_for(checkpoint.architecture, checkpoint.where("config.json"))
+    checkpoint, spec = backend_for(path)
     tokenizer = checkpoint.tokenizer()  # a broken tokenizer fails before the weights are read
     backend = spec.load(checkpoint)
     return Model(checkpoint, backend, tokenizer)

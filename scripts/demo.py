@@ -57,14 +57,16 @@ def main() -> None:
     daemon = subprocess.Popen([AGENTD, "serve", "--socket", str(socket)], env=env, stderr=log, stdout=log)
     try:
         wait_until_serving(socket, daemon)
-        # The daemon's banner: where it listens, what it serves (and that the
-        # generative default has random weights). Its request log stays in the file.
+        # The daemon's banner: where it listens and what it serves. Its request log stays in the file.
         for line in log_path.read_text().splitlines():
             if line.startswith("agentd:"):  # the banner; structured log records stay in the file
                 print(line)
         run("what the daemon serves", "models", "list")
-        run("stream a completion", "generate", "The quick brown fox", "--max-tokens", "24", "--seed", "7")
-        run("one chat turn, rendered with the model's chat template", "chat", "Book me a trip to Hawaii", "--max-tokens", "24")
+        run("stream a completion", "generate", "The three primary colours are", "--max-tokens", "24", "--temperature", "0")
+        run(
+            "one chat turn with SmolLM2-135M-Instruct, rendered with its chat template",
+            "chat", "Give me three tips for packing for a trip to Hawaii.", "--max-tokens", "160", "--temperature", "0",
+        )
         run("real all-MiniLM-L6-v2 embeddings: 384 floats per text", "embed", "pay my landlord", "--format", "dims")
         run(
             "cosine similarity of real all-MiniLM-L6-v2 embeddings",

@@ -16,7 +16,7 @@ import threading
 from pathlib import Path
 from typing import Any, Coroutine, Iterator
 
-from agentd.default_models import RandomLlamaSpec, build_random_llama
+from _random_llama import RandomLlamaSpec, build_random_llama
 from agentd.server.app import Daemon
 from agentd.server.served import ModelTable
 

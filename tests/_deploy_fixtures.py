@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Sequence
 
-from agentd.default_models import RandomLlamaSpec, build_random_llama
+from _random_llama import RandomLlamaSpec, build_random_llama
 
 AGENTD = [sys.executable, "-c", "from agentd.cli import main; main()"]
 STARTUP_TIMEOUT = 180  # torch import and model load on a busy two-core machine

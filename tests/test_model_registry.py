@@ -17,7 +17,7 @@ from grpc_health.v1 import health_pb2
 
 import agentd.model
 from _serving_fixtures import ServingHarness, collect, ids_request
-from agentd.default_models import RandomLlamaSpec, build_random_llama
+from _random_llama import RandomLlamaSpec, build_random_llama
 from agentd.server.served import ModelSource, ModelTable, ServingSettings, estimate_weight_bytes
 from agentd.v1 import models_pb2 as mpb
 from tests._daemon_fixtures import socket_dir

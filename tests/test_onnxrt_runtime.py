@@ -135,7 +135,7 @@ def models(tmp_path_factory) -> dict[str, Path]:
     """A random Llama with tokenizer and chat template (head_dim 16, as GQA needs), RWKV-4, MiniLM; their fp32 bundles."""
     from _rwkv_fixtures import make_hf_rwkv4
 
-    from agentd.default_models import RandomLlamaSpec, build_random_llama
+    from _random_llama import RandomLlamaSpec, build_random_llama
 
     root = tmp_path_factory.mktemp("models")
     register_onnx_plugins()

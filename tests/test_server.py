@@ -22,12 +22,7 @@ from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 from google.protobuf import descriptor_pb2
 
 from agentd.client import Client, SamplingOptions
-from agentd.default_models import (
-    RANDOM_WEIGHTS_LABEL,
-    RandomLlamaSpec,
-    build_random_llama,
-    ensure_tiny_random_llama,
-)
+from _random_llama import RANDOM_WEIGHTS_LABEL, RandomLlamaSpec, build_random_llama
 from agentd.errors import AgentdError, InvalidArgument, NotFound, OutOfRange, Unavailable
 from agentd.server.app import Daemon
 from agentd.server.served import ModelSource, ModelTable
@@ -240,6 +235,17 @@ def test_list_models_and_model_info(client, table, model_dirs) -> None:
     assert llama.source == str(model_dirs[LLAMA].resolve())
     assert client.model_info(BERT) == bert
     assert client.default_model("decoder") == LLAMA and client.default_model("encoder") == BERT
+    assert (llama.default, bert.default) == (True, True)
+
+
+def test_requests_naming_no_model_go_to_the_default_of_their_kind(client, channel) -> None:
+    sampling = SamplingOptions(max_tokens=5, temperature=0)
+    assert client.generate("Hello", sampling=sampling).text() == client.generate("Hello", model=LLAMA, sampling=sampling).text()
+    np.testing.assert_array_equal(client.embed(["a cat"]), client.embed(["a cat"], model=BERT))
+    stub = inference_pb2_grpc.InferenceStub(channel)  # raw requests: nothing fills the model in client-side
+    assert stub.Embed(pb.EmbedRequest(texts=["a cat"]), timeout=30).dim == 32
+    chunks = list(stub.Generate(pb.GenerateRequest(prompt="Hello", max_tokens=3, temperature=0), timeout=60))
+    assert sum(len(chunk.token_ids) for chunk in chunks) == 3
 
 
 # -- errors -----------------------------------------------------------------------------------
@@ -259,7 +265,6 @@ def _generate_request(**fields) -> pb.GenerateRequest:
 GENERATE_ERRORS = [
     # (request fields, status code, the field or phrase the message must start with)
     ({"model": "no-such-model", "prompt": "hi"}, grpc.StatusCode.NOT_FOUND, "model 'no-such-model' is not served"),
-    ({"model": "", "prompt": "hi"}, grpc.StatusCode.INVALID_ARGUMENT, "model:"),
     ({"model": BERT, "prompt": "hi"}, grpc.StatusCode.INVALID_ARGUMENT, "model:"),
     ({}, grpc.StatusCode.INVALID_ARGUMENT, "prompt:"),
     ({"prompt": ""}, grpc.StatusCode.INVALID_ARGUMENT, "prompt:"),
@@ -413,15 +418,8 @@ def test_random_llama_is_deterministic_and_loads_in_transformers(tmp_path, hf_to
     assert model.lm_head.weight.data_ptr() == model.model.embed_tokens.weight.data_ptr()  # tied
 
 
-def test_default_tiny_random_llama_is_built_once_into_agentd_home(tmp_path, monkeypatch) -> None:
-    monkeypatch.setenv("AGENTD_HOME", str(tmp_path))
-    path = ensure_tiny_random_llama()
-    assert path == tmp_path / "models" / "tiny-random-llama"
-    config = transformers.AutoConfig.from_pretrained(path)
-    assert (config.hidden_size, config.num_hidden_layers, config.num_attention_heads, config.num_key_value_heads) == (256, 4, 4, 2)
-    assert config.tie_word_embeddings and config.max_position_embeddings == 2048
-    mtime = (path / "model.safetensors").stat().st_mtime_ns
-    assert ensure_tiny_random_llama() == path
-    assert (path / "model.safetensors").stat().st_mtime_ns == mtime
-    tokenizer = transformers.AutoTokenizer.from_pretrained(path)
-    assert tokenizer.eos_token == "<|im_end|>" and len(tokenizer) == 259
+def test_no_default_of_a_kind_that_is_not_served(model_dirs) -> None:
+    only_encoder = ModelTable.load([ModelSource(BERT, model_dirs[BERT])])
+    assert only_encoder.default_name("encoder") == BERT and only_encoder.default_name(None) == BERT
+    with pytest.raises(InvalidArgument, match="model: is empty and no decoder model is served"):
+        only_encoder.default_name("decoder")

@@ -29,11 +29,22 @@ NameArgument = Annotated[str, typer.Argument(help="Served model name.")]
 
 @models_app.command("backends")
 def backends() -> None:
-    """List registered backends and the architectures each serves."""
+    """List registered backends, the architectures each serves, and whether this install can run it."""
     from agentd.registry import backend_specs
 
     for spec in backend_specs():
-        typer.echo(f"{spec.name}\t{','.join(spec.architectures)}\t{spec.description}")
+        reason = spec.unavailable_reason
+        status = "available" if reason is None else f"unavailable: {reason}"
+        typer.echo(f"{spec.name}\t{status}\t{','.join(spec.architectures)}\t{spec.description}")
+
+
+@models_app.command("formats")
+def formats() -> None:
+    """List the model formats the installed plugins open (what --model and `agentd import` accept)."""
+    from agentd.formats import format_plugins
+
+    for name, doc in format_plugins():
+        typer.echo(f"{name}\t{doc}")
 
 
 @models_app.command("list")
@@ -45,13 +56,16 @@ def list_models(
     tls_cert: TlsCertOption = None,
     tls_key: TlsKeyOption = None,
 ) -> None:
-    """List the models the daemon serves (the first of each kind is the default)."""
+    """List the models the daemon serves; requests naming no model go to the default of their kind."""
     with connect(socket, tcp, tls_ca, token_file, tls_cert, tls_key) as client:
         infos = client.list_models()
-    rows = [("NAME", "KIND", "STATUS", "ARCHITECTURE", "PARAMS", "CONTEXT", "DESCRIPTION")]
+    rows = [("NAME", "KIND", "DEFAULT", "STATUS", "ARCHITECTURE", "PARAMS", "CONTEXT", "DESCRIPTION")]
     for info in infos:
         rows.append(
-            (info.name, _kind(info), _status(info), info.architecture, _count(info.parameters), str(info.context_length), info.description)
+            (
+                info.name, _kind(info), "yes" if info.default else "", _status(info), info.architecture,
+                _count(info.parameters), str(info.context_length), info.description,
+            )
         )
     widths = [max(len(row[column]) for row in rows) for column in range(len(rows[0]) - 1)]
     for row in rows:

@@ -171,9 +171,10 @@ def _serve(config: ServeConfig) -> None:
     _set_threads(config.threads)
     # Certificates and the token are checked before the (slow) model loading.
     security = Security.from_config(config)
-    user_models = [_source(name, path) for name, path in config.models.items()]
-    sources = [] if config.no_defaults else _default_sources(exclude=set(config.models))
-    sources += user_models
+    # The user's models come first: the first of each kind is that kind's default.
+    sources = [_source(name, path) for name, path in config.models.items()]
+    if not config.no_defaults:
+        sources += _default_sources(exclude=set(config.models))
     typer.echo("agentd: loading models...")
     try:
         settings = ServingSettings(
@@ -185,7 +186,9 @@ def _serve(config: ServeConfig) -> None:
             unload_grace=config.grace,
             sessions=SessionSettings(ttl=config.session_ttl, budget_bytes=config.session_budget),
         )
-        table = require_models(ModelTable.load(sources, settings))
+        table = ModelTable.load(sources, settings)
+        if config.no_defaults:
+            require_models(table)
     except KeyboardInterrupt:  # before the loop installs its signal handlers
         raise typer.Exit(130) from None
     daemon = Daemon(
@@ -200,10 +203,13 @@ def _serve(config: ServeConfig) -> None:
     for served in table:
         info = served.model.info
         note = f" - {served.description}" if served.description else ""
+        held = f"; {info.weight_note}" if info.weight_note else ""
         typer.echo(
             f"agentd: serving {served.name} ({info.architecture}, {info.kind}, "
-            f"{info.parameters / 1e6:.1f}M parameters){note}"
+            f"{info.parameters / 1e6:.1f}M parameters{held}){note}"
         )
+    if not len(table):
+        typer.echo("agentd: serving no models yet: load one with `agentd models load NAME PATH`")
     asyncio.run(_run(daemon))
     typer.echo("agentd: stopped")
 
@@ -223,11 +229,20 @@ def _source(name: str, path: Path) -> ModelSource:
 
 
 def _default_sources(exclude: set[str]) -> list[ModelSource]:
-    from agentd.default_models import default_models
+    """The installed default models this install can run; says which it skips and why."""
+    from agentd.default_models import installed_defaults
+    from agentd.errors import AgentdError
+    from agentd.model import backend_for
     from agentd.server.served import ModelSource
 
-    return [
-        ModelSource(default.name, default.path, default.description)
-        for default in default_models()
-        if default.name not in exclude
-    ]
+    sources = []
+    for default, path in installed_defaults():
+        if default.name in exclude:
+            continue
+        try:
+            backend_for(path)  # cheap: opens the checkpoint, reads no weights
+        except AgentdError as exc:
+            typer.echo(f"agentd: skipping default model {default.name}: {exc}")
+            continue
+        sources.append(ModelSource(default.name, path, default.description))
+    return sources

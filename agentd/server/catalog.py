@@ -57,6 +57,7 @@ def model_info(served: ServedModel, table: ModelTable | None = None) -> pb.Model
         weight_bytes=served.weight_bytes,
         state_bytes=state_bytes(served, table),
         error=str(served.error) if served.error is not None else "",
+        default=table is not None and table.is_default(served),
     )
     info = served.info
     if info is not None:
@@ -69,6 +70,7 @@ def model_info(served: ServedModel, table: ModelTable | None = None) -> pb.Model
         message.state_bytes_per_token = info.state_bytes_per_token
         message.state_bytes_per_sequence = info.state_bytes_per_sequence
         message.embedding_dim = info.embedding_dim
+        message.weight_note = info.weight_note
     return message
 
 

@@ -163,13 +163,30 @@ class ModelTable:
             raise NotFound(f"model {name!r} is not served (served: {known})")
         return served
 
+    def default_name(self, kind: Kind | None, *, field_name: str = "model") -> str:
+        """The default model of ``kind`` (None: any): the first one served, as ListModels lists them.
+
+        A model still loading for the first time has no known kind and is passed over.
+        """
+        for served in self._models.values():
+            if kind is None or served.kind == kind:
+                return served.name
+        what = f"no {kind} model" if kind else "no model"
+        raise InvalidArgument(field_name, f"is empty and {what} is served to default to (see `agentd models list`)")
+
+    def is_default(self, served: ServedModel) -> bool:
+        """Whether requests naming no model of ``served``'s kind go to it."""
+        if served.kind is None:
+            return False
+        return self.default_name(served.kind) == served.name
+
     @contextlib.asynccontextmanager
     async def use(self, name: str, kind: Kind | None, *, field_name: str = "model") -> AsyncIterator[ServedModel]:
         """A ready model of ``kind`` (None: any) for the duration of one RPC (reloaded first if evicted).
 
         While the block runs the model counts as in use, so it is not evicted.
         """
-        served = self.get(name, field_name=field_name)
+        served = self.get(name or self.default_name(kind, field_name=field_name), field_name=field_name)
         served.in_use += 1
         try:
             await self._ready(served)

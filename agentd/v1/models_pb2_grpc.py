@@ -62,8 +62,9 @@ class ModelsServicer:
     """
 
     def ListModels(self, request, context):
-        """Lists every served model, in the order the daemon serves them; the first
-        model of each kind is the default clients use for that kind.
+        """Lists every served model, in the order the daemon serves them. The first
+        model of each kind is that kind's default (ModelInfo.default): a request
+        that names no model goes to it.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -77,7 +78,7 @@ class ModelsServicer:
         raise NotImplementedError('Method not implemented!')
 
     def LoadModel(self, request, context):
-        """Starts loading a checkpoint or bundle directory under a new name in the
+        """Starts loading a model (directory or file) under a new name in the
         background and returns at once (status LOADING) unless `wait` is set.
         Readiness shows in ModelInfo.status and in the health service
         "agentd.model.<name>". Past the daemon's memory budget, the least

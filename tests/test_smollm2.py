@@ -1,0 +1,50 @@
+"""The real generative default, in process: SmolLM2-135M-Instruct from its GGUF file.
+
+Checked against transformers loading the same file (see ``_smollm2_fixtures``):
+the chat prompt's ids, greedy answers to everyday requests for 48 tokens, and
+that generation ends at the model's end-of-turn token. The same checks run
+through the daemon in ``test_daemon.py``.
+"""
+
+from __future__ import annotations
+
+import pytest
+
+import agentd
+from tests._smollm2_fixtures import CHAT_PROMPTS, GREEDY_TOKENS, chat_ids, hf_smollm2, reference_greedy, smollm2_path
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(scope="module")
+def smol():
+    return agentd.load_model(smollm2_path())
+
+
+def test_chat_template_ids_equal_transformers(smol) -> None:
+    for prompt in CHAT_PROMPTS:
+        ours = smol.tokenizer.apply_chat_template([{"role": "user", "content": prompt}], add_generation_prompt=True)
+        assert ours == chat_ids(prompt)
+
+
+@pytest.mark.parametrize("prompt", CHAT_PROMPTS)
+def test_greedy_chat_answers_equal_transformers(smol, prompt) -> None:
+    ids = smol.tokenizer.apply_chat_template([{"role": "user", "content": prompt}], add_generation_prompt=True)
+    ours = smol.generate(ids, GREEDY_TOKENS)
+    expected = list(reference_greedy(prompt))
+    _, tokenizer = hf_smollm2()
+    if expected[-1:] == [tokenizer.eos_token_id]:
+        expected = expected[:-1]  # agentd reports the stop, it does not emit the end-of-turn token
+    assert ours == expected, (tokenizer.decode(ours), tokenizer.decode(expected))
+
+
+def test_eos_is_the_end_of_turn_token(smol) -> None:
+    _, tokenizer = hf_smollm2()
+    assert tokenizer.convert_ids_to_tokens(tokenizer.eos_token_id) == "<|im_end|>"
+    assert tokenizer.eos_token_id in smol.tokenizer.eos_token_ids
+
+
+def test_info_says_the_weights_were_dequantised(smol) -> None:
+    assert smol.info.architecture == "LlamaForCausalLM"
+    assert round(smol.info.parameters / 1e6, 1) == 134.5
+    assert "GGUF" in smol.info.weight_note and "dequantised" in smol.info.weight_note
