@@ -1,7 +1,9 @@
 """Tokenizer and chat template: ``tokenizer.json`` plus ``tokenizer_config.json``.
 
 Torch-free, so the engine, the gRPC server and phone-class installs use it
-as is. Encoding and decoding go through the Rust ``tokenizers`` library;
+as is. Encoding and decoding go through the Rust ``tokenizers`` library, or
+through any object with the same few methods (:class:`TokenizerBackend`) for
+tokenizers it cannot express, such as RWKV World's greedy byte matching;
 chat templates are rendered with Jinja2 exactly as Hugging Face transformers'
 ``apply_chat_template`` renders them (same sandbox, same whitespace control,
 same helpers), so a prompt built here tokenizes to the same ids a model was
@@ -15,7 +17,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 import jinja2
 import jinja2.ext
@@ -27,8 +29,6 @@ from jinja2.sandbox import ImmutableSandboxedEnvironment
 from agentd.errors import InvalidArgument, ModelLoadError
 
 if TYPE_CHECKING:
-    from tokenizers import Tokenizer as RustTokenizer
-
     from agentd.checkpoint import Checkpoint
 
 TOKENIZER_FILE = "tokenizer.json"
@@ -66,6 +66,46 @@ _CLEANUP_REPLACEMENTS = (
 )
 
 
+class Encoding(Protocol):
+    """The result of :meth:`TokenizerBackend.encode`; only the ids are read."""
+
+    @property
+    def ids(self) -> list[int]: ...
+
+
+class TokenizerBackend(Protocol):
+    """What :class:`Tokenizer` calls on its encoder/decoder.
+
+    The subset of the Rust ``tokenizers.Tokenizer`` API agentd uses, written
+    down so a format plugin can supply a tokenizer that library cannot
+    express (a ``tokenizer.json`` has no greedy-longest-match model, for one)
+    without pretending to be it. Special tokens, EOS ids and the chat template
+    stay :class:`Tokenizer`'s job, read from the checkpoint's documents.
+    """
+
+    #: The tokenizer model; only its type's name is read (``BPE`` output never gets
+    #: the WordPiece-era cleanup), so any other object means "not BPE".
+    @property
+    def model(self) -> object: ...
+
+    def encode(self, sequence: str, add_special_tokens: bool = True) -> Encoding: ...
+
+    def decode(self, ids: list[int], skip_special_tokens: bool = True) -> str:
+        """Text of ``ids``; an incomplete UTF-8 character at the end must come out as
+        U+FFFD, which :mod:`agentd.detokenizer` waits on."""
+        ...
+
+    def token_to_id(self, token: str) -> int | None: ...
+
+    def id_to_token(self, id: int) -> str | None: ...
+
+    def get_vocab(self, with_added_tokens: bool = True) -> dict[str, int]: ...
+
+    def no_truncation(self) -> None: ...
+
+    def no_padding(self) -> None: ...
+
+
 @dataclass(frozen=True)
 class ChatTemplates:
     """The chat templates a checkpoint ships: a default and, optionally, named ones."""
@@ -89,7 +129,7 @@ class Tokenizer:
 
     def __init__(
         self,
-        backend: RustTokenizer,
+        backend: TokenizerBackend,
         *,
         special_tokens: Mapping[str, str] | None = None,
         chat_templates: ChatTemplates | None = None,
@@ -140,7 +180,7 @@ class Tokenizer:
         return cls.from_documents(backend, checkpoint)
 
     @classmethod
-    def from_documents(cls, backend: Any, checkpoint: Checkpoint) -> Tokenizer:
+    def from_documents(cls, backend: TokenizerBackend, checkpoint: Checkpoint) -> Tokenizer:
         """``backend`` with the special tokens, EOS ids and chat template the checkpoint's documents give."""
         config = checkpoint.read_json(TOKENIZER_CONFIG_FILE) or {}
         config_path = checkpoint.where(TOKENIZER_CONFIG_FILE)
