@@ -340,8 +340,8 @@ def main() -> None:
     parser.add_argument("--block", type=int, default=8)
     parser.add_argument(
         "--threads", type=int, default=0,
-        help="recurrent suite: intra-op threads for both sides (default: the onnxrt backend's own choice, "
-        "half the cores; torch at 2 threads on this loaded 2-core box runs 2-4x slower than at 1)",
+        help="recurrent suite: intra-op threads for both sides (default: agentd's threads setting, cores - 1; "
+        "torch at 2 threads on this loaded 2-core box runs 2-4x slower than at 1)",
     )
     parser.add_argument("--work", type=Path, help="keep checkpoints and bundles here (default: a temporary directory)")
     parser.add_argument("--json", type=Path, help="write the results here (under the suite's key)")
@@ -350,10 +350,9 @@ def main() -> None:
     if args.suite == "recurrent":
         import torch
 
-        from agentd.plugins.onnxrt.session import THREADS_ENV, intra_op_threads
+        from agentd.threads import configure
 
-        threads = args.threads or intra_op_threads()
-        os.environ[THREADS_ENV] = str(threads)  # the same count for onnxruntime and torch
+        threads = configure(args.threads)  # the same count for onnxruntime and torch
         torch.set_num_threads(threads)
     env = environment()
 

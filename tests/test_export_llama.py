@@ -270,17 +270,3 @@ def test_prefill_after_decode_rebinds_and_matches_torch(checkpoints, tmp_path) -
             got, want = ours.prefill(np.array(chunk), a, all_logits=True), theirs.prefill(np.array(chunk), b, all_logits=True)
         np.testing.assert_allclose(got, want, atol=ATOL, rtol=0)
     assert a.length == len(PROMPT) + 8
-
-
-def test_thread_count_follows_onnxruntime_genai_and_the_override(monkeypatch) -> None:
-    import os
-
-    from agentd.plugins.onnxrt.session import THREADS_ENV, intra_op_threads
-
-    monkeypatch.delenv(THREADS_ENV, raising=False)
-    assert intra_op_threads() == max(1, min(16, (os.cpu_count() or 2) // 2))
-    monkeypatch.setenv(THREADS_ENV, "3")
-    assert intra_op_threads() == 3
-    monkeypatch.setenv(THREADS_ENV, "zero")
-    with pytest.raises(InvalidArgument, match=THREADS_ENV):
-        intra_op_threads()

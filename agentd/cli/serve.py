@@ -148,14 +148,21 @@ def serve(
 
 
 def _set_threads(threads: int) -> None:
-    """Size torch's thread pool (a torch-free install has none to size)."""
-    import os
+    """Record the one thread count (:mod:`agentd.threads`) and size torch's pool with it.
 
-    try:
-        import torch
-    except ImportError:
+    onnxruntime sessions read the recorded count when a bundle loads; torch's
+    pool is process-wide, so it is sized here once (a torch-free install has none).
+    """
+    import importlib.util
+
+    from agentd.threads import configure
+
+    count = configure(threads)
+    if importlib.util.find_spec("torch") is None:
         return
-    torch.set_num_threads(threads or max(1, (os.cpu_count() or 1) - 1))
+    import torch
+
+    torch.set_num_threads(count)
 
 
 def _serve(config: ServeConfig) -> None:

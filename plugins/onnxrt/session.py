@@ -6,19 +6,15 @@ numpy, onnxruntime and agentd's torch-free core only.
 
 from __future__ import annotations
 
-import os
 from typing import Any
 
 from agentd.backend import Backend
 from agentd.checkpoint import Checkpoint
-from agentd.errors import InvalidArgument, ModelLoadError
+from agentd.errors import ModelLoadError
+from agentd.threads import intra_op_threads
 
 #: Newest ``onnx`` section layout this runtime reads.
 SECTION_VERSION = 1
-#: Overrides the intra-op thread count (a positive integer).
-THREADS_ENV = "AGENTD_ONNX_THREADS"
-#: onnxruntime-genai's ceiling on its default thread count.
-MAX_DEFAULT_THREADS = 16
 
 
 def load(checkpoint: Checkpoint) -> Backend:
@@ -73,6 +69,9 @@ def open_session(checkpoint: Checkpoint, section: dict[str, Any]) -> Any:
     path = checkpoint.file(section["graphs"]["model"]["file"])
     options = ort.SessionOptions()
     options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    # The process's one thread setting (agentd.threads), shared with torch. Its
+    # default on a 2-core box is one thread, what closed the decode gap to
+    # onnxruntime-genai there (docs/bench_onnx.md): no pool to wake per kernel.
     options.intra_op_num_threads = intra_op_threads()
     options.log_severity_level = 3  # errors only: the overridable logits_to_keep initializer warns at every load
     # Idle worker threads sleep instead of spinning: on a phone (or any box where the
@@ -89,19 +88,3 @@ def open_session(checkpoint: Checkpoint, section: dict[str, Any]) -> Any:
 def has_input(session: Any, name: str) -> bool:
     """Whether the graph takes ``name``: a plain input or an overridable initializer (an optional input)."""
     return any(value.name == name for value in (*session.get_inputs(), *session.get_overridable_initializers()))
-
-
-def intra_op_threads() -> int:
-    """Threads one run may use: ``$AGENTD_ONNX_THREADS``, else onnxruntime-genai's default.
-
-    onnxruntime-genai takes half the logical cores (one per physical core where
-    SMT doubles them; the big cores of a big.LITTLE phone), at least 1 and at most
-    16. On a 2-core box that is one thread: no pool to wake per kernel, which is
-    what made decode slower than onnxruntime-genai with ORT's default of every core.
-    """
-    value = os.environ.get(THREADS_ENV, "").strip()
-    if value:
-        if not value.isdigit() or int(value) < 1:
-            raise InvalidArgument(THREADS_ENV, f"must be a positive integer, got {value!r}")
-        return int(value)
-    return max(1, min(MAX_DEFAULT_THREADS, (os.cpu_count() or 2) // 2))
