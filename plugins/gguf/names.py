@@ -65,7 +65,8 @@ ARCHITECTURES = tuple(_LAYOUTS)
 #: GGUF tensors that carry no Hugging Face weight (metadata in tensor form).
 NOT_WEIGHTS = frozenset({"rope_freqs.weight"})
 
-_BLOCK_NAME = re.compile(r"blk\.(\d+)\.(\w+)\.(weight|bias)")
+#: ``blk.N.part.weight``; llama.cpp writes Mamba's ``ssm_a`` / ``ssm_d`` without a suffix.
+_BLOCK_NAME = re.compile(r"blk\.(\d+)\.(\w+)(?:\.(weight|bias))?")
 _TOP_NAME = re.compile(r"(\w+)\.(weight|bias)")
 
 
@@ -83,8 +84,8 @@ def hf_name(architecture: str, gguf_name: str) -> str | None:
             return None
         name = f"{prefix}.{layer}.{module}"
         if module.endswith(("A_log", ".D")):
-            return name if kind == "weight" else None
-        return f"{name}.{kind}"
+            return name if kind in (None, "weight") else None
+        return f"{name}.{kind}" if kind else None
     if match := _TOP_NAME.fullmatch(gguf_name):
         module = top.get(match.group(1))
         return f"{module}.{match.group(2)}" if module else None
