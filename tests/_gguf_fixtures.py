@@ -191,6 +191,9 @@ def write_gguf(
         theta = rope.get("rope_theta", 10000.0)
         writer.add_rope_freq_base(theta)
         writer.add_rope_dimension_count(head_dim)
+        if head_dim != config.hidden_size // config.num_attention_heads:
+            writer.add_key_length(head_dim)  # as llama.cpp does for an explicit head_dim
+            writer.add_value_length(head_dim)
         if rope.get("rope_type") == "llama3":
             writer.add_tensor("rope_freqs.weight", llama3_divisors(head_dim, theta, rope))
     if spm is not None:

@@ -98,6 +98,9 @@ def hf_config(gguf: GgufFile) -> dict[str, Any]:
         config.setdefault("layer_norm_epsilon", 1e-5)
         return config
 
+    if "head_dim" not in config and f"{arch}.rope.dimension_count" in meta:
+        # Files from before llama.cpp wrote attention.key_length: the rotary width is the head width.
+        config["head_dim"] = meta[f"{arch}.rope.dimension_count"]
     config.setdefault("num_key_value_heads", config.get("num_attention_heads"))
     config.setdefault("rope_theta", 10000.0)
     config.setdefault("rms_norm_eps", 1e-6)
