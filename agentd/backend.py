@@ -32,6 +32,8 @@ from typing import TYPE_CHECKING, Any, Callable, Literal, Sequence
 
 import numpy as np
 
+from agentd.errors import InvalidArgument
+
 if TYPE_CHECKING:
     from agentd.checkpoint import Checkpoint
 
@@ -60,12 +62,36 @@ class ModelInfo:
     state_bytes_per_sequence: int = 0
     #: Output dimension of ``embed`` (encoders only).
     embedding_dim: int = 0
-    #: Bytes of weights the backend holds in memory as loaded (packed copies,
-    #: dequantised or int4 blocks counted as they are, not as parameters x 4).
+    #: Bytes of weights the backend holds resident as loaded: every copy it keeps
+    #: (a tied head packed apart from its embedding table counts twice; oneDNN
+    #: packed weights at their own size), int4/int8 blocks at their size, not as
+    #: parameters x 4. 0 means "not reported": the server then estimates it.
     weight_bytes: int = 0
     #: How the weights are held, when it differs from the source, e.g.
     #: "GGUF Q4_1 dequantised to float32 at load".
     weight_note: str = ""
+
+
+def check_token_ids(token_ids: Any, vocab_size: int, *, field: str = "token_ids", prefix: str = "") -> np.ndarray:
+    """``token_ids`` as a contiguous 1-D int64 array, every id in ``[0, vocab_size)``.
+
+    The one place token ids are validated: backends (``prefill``, ``decode``,
+    ``embed``) and the Python API call it, so every entry point refuses a bad id
+    with the same :class:`~agentd.errors.InvalidArgument` (``field``, then
+    ``prefix``, e.g. ``"input 2: "``). An empty input is returned empty; whether
+    that is allowed is the caller's call.
+    """
+    array = np.asarray(token_ids)
+    if array.size == 0:
+        return np.zeros(0, dtype=np.int64)
+    if array.dtype.kind not in "iu":
+        raise InvalidArgument(field, f"{prefix}token ids must be integers, got {array.dtype}")
+    ids = np.ascontiguousarray(array.reshape(-1), dtype=np.int64)
+    low, high = int(ids.min()), int(ids.max())
+    if low < 0 or high >= vocab_size:
+        bad = low if low < 0 else high
+        raise InvalidArgument(field, f"{prefix}token ids must be in [0, {vocab_size}) (got {bad})")
+    return ids
 
 
 class Backend(abc.ABC):

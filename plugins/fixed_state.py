@@ -6,11 +6,15 @@ module owns everything around the maths, once for every such family:
 
 * NumPy in and out, token-id and state checks, ``torch.inference_mode``;
 * prefill in bounded segments (the state carries across pieces exactly);
-* batched decode: a batch of one works on views of the sequence's own tensors
-  (no copy at all); a larger batch is one ``torch.stack`` per part and one
-  ``copy_`` per sequence and part to write back;
+* batched decode, all or nothing: the step runs on a stacked copy of the
+  batch's states (one ``torch.stack`` per part), which is written back only
+  after the whole step succeeded — one ``copy_`` per sequence and part, or for
+  a batch of one no copy at all: the sequence takes the stepped tensors over.
+  A step that raises in any layer leaves every state as it was (the engine
+  then retries the batch row by row);
 * ``state_bytes`` and exact save/restore as safetensors (no pickle, dtype and
-  shape recorded) with a header that refuses a blob made by another model.
+  shape recorded; the header written here, so the same state always saves to
+  the same bytes) with a header that refuses a blob made by another model.
 
 Layout rule: every part of a state leads with the layer dimension
 (``(layers, ...)``), and a batch is stacked on dim 1 (``(layers, B, ...)``),
@@ -20,6 +24,7 @@ so each layer's slice of the batch is one contiguous tensor.
 from __future__ import annotations
 
 import abc
+import dataclasses
 import json
 import math
 import struct
@@ -29,10 +34,10 @@ import numpy as np
 import torch
 from safetensors import SafetensorError
 from safetensors.torch import load as load_tensors
-from safetensors.torch import save as save_tensors
 
-from agentd.backend import Backend, ModelInfo
+from agentd.backend import Backend, ModelInfo, check_token_ids
 from agentd.errors import InvalidArgument
+from agentd.plugins.weights import layer_tensors, resident_bytes
 
 #: ``__metadata__`` format tag of a saved state.
 STATE_FORMAT = "agentd.fixed-state/1"
@@ -109,10 +114,21 @@ class FixedStateBackend(Backend, Generic[StateT]):
         """
 
     # -- helpers for families ------------------------------------------------------
+    def resident_bytes(self) -> int:
+        """Bytes of every weight the backend holds (packed copies and a tied head's own copy counted)."""
+        return resident_bytes(layer_tensors(*vars(self).values()))
+
+    def _weights_changed(self) -> None:
+        """Refresh ``info.weight_bytes`` after the weights were replaced (e.g. packed)."""
+        self.info = dataclasses.replace(self.info, weight_bytes=self.resident_bytes())
+
     def _decoder_info(
         self, architecture: str, *, parameters: int, context_length: int, vocab_size: int, dtype: str
     ) -> ModelInfo:
-        """The ``ModelInfo`` of a fixed-state decoder: bytes per sequence, none per token."""
+        """The ``ModelInfo`` of a fixed-state decoder: bytes per sequence, none per token.
+
+        Call it once every weight is in place: it measures what they hold.
+        """
         return ModelInfo(
             architecture=architecture,
             kind="decoder",
@@ -122,6 +138,7 @@ class FixedStateBackend(Backend, Generic[StateT]):
             dtype=dtype,
             state_bytes_per_token=0,
             state_bytes_per_sequence=state_nbytes(self.state_shapes),
+            weight_bytes=self.resident_bytes(),
         )
 
     # -- the contract --------------------------------------------------------------
@@ -155,21 +172,22 @@ class FixedStateBackend(Backend, Generic[StateT]):
         for state in states:
             self._check_state(state)
         with torch.inference_mode():
+            # The step works in place on a stacked copy; the states see it only once it all succeeded.
+            batch = tuple(
+                torch.stack(rows, dim=BATCH_DIM) for rows in zip(*(state.parts() for state in states))
+            )  # (layers, B, ...)
+            logits = self._forward_step(ids, batch).float().numpy()
             if len(states) == 1:
-                # Views of the sequence's own tensors: the step writes straight into them.
-                batch = tuple(part.unsqueeze(BATCH_DIM) for part in states[0].parts())  # (layers, 1, ...)
-                logits = self._forward_step(ids, batch)
+                # The stepped copy becomes the state: (layers, 1, ...) -> (layers, ...) is a contiguous view.
+                for name, stacked in zip(states[0].PARTS, batch):
+                    setattr(states[0], name, stacked.squeeze(BATCH_DIM))
             else:
-                batch = tuple(
-                    torch.stack(rows, dim=BATCH_DIM) for rows in zip(*(state.parts() for state in states))
-                )  # (layers, B, ...)
-                logits = self._forward_step(ids, batch)
                 for row, state in enumerate(states):
                     for part, stacked in zip(state.parts(), batch):
                         part.copy_(stacked.select(BATCH_DIM, row))
             for state in states:
                 state.tokens += 1
-            return logits.float().numpy()
+            return logits
 
     def state_bytes(self, state: StateT) -> int:
         return state.nbytes
@@ -177,8 +195,7 @@ class FixedStateBackend(Backend, Generic[StateT]):
     def save_state(self, state: StateT) -> bytes:
         self._check_state(state)
         metadata = {"format": STATE_FORMAT, "architecture": self.info.architecture, "tokens": str(state.tokens)}
-        tensors = {name: part.contiguous() for name, part in zip(state.PARTS, state.parts())}
-        return save_tensors(tensors, metadata=metadata)
+        return _safetensors_bytes(dict(zip(state.PARTS, state.parts())), metadata)
 
     def load_state(self, data: bytes) -> StateT:
         architecture = self.info.architecture
@@ -207,16 +224,38 @@ class FixedStateBackend(Backend, Generic[StateT]):
 
     # -- checks --------------------------------------------------------------------
     def _check_ids(self, token_ids: np.ndarray) -> torch.Tensor:
-        ids = np.ascontiguousarray(np.asarray(token_ids).reshape(-1), dtype=np.int64)
-        if ids.size and (ids.min() < 0 or ids.max() >= self.info.vocab_size):
-            raise InvalidArgument("token_ids", f"token ids must be in [0, {self.info.vocab_size})")
-        return torch.from_numpy(ids)
+        return torch.from_numpy(check_token_ids(token_ids, self.info.vocab_size))
 
     def _check_state(self, state: object) -> None:
         if not isinstance(state, self.state_type) or any(
             tuple(part.shape) != shape for part, shape in zip(state.parts(), self.state_shapes)
         ):
             raise InvalidArgument("state", f"not a state of this {self.info.architecture} model")
+
+
+def _safetensors_bytes(parts: dict[str, torch.Tensor], metadata: dict[str, str]) -> bytes:
+    """fp32 ``parts`` as a safetensors blob whose header is written here, in a fixed order.
+
+    ``safetensors.torch.save`` orders the header through a hash map, so one state
+    saved twice could come out as two different byte strings.
+    """
+    header: dict[str, object] = {"__metadata__": metadata}
+    offset = 0
+    for name, part in parts.items():
+        size = part.numel() * 4
+        header[name] = {"dtype": "F32", "shape": list(part.shape), "data_offsets": [offset, offset + size]}
+        offset += size
+    text = json.dumps(header, separators=(",", ":")).encode("utf-8")
+    text += b" " * (-len(text) % 8)  # tensor data starts 8-byte aligned, as the format asks
+    out = bytearray(_HEADER_LEN.size + len(text) + offset)
+    _HEADER_LEN.pack_into(out, 0, len(text))
+    out[_HEADER_LEN.size : _HEADER_LEN.size + len(text)] = text
+    position = _HEADER_LEN.size + len(text)
+    for part in parts.values():
+        data = part.detach().contiguous().view(torch.uint8).reshape(-1).numpy()
+        out[position : position + data.size] = memoryview(data)
+        position += data.size
+    return bytes(out)
 
 
 def _read_metadata(data: bytes) -> dict[str, str]:

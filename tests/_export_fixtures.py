@@ -47,13 +47,13 @@ def export(src: Path, out: Path, quant: str = "fp32", block_size: int = 32, forc
 
 def onnx_backend(bundle: Path) -> Backend:
     """The onnxrt backend of an exported bundle, found as ``onnx:<architecture>`` in the registry."""
-    from agentd.plugins.onnxrt import onnx_architecture
+    from agentd.plugins.onnxrt import ARCHITECTURE_PREFIX
     from agentd.registry import spec_for
 
     register_onnx_plugins()
     checkpoint = open_checkpoint(bundle)
-    architecture = onnx_architecture(checkpoint)
-    assert architecture is not None, f"{bundle} has no onnx section"
+    architecture = checkpoint.architecture
+    assert architecture.startswith(ARCHITECTURE_PREFIX), f"{bundle} has no onnx section"
     return spec_for(architecture).load(checkpoint)
 
 

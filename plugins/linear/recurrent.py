@@ -56,6 +56,7 @@ class RecurrentBackend(FixedStateBackend[RecurrentState]):
             for name in layer.PROJECTIONS:
                 setattr(layer, name, pack_weight(getattr(layer, name)))
         self.head = pack_weight(self.head)
+        self._weights_changed()
 
     @property
     def state_shapes(self) -> tuple[tuple[int, ...], ...]:  # type: ignore[override]

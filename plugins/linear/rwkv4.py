@@ -21,7 +21,8 @@ import torch.nn.functional as F
 from agentd.checkpoint import Checkpoint
 from agentd.errors import ModelLoadError
 from agentd.plugins.linear.recurrent import RecurrentBackend
-from agentd.plugins.linear.weights import WeightReader, float_dtype
+from agentd.plugins.linear.weights import float_dtype, projection
+from agentd.plugins.weights import WeightReader
 from agentd.plugins.linear.wkv4 import EMPTY_MAX, wkv4_chunked, wkv4_step
 from agentd.plugins.projection import linear
 
@@ -119,13 +120,13 @@ class Rwkv4Backend(RecurrentBackend):
     #: Tokens per chunk of the parallel WKV (work ~ T * chunk * hidden; temporaries capped at 4 MB).
     chunk = 16
 
-    def __init__(self, config: Rwkv4Config, weights: dict[str, torch.Tensor], path: object = ""):
+    def __init__(self, config: Rwkv4Config, reader: WeightReader, path: object = ""):
         self.config = config
         if config.attention_hidden_size != config.hidden_size:
             # The state keeps every per-layer row at hidden size.
             raise ModelLoadError(path, "attention_hidden_size must equal hidden_size")
-        self.dtype = float_dtype(weights.get("rwkv.embeddings.weight"))
-        get = WeightReader(weights, path, self.dtype)
+        self.dtype = reader.dtype = float_dtype(reader.peek("rwkv.embeddings.weight"))
+        get = reader.take
         eps = config.layer_norm_epsilon
         C, I = config.hidden_size, config.intermediate_size
         embeddings = get("rwkv.embeddings.weight", (config.vocab_size, C))
@@ -152,29 +153,29 @@ class Rwkv4Backend(RecurrentBackend):
                     ln1=(vec(p + "ln1.weight"), vec(p + "ln1.bias")),
                     ln2=(vec(p + "ln2.weight"), vec(p + "ln2.bias")),
                     att_mix=torch.stack([mix(p + f"attention.time_mix_{n}") for n in ("key", "value", "receptance")]),
-                    att_key=get.projection(p + "attention.key.weight", (C, C)),
-                    att_value=get.projection(p + "attention.value.weight", (C, C)),
-                    att_receptance=get.projection(p + "attention.receptance.weight", (C, C)),
-                    decay=-torch.exp(get.raw(p + "attention.time_decay", (C,)).float()),
-                    bonus=get.raw(p + "attention.time_first", (C,)).float().contiguous(),
-                    att_out=get.projection(p + "attention.output.weight", (C, C), scale),
+                    att_key=projection(reader, p + "attention.key.weight", (C, C)),
+                    att_value=projection(reader, p + "attention.value.weight", (C, C)),
+                    att_receptance=projection(reader, p + "attention.receptance.weight", (C, C)),
+                    decay=-torch.exp(reader.raw(p + "attention.time_decay", (C,)).float()),
+                    bonus=reader.raw(p + "attention.time_first", (C,)).float().contiguous(),
+                    att_out=projection(reader, p + "attention.output.weight", (C, C), scale),
                     ffn_mix=torch.stack([mix(p + f"feed_forward.time_mix_{n}") for n in ("key", "receptance")]),
-                    ffn_key=get.projection(p + "feed_forward.key.weight", (I, C)),
-                    ffn_receptance=get.projection(p + "feed_forward.receptance.weight", (C, C)),
-                    ffn_value=get.projection(p + "feed_forward.value.weight", (C, I), scale),
+                    ffn_key=projection(reader, p + "feed_forward.key.weight", (I, C)),
+                    ffn_receptance=projection(reader, p + "feed_forward.receptance.weight", (C, C)),
+                    ffn_value=projection(reader, p + "feed_forward.value.weight", (C, I), scale),
                 )
             )
         self.ln_out = (vec("rwkv.ln_out.weight"), vec("rwkv.ln_out.bias"))
-        if "head.weight" in weights or not config.tie_word_embeddings:
-            self.head = get.projection("head.weight", (config.vocab_size, C))
+        if reader.has("head.weight") or not config.tie_word_embeddings:
+            self.head = projection(reader, "head.weight", (config.vocab_size, C))
         else:
             self.head = embeddings  # the gather uses the folded table, not this
-        get.check_all_used(ARCHITECTURE)
+        reader.check_all_used(ARCHITECTURE)
 
         self.state_shape = (config.num_hidden_layers, 5, C)
         self.info = self._decoder_info(
             ARCHITECTURE,
-            parameters=get.parameters,
+            parameters=reader.parameters,
             context_length=config.context_length,
             vocab_size=config.vocab_size,
             dtype=str(self.dtype).removeprefix("torch."),
@@ -250,6 +251,5 @@ class Rwkv4Backend(RecurrentBackend):
 
 def load(checkpoint: Checkpoint) -> Rwkv4Backend:
     """Build the backend from a Hugging Face ``RwkvForCausalLM`` checkpoint directory."""
-    config = Rwkv4Config.from_dict(checkpoint.config, checkpoint.path / "config.json")
-    weights = checkpoint.load_tensors("pt")
-    return Rwkv4Backend(config, weights, checkpoint.path)
+    config = Rwkv4Config.from_dict(checkpoint.config, checkpoint.where("config.json"))
+    return Rwkv4Backend(config, WeightReader(checkpoint), checkpoint.where("config.json"))

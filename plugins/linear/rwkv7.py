@@ -25,7 +25,8 @@ import torch.nn.functional as F
 from agentd.checkpoint import Checkpoint
 from agentd.errors import ModelLoadError
 from agentd.plugins.linear.recurrent import RecurrentBackend
-from agentd.plugins.linear.weights import WeightReader, float_dtype
+from agentd.plugins.linear.weights import float_dtype, projection
+from agentd.plugins.weights import WeightReader
 from agentd.plugins.linear.wkv7 import wkv7_chunked, wkv7_step
 from agentd.plugins.projection import linear
 
@@ -126,11 +127,11 @@ class Rwkv7Backend(RecurrentBackend):
     #: fp32 (32 -> 3e8). 32 measured ~3.5x faster than the recurrent form at 12x64 heads.
     chunk = 32
 
-    def __init__(self, config: Rwkv7Config, weights: dict[str, torch.Tensor], path: object = ""):
+    def __init__(self, config: Rwkv7Config, reader: WeightReader):
         self.config = config
         C, I, H, N = config.hidden_size, config.intermediate_size, config.num_heads, config.head_size
-        self.dtype = float_dtype(weights.get("emb.weight"))
-        get = WeightReader(weights, path, self.dtype)
+        self.dtype = reader.dtype = float_dtype(reader.peek("emb.weight"))
+        get = reader.take
         embeddings = get("emb.weight", (config.vocab_size, C))
         ln0 = (get("blocks.0.ln0.weight", (C,)), get("blocks.0.ln0.bias", (C,)))
         # ln0 acts on the embedding row alone: fold it into the table (as the rwkv package does).
@@ -151,9 +152,9 @@ class Rwkv7Backend(RecurrentBackend):
                     ln1=(get(p + "ln1.weight", (C,)), get(p + "ln1.bias", (C,))),
                     ln2=(get(p + "ln2.weight", (C,)), get(p + "ln2.bias", (C,))),
                     mix=torch.stack([get(att + f"x_{n}", (C,)) for n in "rkvwag"]).unsqueeze(1),
-                    receptance=get.projection(att + "receptance.weight", (C, C)),
-                    key=get.projection(att + "key.weight", (C, C)),
-                    value=get.projection(att + "value.weight", (C, C)),
+                    receptance=projection(reader, att + "receptance.weight", (C, C)),
+                    key=projection(reader, att + "key.weight", (C, C)),
+                    value=projection(reader, att + "value.weight", (C, C)),
                     w0=w0.float(),
                     w1=w1,
                     w2=w2,
@@ -167,20 +168,20 @@ class Rwkv7Backend(RecurrentBackend):
                     k_a=get(att + "k_a", (C,)),
                     r_k=get(att + "r_k", (H, N)).reshape(C),
                     head_norm=(get(att + "ln_x.weight", (C,)), get(att + "ln_x.bias", (C,))),
-                    output=get.projection(att + "output.weight", (C, C)),
+                    output=projection(reader, att + "output.weight", (C, C)),
                     ffn_mix=get(ffn + "x_k", (C,)),
-                    ffn_key=get.projection(ffn + "key.weight", (I, C)),
-                    ffn_value=get.projection(ffn + "value.weight", (C, I)),
+                    ffn_key=projection(reader, ffn + "key.weight", (I, C)),
+                    ffn_value=projection(reader, ffn + "value.weight", (C, I)),
                 )
             )
         self.ln_out = (get("ln_out.weight", (C,)), get("ln_out.bias", (C,)))
-        self.head = get.projection("head.weight", (config.vocab_size, C))
-        get.check_all_used(ARCHITECTURE)
+        self.head = projection(reader, "head.weight", (config.vocab_size, C))
+        reader.check_all_used(ARCHITECTURE)
 
         self.state_shape = (config.num_hidden_layers, 2 + N, C)
         self.info = self._decoder_info(
             ARCHITECTURE,
-            parameters=get.parameters,
+            parameters=reader.parameters,
             context_length=config.context_length,
             vocab_size=config.vocab_size,
             dtype=str(self.dtype).removeprefix("torch."),
@@ -286,6 +287,5 @@ class Rwkv7Backend(RecurrentBackend):
 
 def load(checkpoint: Checkpoint) -> Rwkv7Backend:
     """Build the backend from a directory written by :func:`convert_rwkv7_pth`."""
-    config = Rwkv7Config.from_dict(checkpoint.config, checkpoint.path / "config.json")
-    weights = checkpoint.load_tensors("pt")
-    return Rwkv7Backend(config, weights, checkpoint.path)
+    config = Rwkv7Config.from_dict(checkpoint.config, checkpoint.where("config.json"))
+    return Rwkv7Backend(config, WeightReader(checkpoint))

@@ -12,7 +12,11 @@ so far + new) tells it how many positions are valid.
 
 Capacity grows geometrically (one copy per growth, amortised O(1) per token),
 and ``state_bytes`` reports what is allocated. A run writes past ``length``
-before ``length`` is advanced, so a failed run leaves the state as it was.
+before ``length`` is advanced, so a failed run leaves the state as it was, and
+``decode`` advances the rows' lengths only once every row has run: a batch
+that fails at row k leaves rows 0..k-1 as they were too (their new keys and
+values sit past ``length``, where the next run overwrites them), so the
+engine's row-by-row retry never decodes a row twice.
 
 Per-token host work is kept to what changes, as onnxruntime-genai does: the
 binding is built once per state (and again only when the buffers grow), a decode
@@ -33,10 +37,11 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from agentd.backend import Backend, ModelInfo
+from agentd.backend import Backend, ModelInfo, check_token_ids
 from agentd.checkpoint import Checkpoint
 from agentd.errors import InvalidArgument, OutOfRange
 from agentd.plugins.onnxrt.session import has_input
+from agentd.plugins.onnxrt.weights import graph_weight_bytes
 
 _MAGIC = b"AGOX"
 _VERSION = 1
@@ -98,6 +103,7 @@ class OnnxDecoderBackend(Backend):
             vocab_size=section["vocab_size"],
             dtype=str((checkpoint.manifest or {}).get("dtype", "float32")),
             state_bytes_per_token=2 * s.layers * s.kv_heads * s.head_dim * _FLOAT32_BYTES,
+            weight_bytes=graph_weight_bytes(checkpoint, section),
         )
         # Inputs every run slices from: contiguous views, bound by pointer without a copy.
         self._mask = np.ones((1, self.info.context_length), dtype=np.int64)  # (1, P)
@@ -129,6 +135,8 @@ class OnnxDecoderBackend(Backend):
         out = np.empty((ids.size, 1, self.info.vocab_size), dtype=np.float32)  # (B, 1, V)
         for b, state in enumerate(states):  # one sequence at a time (see the module docstring)
             self._step(int(ids[b]), state, out[b : b + 1])
+        for state in states:  # every row ran: commit them all
+            state.length += 1
         return out.reshape(ids.size, self.info.vocab_size)
 
     def state_bytes(self, state: OnnxKVState) -> int:
@@ -190,7 +198,11 @@ class OnnxDecoderBackend(Backend):
         return logits[0]
 
     def _step(self, token: int, state: OnnxKVState, out: np.ndarray) -> None:
-        """One decode token for ``state``, its logits written into ``out`` ``(1, 1, V)``."""
+        """One decode token for ``state``, its logits written into ``out`` ``(1, 1, V)``.
+
+        Writes the token's keys/values at position ``length`` but leaves
+        ``length`` alone: :meth:`decode` commits the whole batch at once.
+        """
         total = state.length + 1
         binding = self._binding(state, total)
         if not state.bound_for_step:  # once per sequence (and after a prefill or a growth)
@@ -204,7 +216,6 @@ class OnnxDecoderBackend(Backend):
         self._bind_array(binding, "attention_mask", self._mask[:, :total])
         binding.bind_output("logits", "cpu", 0, np.float32, list(out.shape), out.ctypes.data)
         self.session.run_with_iobinding(binding)
-        state.length = total
 
     def _binding(self, state: OnnxKVState, total: int) -> Any:
         """The state's binding, with room for ``total`` positions."""
@@ -243,10 +254,7 @@ class OnnxDecoderBackend(Backend):
         return min(rounded, self.info.context_length) if tokens <= self.info.context_length else rounded
 
     def _check_ids(self, token_ids: np.ndarray) -> np.ndarray:
-        ids = np.ascontiguousarray(token_ids, dtype=np.int64).reshape(-1)
-        if ids.size and (ids.min() < 0 or ids.max() >= self.info.vocab_size):
-            raise InvalidArgument("token_ids", f"token ids must be in [0, {self.info.vocab_size})")
-        return ids
+        return check_token_ids(token_ids, self.info.vocab_size)
 
     def _check_room(self, state: OnnxKVState, tokens: int) -> None:
         if state.length + tokens > self.info.context_length:

@@ -10,9 +10,10 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from agentd.backend import Backend, ModelInfo
+from agentd.backend import Backend, ModelInfo, check_token_ids
 from agentd.checkpoint import Checkpoint
 from agentd.errors import InvalidArgument, OutOfRange
+from agentd.plugins.onnxrt.weights import graph_weight_bytes
 
 #: Longest padded batch run at once; a bigger request is split (sorted by length first).
 MAX_BATCH = 32
@@ -34,6 +35,7 @@ class OnnxEncoderBackend(Backend):
             vocab_size=section["vocab_size"],
             dtype=str((checkpoint.manifest or {}).get("dtype", "float32")),
             embedding_dim=section["embedding_dim"],
+            weight_bytes=graph_weight_bytes(checkpoint, section),
         )
 
     def embed(self, batch: Sequence[Sequence[int]]) -> np.ndarray:
@@ -57,11 +59,9 @@ class OnnxEncoderBackend(Backend):
         return vectors
 
     def _check(self, index: int, ids: Sequence[int]) -> np.ndarray:
-        array = np.asarray(ids, dtype=np.int64).reshape(-1)
+        array = check_token_ids(ids, self.info.vocab_size, field="texts", prefix=f"input {index}: ")
         if array.size == 0:
             raise InvalidArgument("texts", f"input {index} has no tokens")
         if array.size > self.info.context_length:
             raise OutOfRange(f"input {index} has {array.size} tokens; the model's context is {self.info.context_length}")
-        if array.min() < 0 or array.max() >= self.info.vocab_size:
-            raise InvalidArgument("texts", f"input {index}: token ids must be in [0, {self.info.vocab_size})")
         return array

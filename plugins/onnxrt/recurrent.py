@@ -19,10 +19,11 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from agentd.backend import Backend, ModelInfo
+from agentd.backend import Backend, ModelInfo, check_token_ids
 from agentd.checkpoint import Checkpoint
 from agentd.errors import InvalidArgument, ModelLoadError
 from agentd.plugins.onnxrt.session import has_input
+from agentd.plugins.onnxrt.weights import graph_weight_bytes
 
 _MAGIC = b"AGOR"
 _VERSION = 1
@@ -69,6 +70,7 @@ class OnnxRecurrentBackend(Backend):
             vocab_size=section["vocab_size"],
             dtype=str((checkpoint.manifest or {}).get("dtype", "float32")),
             state_bytes_per_sequence=sum(4 * int(np.prod(entry.shape)) for entry in self.layout),
+            weight_bytes=graph_weight_bytes(checkpoint, section),
         )
 
     # -- contract --------------------------------------------------------------
@@ -92,8 +94,9 @@ class OnnxRecurrentBackend(Backend):
             raise InvalidArgument("states", "the same state appears twice in one batch")
         stacked = {e.input: np.concatenate([s.tensors[e.input] for s in states]) for e in self.layout}  # (B, ...)
         logits, present = self._run(ids.reshape(-1, 1), stacked, keep=1)
-        for row, state in enumerate(states):
-            state.tensors = {entry.input: array[row : row + 1] for entry, array in zip(self.layout, present)}
+        rows = [{entry.input: array[row : row + 1] for entry, array in zip(self.layout, present)} for row in range(len(states))]
+        for state, tensors in zip(states, rows):  # the run succeeded: commit every row
+            state.tensors = tensors
             state.tokens += 1
         return logits[:, -1]  # (B, V)
 
@@ -134,10 +137,7 @@ class OnnxRecurrentBackend(Backend):
         return logits, present
 
     def _check_ids(self, token_ids: np.ndarray) -> np.ndarray:
-        ids = np.ascontiguousarray(token_ids, dtype=np.int64).reshape(-1)
-        if ids.size and (ids.min() < 0 or ids.max() >= self.info.vocab_size):
-            raise InvalidArgument("token_ids", f"token ids must be in [0, {self.info.vocab_size})")
-        return ids
+        return check_token_ids(token_ids, self.info.vocab_size)
 
 
 def _state_tensor(entry: Any, manifest_path: object) -> _StateTensor:

@@ -19,7 +19,7 @@ import torch.nn.functional as F
 from agentd.backend import ModelInfo
 from agentd.plugins.fixed_state import FixedStateBackend
 from agentd.plugins.projection import linear, pack_weight
-from agentd.plugins.ssm.layers import rms_norm
+from agentd.plugins.norm import rms_norm
 from agentd.plugins.ssm.state import SSMState
 
 #: SSMs have no positional limit; this is only a sanity cap on one request.
@@ -80,6 +80,7 @@ class SSMBackend(FixedStateBackend[SSMState], Generic[LayerT]):
             for name in layer.PROJECTIONS:
                 setattr(layer, name, pack_weight(getattr(layer, name)))
         self.lm_head = pack_weight(self.lm_head)
+        self._weights_changed()
 
     def _ssm_info(self, architecture: str, parameters: int, vocab_size: int) -> ModelInfo:
         """Every SSM's ``ModelInfo``: fp32 weights, no positional limit."""

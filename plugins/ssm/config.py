@@ -55,4 +55,4 @@ def parse_config(checkpoint: Checkpoint, from_dict: Callable[[dict[str, Any]], C
     try:
         return from_dict(checkpoint.config)
     except ValueError as exc:
-        raise ModelLoadError(checkpoint.path / "config.json", str(exc)) from None
+        raise ModelLoadError(checkpoint.where("config.json"), str(exc)) from None

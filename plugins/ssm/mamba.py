@@ -27,7 +27,7 @@ from agentd.plugins.ssm.base import SSMBackend, SSMLayer
 from agentd.plugins.ssm.config import config_field, parse_config, require_silu
 from agentd.plugins.ssm.layers import causal_conv_sequence, causal_conv_step
 from agentd.plugins.ssm.scan import DEFAULT_CHUNK, selective_scan_chunked, selective_scan_step
-from agentd.plugins.ssm.weights import WeightReader
+from agentd.plugins.weights import WeightReader
 
 ARCHITECTURE = "MambaForCausalLM"
 

@@ -25,7 +25,7 @@ from agentd.plugins.ssm.base import SSMBackend, SSMLayer
 from agentd.plugins.ssm.config import config_field, config_number, parse_config, require_silu
 from agentd.plugins.ssm.layers import causal_conv_sequence, causal_conv_step, gated_rms_norm
 from agentd.plugins.ssm.ssd import DEFAULT_CHUNK, ssd_chunked, ssd_step
-from agentd.plugins.ssm.weights import WeightReader
+from agentd.plugins.weights import WeightReader
 
 ARCHITECTURE = "Mamba2ForCausalLM"
 

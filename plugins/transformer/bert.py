@@ -25,9 +25,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from agentd.backend import Backend, ModelInfo
+from agentd.backend import Backend, ModelInfo, check_token_ids
 from agentd.checkpoint import Checkpoint
 from agentd.errors import InvalidArgument, ModelLoadError, OutOfRange
+from agentd.plugins.weights import WeightReader, resident_bytes
 
 Pooling = Literal["mean", "cls", "max", "mean_sqrt_len"]
 
@@ -69,7 +70,7 @@ class BertConfig:
 
     @classmethod
     def from_checkpoint(cls, checkpoint: Checkpoint) -> BertConfig:
-        path = checkpoint.path / "config.json"
+        path = checkpoint.where("config.json")
         raw = checkpoint.config
         values: dict[str, Any] = {}
         for field in fields(cls):
@@ -185,6 +186,7 @@ class BertBackend(Backend):
             vocab_size=config.vocab_size,
             dtype="float32",
             embedding_dim=config.hidden_size,
+            weight_bytes=resident_bytes([*encoder.parameters(), *encoder.buffers()]),
         )
 
     def embed(self, batch: Sequence[Sequence[int]]) -> np.ndarray:
@@ -212,15 +214,13 @@ class BertBackend(Backend):
         return vectors.float().numpy()
 
     def _check(self, index: int, ids: Sequence[int]) -> np.ndarray:
-        array = np.asarray(ids, dtype=np.int64).reshape(-1)
+        array = check_token_ids(ids, self.info.vocab_size, field="texts", prefix=f"input {index}: ")
         if array.size == 0:
             raise InvalidArgument("texts", f"input {index} has no tokens")
         if array.size > self.info.context_length:
             raise OutOfRange(
                 f"input {index} has {array.size} tokens; the model's context is {self.info.context_length}"
             )
-        if array.min() < 0 or array.max() >= self.info.vocab_size:
-            raise InvalidArgument("texts", f"input {index}: token ids must be in [0, {self.info.vocab_size})")
         return array
 
 
@@ -229,12 +229,13 @@ class BertBackend(Backend):
 
 def _read_pooling(checkpoint: Checkpoint) -> tuple[Pooling, bool]:
     """(pooling mode, normalise?) from the sentence-transformers files, if any."""
-    modules_path = checkpoint.file("modules.json", required=False)
+    modules_text = checkpoint.read_text("modules.json")
+    modules_path = checkpoint.where("modules.json")
     pooling_dir, normalize = "1_Pooling", True
-    if modules_path is not None:
+    if modules_text is not None:
         try:
-            modules = json.loads(modules_path.read_text(encoding="utf-8"))
-        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+            modules = json.loads(modules_text)
+        except json.JSONDecodeError as exc:
             raise ModelLoadError(modules_path, f"invalid JSON ({exc})") from None
         if not isinstance(modules, list) or not all(isinstance(m, dict) for m in modules):
             raise ModelLoadError(modules_path, "expected a list of module objects")
@@ -259,7 +260,7 @@ def _read_pooling(checkpoint: Checkpoint) -> tuple[Pooling, bool]:
     if len(modes) != 1:
         # sentence-transformers would concatenate several modes; no checkpoint we serve does that.
         raise ModelLoadError(
-            checkpoint.path / pooling_dir / "config.json", f"expected exactly one pooling mode, got {modes}"
+            checkpoint.where(f"{pooling_dir}/config.json"), f"expected exactly one pooling mode, got {modes}"
         )
     return modes[0], normalize
 
@@ -274,55 +275,48 @@ def _hf_name(name: str) -> str:
     return name
 
 
-def _state_dict(raw: dict[str, torch.Tensor], config: BertConfig) -> dict[str, torch.Tensor]:
-    """Map HF BertModel names onto :class:`BertEncoder`'s, fusing Q/K/V."""
-    hf = {_hf_name(name): tensor.to(torch.float32) for name, tensor in raw.items()}
+def _state_dict(reader: WeightReader, encoder: BertEncoder) -> dict[str, torch.Tensor]:
+    """:class:`BertEncoder`'s weights from HF BertModel names, fusing Q/K/V; shapes from ``encoder``."""
+    expected = {name: tuple(tensor.shape) for name, tensor in encoder.state_dict().items()}
+
+    def take(source: str, destination: str) -> torch.Tensor:
+        return reader.take(source, expected[destination])
+
     state = {
-        "word_embeddings.weight": hf.pop("embeddings.word_embeddings.weight"),
-        "position_embeddings.weight": hf.pop("embeddings.position_embeddings.weight"),
-        "token_type_embeddings.weight": hf.pop("embeddings.token_type_embeddings.weight"),
-        "embedding_norm.weight": hf.pop("embeddings.LayerNorm.weight"),
-        "embedding_norm.bias": hf.pop("embeddings.LayerNorm.bias"),
+        "word_embeddings.weight": take("embeddings.word_embeddings.weight", "word_embeddings.weight"),
+        "position_embeddings.weight": take("embeddings.position_embeddings.weight", "position_embeddings.weight"),
+        "token_type_embeddings.weight": take("embeddings.token_type_embeddings.weight", "token_type_embeddings.weight"),
+        "embedding_norm.weight": take("embeddings.LayerNorm.weight", "embedding_norm.weight"),
+        "embedding_norm.bias": take("embeddings.LayerNorm.bias", "embedding_norm.bias"),
     }
-    for i in range(config.num_hidden_layers):
+    for i in range(encoder.config.num_hidden_layers):
         src, dst = f"encoder.layer.{i}.", f"layers.{i}."
         for kind in ("weight", "bias"):
+            fused = expected[dst + "qkv." + kind]
+            part = (fused[0] // 3, *fused[1:])
             state[dst + "qkv." + kind] = torch.cat(
-                [hf.pop(f"{src}attention.self.{proj}.{kind}") for proj in ("query", "key", "value")]
+                [reader.take(f"{src}attention.self.{proj}.{kind}", part) for proj in ("query", "key", "value")]
             )
-            state[dst + "attention_out." + kind] = hf.pop(f"{src}attention.output.dense.{kind}")
-            state[dst + "attention_norm." + kind] = hf.pop(f"{src}attention.output.LayerNorm.{kind}")
-            state[dst + "intermediate." + kind] = hf.pop(f"{src}intermediate.dense.{kind}")
-            state[dst + "output." + kind] = hf.pop(f"{src}output.dense.{kind}")
-            state[dst + "output_norm." + kind] = hf.pop(f"{src}output.LayerNorm.{kind}")
+            state[dst + "attention_out." + kind] = take(f"{src}attention.output.dense.{kind}", dst + "attention_out." + kind)
+            state[dst + "attention_norm." + kind] = take(f"{src}attention.output.LayerNorm.{kind}", dst + "attention_norm." + kind)
+            state[dst + "intermediate." + kind] = take(f"{src}intermediate.dense.{kind}", dst + "intermediate." + kind)
+            state[dst + "output." + kind] = take(f"{src}output.dense.{kind}", dst + "output." + kind)
+            state[dst + "output_norm." + kind] = take(f"{src}output.LayerNorm.{kind}", dst + "output_norm." + kind)
     return state
 
 
 def load(checkpoint: Checkpoint) -> Backend:
-    """Build a :class:`BertBackend` from an HF ``BertModel`` checkpoint."""
+    """Build a :class:`BertBackend` from an HF ``BertModel`` checkpoint (pooler and MLM heads are ignored)."""
     config = BertConfig.from_checkpoint(checkpoint)
-    weights_path = checkpoint.weight_files[0]
-    raw = checkpoint.load_tensors("pt")
-    try:
-        state = _state_dict(raw, config)
-    except KeyError as exc:
-        raise ModelLoadError(
-            weights_path, f"missing weight {exc.args[0]!r} (expected a BertModel checkpoint)"
-        ) from None
     encoder = BertEncoder(config)
-    expected = encoder.state_dict()
-    for name, tensor in state.items():
-        have, want = tuple(tensor.shape), tuple(expected[name].shape)
-        if have != want:
-            raise ModelLoadError(weights_path, f"weight for {name!r} has shape {have}, config implies {want}")
-    encoder.load_state_dict(state, strict=True)
+    reader = WeightReader(checkpoint, rename=_hf_name)
+    encoder.load_state_dict(_state_dict(reader, encoder), strict=True)
     encoder.requires_grad_(False)
     pooling, normalize = _read_pooling(checkpoint)
-    parameters = sum(t.numel() for t in state.values())
     return BertBackend(
         encoder,
         pooling=pooling,
         normalize=normalize,
         architecture=checkpoint.architecture,
-        parameters=parameters,
+        parameters=reader.parameters,
     )

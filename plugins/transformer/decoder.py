@@ -15,9 +15,11 @@ from typing import Sequence
 import numpy as np
 import torch
 
-from agentd.backend import Backend, ModelInfo
+from agentd.backend import Backend, ModelInfo, check_token_ids
 from agentd.checkpoint import Checkpoint
 from agentd.errors import InvalidArgument, OutOfRange
+
+from agentd.plugins.weights import WeightReader
 
 from .kv_cache import KVCache
 from .llama import LlamaConfig, LlamaModel
@@ -40,6 +42,7 @@ class DecoderBackend(Backend):
             dtype="float32",
             # One key and one value vector per layer and KV head, float32.
             state_bytes_per_token=2 * c.num_hidden_layers * c.num_key_value_heads * c.head_dim * _FLOAT32_BYTES,
+            weight_bytes=model.resident_bytes(),
         )
 
     def new_state(self) -> KVCache:
@@ -80,10 +83,7 @@ class DecoderBackend(Backend):
         return KVCache.from_bytes(data, c.num_hidden_layers, c.num_key_value_heads, c.head_dim)
 
     def _check_ids(self, token_ids: np.ndarray, field: str) -> np.ndarray:
-        ids = np.ascontiguousarray(token_ids, dtype=np.int64).reshape(-1)
-        if ids.size and (ids.min() < 0 or ids.max() >= self.info.vocab_size):
-            raise InvalidArgument(field, f"token ids must be in [0, {self.info.vocab_size})")
-        return ids
+        return check_token_ids(token_ids, self.info.vocab_size, field=field)
 
     def _check_room(self, state: KVCache, tokens: int) -> None:
         if state.length + tokens > self.info.context_length:
@@ -95,8 +95,8 @@ class DecoderBackend(Backend):
 
 def load(checkpoint: Checkpoint) -> Backend:
     """Build the decoder backend from a Hugging Face Llama/Qwen2 checkpoint (weights as float32)."""
-    config = LlamaConfig.from_hf(checkpoint.config, checkpoint.path / "config.json")
+    config = LlamaConfig.from_hf(checkpoint.config, checkpoint.where("config.json"))
     model = LlamaModel(config, checkpoint.path)
-    model.load(checkpoint.tensors("pt"))
+    model.load(WeightReader(checkpoint))
     model.pack_weights()
     return DecoderBackend(model)

@@ -35,7 +35,9 @@ import torch
 import torch.nn.functional as F
 
 from agentd.errors import ModelLoadError
+from agentd.plugins.norm import rms_norm
 from agentd.plugins.projection import linear, pack_weight
+from agentd.plugins.weights import WeightReader, layer_tensors, resident_bytes
 
 from .attention import attention, decode_attention
 from .kv_cache import KVCache
@@ -292,37 +294,24 @@ class LlamaModel:
                 out[p + "mlp.down_proj.bias"] = layer.down_bias
         return out
 
-    def load(self, tensors: Iterable[tuple[str, torch.Tensor]]) -> None:
+    def load(self, tensors: "WeightReader | Iterable[tuple[str, torch.Tensor]]") -> None:
         """Copy Hugging Face tensors into place, converting to float32 as they stream in.
 
-        Each tensor is copied straight into its slice of the fused weights, so
-        loading never holds more than the model plus one checkpoint tensor.
-        Unknown, missing, duplicate or misshapen tensors raise ModelLoadError naming them.
+        ``tensors`` is a :class:`~agentd.plugins.weights.WeightReader` (the
+        serving loader's) or the pairs of ``checkpoint.tensors("pt")`` (the ONNX
+        exporter's), read through one. Each tensor is copied straight into its
+        slice of the fused weights, so loading never holds more than the model
+        plus one checkpoint tensor. Unknown, missing, duplicate or misshapen
+        tensors raise ModelLoadError naming them.
         """
-        destinations = self._destinations()
-        filled: set[str] = set()
-        for name, tensor in tensors:
-            if name.endswith("rotary_emb.inv_freq"):
-                continue  # a buffer older transformers saved; recomputed from config.json
-            if name == "lm_head.weight" and self.config.tie_word_embeddings:
-                continue  # tied: the embedding is the head
-            target = destinations.get(name)
-            if target is None:
-                raise ModelLoadError(self.path, f"unexpected tensor {name!r} for {self.config.architecture}")
-            if name in filled:
-                raise ModelLoadError(self.path, f"tensor {name!r} appears twice")
-            if tuple(tensor.shape) != tuple(target.shape):
-                raise ModelLoadError(
-                    self.path, f"tensor {name!r} has shape {tuple(tensor.shape)}, expected {tuple(target.shape)}"
-                )
-            if not tensor.is_floating_point():
-                raise ModelLoadError(self.path, f"tensor {name!r} has non-float dtype {tensor.dtype}")
-            target.copy_(tensor)  # bf16/fp16 -> fp32 here
-            filled.add(name)
-        missing = [name for name in destinations if name not in filled]
-        if missing:
-            more = f" (and {len(missing) - 1} more)" if len(missing) > 1 else ""
-            raise ModelLoadError(self.path, f"missing tensor {missing[0]!r}{more}")
+        reader = tensors if isinstance(tensors, WeightReader) else WeightReader.from_stream(tensors, self.path)
+        tied = self.config.tie_word_embeddings
+        reader.fill(
+            self._destinations(),
+            architecture=self.config.architecture,
+            # A buffer older transformers saved (recomputed from config.json); a tied head is the embedding.
+            skip=lambda name: name.endswith("rotary_emb.inv_freq") or (tied and name == "lm_head.weight"),
+        )
 
     def pack_weights(self) -> None:
         """Reorder every projection (and the LM head) for oneDNN; see :func:`pack_weight`.
@@ -338,6 +327,10 @@ class LlamaModel:
             layer.gate_up_weight = pack_weight(layer.gate_up_weight)
             layer.down_weight = pack_weight(layer.down_weight)
         self.lm_head = pack_weight(self.lm_head)
+
+    def resident_bytes(self) -> int:
+        """Bytes of every weight held now: packed copies counted, a dense tied head once."""
+        return resident_bytes(layer_tensors(self.embed, self.norm, self.lm_head, *self.layers))
 
     def parameter_count(self) -> int:
         """Parameters as the checkpoint stores them (a tied head counted once)."""
@@ -370,7 +363,7 @@ class LlamaModel:
 
         x = F.embedding(token_ids.reshape(-1), self.embed)  # (B*T, C), the residual stream
         for index, layer in enumerate(self.layers):
-            h = _rms_norm(x, layer.attn_norm, c.rms_norm_eps)
+            h = rms_norm(x, layer.attn_norm, c.rms_norm_eps)
             qkv = linear(h, layer.qkv_weight, layer.qkv_bias).view(batch, steps, -1)  # (B, T, Q+2KV)
             # Rotate q and k heads in one go: they are adjacent columns of qkv.
             qk = _rotate(qkv[..., : c.q_size + c.kv_size].view(batch, steps, heads + kv_heads, dim), cos, sin)
@@ -386,12 +379,12 @@ class LlamaModel:
             x.add_(linear(attn.reshape(batch * steps, c.q_size), layer.o_weight, layer.o_bias))
             self._mlp(layer, x)
 
-        for cache in caches:
-            cache.advance(steps)
         if not all_logits:
             x = x.view(batch, steps, -1)[:, -1]  # (B, C)
-        x = _rms_norm(x, self.norm, c.rms_norm_eps)
-        return linear(x, self.lm_head, None)
+        logits = linear(rms_norm(x, self.norm, c.rms_norm_eps), self.lm_head, None)
+        for cache in caches:  # only now: a pass that raised anywhere above commits nothing
+            cache.advance(steps)
+        return logits
 
     def _attend(
         self, layer: int, cache: KVCache, start: int, qk: torch.Tensor, values: torch.Tensor
@@ -430,20 +423,10 @@ class LlamaModel:
         c = self.config
         for start in range(0, x.shape[0], MLP_ROWS):
             rows = x[start : start + MLP_ROWS]
-            h = _rms_norm(rows, layer.mlp_norm, c.rms_norm_eps)
+            h = rms_norm(rows, layer.mlp_norm, c.rms_norm_eps)
             gate_up = linear(h, layer.gate_up_weight, layer.gate_up_bias)  # (rows, 2I)
             gate, up = gate_up.split(c.intermediate_size, dim=-1)
             rows.add_(linear(F.silu(gate).mul_(up), layer.down_weight, layer.down_bias))
-
-
-def _rms_norm(x: torch.Tensor, weight: torch.Tensor, eps: float) -> torch.Tensor:
-    """``x / sqrt(mean(x^2) + eps) * weight`` over the last dimension.
-
-    Written out because ``F.rms_norm`` (and ``mean``) on CPU add dtype-conversion
-    copies; at batch-1 decode, small ops times 61 norms is measurable latency.
-    """
-    mean_square = x.pow(2).sum(-1, keepdim=True).div_(x.shape[-1])
-    return x * mean_square.add_(eps).rsqrt_() * weight
 
 
 def _rotate(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
