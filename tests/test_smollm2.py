@@ -31,10 +31,8 @@ def test_chat_template_ids_equal_transformers(smol) -> None:
 def test_greedy_chat_answers_equal_transformers(smol, prompt) -> None:
     ids = smol.tokenizer.apply_chat_template([{"role": "user", "content": prompt}], add_generation_prompt=True)
     ours = smol.generate(ids, GREEDY_TOKENS)
-    expected = list(reference_greedy(prompt))
+    expected = list(reference_greedy(prompt))  # ends with <|im_end|> when the answer is shorter than 48 tokens
     _, tokenizer = hf_smollm2()
-    if expected[-1:] == [tokenizer.eos_token_id]:
-        expected = expected[:-1]  # agentd reports the stop, it does not emit the end-of-turn token
     assert ours == expected, (tokenizer.decode(ours), tokenizer.decode(expected))
 
 
