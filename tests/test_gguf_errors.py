@@ -1,0 +1,122 @@
+"""A broken or unsupported GGUF is one ModelLoadError naming the file (and the tensor), never a traceback.
+
+Checked through the Python API and through ``agentd import`` as a user runs
+it: one ``agentd: error: ...`` line, a non-zero exit, nothing written.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+import agentd
+from agentd.errors import ModelLoadError
+
+from _bundle_fixtures import run_agentd
+from _gguf_fixtures import spm_vocabulary, uniform, write_gguf
+from _llama_fixtures import make_hf_model
+
+
+@pytest.fixture(scope="module")
+def good_gguf(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    spm = spm_vocabulary()
+    model = make_hf_model("llama", vocab_size=len(spm[0]))
+    return write_gguf(tmp_path_factory.mktemp("gguf") / "good.gguf", model, uniform("Q8_0"), spm=spm)
+
+
+def _unsupported_type(tmp: Path) -> Path:
+    """A llama file whose ``blk.0.attn_q.weight`` is IQ2_XXS (no dequantiser in agentd)."""
+    import gguf
+
+    path = tmp / "iq2.gguf"
+    writer = gguf.GGUFWriter(str(path), "llama")
+    writer.add_block_count(1)
+    writer.add_tensor("token_embd.weight", np.zeros((8, 256), dtype=np.float32))
+    qtype = gguf.GGMLQuantizationType.IQ2_XXS
+    raw = np.zeros(gguf.quants.quant_shape_to_byte_shape((256, 256), qtype), dtype=np.uint8)
+    writer.add_tensor("blk.0.attn_q.weight", raw, raw_dtype=qtype)
+    writer.write_header_to_file()
+    writer.write_kv_data_to_file()
+    writer.write_tensors_to_file()
+    writer.close()
+    return path
+
+
+def _unsupported_architecture(tmp: Path) -> Path:
+    import gguf
+
+    path = tmp / "falcon.gguf"
+    writer = gguf.GGUFWriter(str(path), "falcon")
+    writer.add_block_count(1)
+    writer.add_tensor("token_embd.weight", np.zeros((8, 32), dtype=np.float32))
+    writer.write_header_to_file()
+    writer.write_kv_data_to_file()
+    writer.write_tensors_to_file()
+    writer.close()
+    return path
+
+
+def _truncated(tmp: Path, good: Path) -> Path:
+    path = tmp / "truncated.gguf"
+    data = good.read_bytes()
+    path.write_bytes(data[: len(data) - 1000])
+    return path
+
+
+def _last_tensor(path: Path) -> str:
+    import gguf
+
+    return gguf.GGUFReader(str(path)).tensors[-1].name
+
+
+@pytest.fixture
+def broken(request, tmp_path: Path, good_gguf: Path) -> tuple[Path, str]:
+    """(file, regex the message after '<file>: ' must match)."""
+    kind = request.param
+    if kind == "type":
+        return _unsupported_type(tmp_path), r".*tensor 'blk\.0\.attn_q\.weight' has type IQ2_XXS.*"
+    if kind == "architecture":
+        return _unsupported_architecture(tmp_path), r".*architecture 'falcon'.*not supported.*"
+    if kind == "truncated":
+        return _truncated(tmp_path, good_gguf), rf".*tensor '{_last_tensor(good_gguf)}'.*truncated.*"
+    path = tmp_path / "header.gguf"  # cut inside the metadata
+    path.write_bytes(good_gguf.read_bytes()[:300])
+    return path, r".*corrupt or truncated GGUF header.*"
+
+
+KINDS = ["type", "architecture", "truncated", "header"]
+
+
+@pytest.mark.parametrize("broken", KINDS, indirect=True)
+def test_load_model_raises_one_error_naming_file_and_tensor(broken: tuple[Path, str]) -> None:
+    path, problem = broken
+    with pytest.raises(ModelLoadError) as info:
+        agentd.load_model(path)
+    assert info.value.path == str(path.resolve())
+    message = str(info.value)
+    assert message.startswith(f"{path.resolve()}: ")
+    assert "\n" not in message
+    assert __import__("re").fullmatch(problem, message.removeprefix(f"{path.resolve()}: ")), message
+
+
+@pytest.mark.parametrize("broken", KINDS, indirect=True)
+def test_cli_import_prints_one_line_and_writes_nothing(broken: tuple[Path, str], tmp_path: Path) -> None:
+    path, _ = broken
+    out = tmp_path / "out" / "bundle"
+    result = run_agentd("import", str(path), str(out))
+    assert result.returncode != 0
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1, result.stderr
+    assert lines[0].startswith("agentd: error: ") and str(path.resolve()) in lines[0]
+    assert "Traceback" not in result.stderr
+    assert not out.exists()
+    assert not (out.parent.exists() and any(out.parent.iterdir()))
+
+
+def test_a_file_that_is_not_gguf_is_not_claimed(tmp_path: Path) -> None:
+    path = tmp_path / "model.bin"
+    path.write_bytes(b"GGML" + b"\0" * 64)
+    with pytest.raises(ModelLoadError, match="format plugins: .*gguf"):
+        agentd.load_model(path)
