@@ -321,3 +321,47 @@ def test_info_check_wants_weight_bytes() -> None:
     with pytest.raises(conformance.ConformanceError, match="info.weight_bytes must be a positive int"):
         conformance.check_info(backend)
 
+
+
+# -- ModelInfo.weight_bytes: what is resident, not parameters x 4 -----------------------
+
+TORCH_FIXTURES = [
+    pytest.param(fixture, id=fixture.variant)
+    for name, fixtures in FIXTURES.items()
+    if name != "onnxrt"
+    for fixture in fixtures
+]
+
+
+@pytest.mark.parametrize("fixture", TORCH_FIXTURES)
+def test_loaded_torch_model_reports_at_least_four_bytes_per_parameter(fixture: Fixture, built) -> None:
+    backend = built(fixture)
+    info = backend.info
+    assert info.dtype == "float32"
+    # RWKV folds block 0's LayerNorm (weight and bias) into its embedding table at load:
+    # those 2 x hidden parameters are not held apart.
+    folded = 2 * backend.config.hidden_size if fixture.variant.startswith("rwkv") else 0
+    assert info.weight_bytes >= (info.parameters - folded) * 4
+    head = getattr(backend, "lm_head", None)
+    if head is None:
+        head = getattr(getattr(backend, "model", None), "lm_head", None)
+    if head is not None and head.is_mkldnn:
+        embeddings = getattr(backend, "embeddings", None)
+        if embeddings is None:
+            embeddings = backend.model.embed
+        if fixture.variant.endswith("tied"):
+            # The gather keeps the dense table and the head is a packed copy of it: both are resident.
+            assert info.weight_bytes >= info.parameters * 4 + embeddings.numel() * 4
+
+
+@pytest.mark.slow
+def test_int4_onnx_bundle_reports_its_stored_bytes_not_four_per_parameter(tmp_path: Path) -> None:
+    from _export_fixtures import export, onnx_backend
+    from _llama_fixtures import save_variant
+
+    save_variant("llama", tmp_path / "source")
+    fp32 = onnx_backend(export(tmp_path / "source", tmp_path / "fp32")).info
+    int4 = onnx_backend(export(tmp_path / "source", tmp_path / "int4", quant="int4", block_size=32)).info
+    assert fp32.parameters == int4.parameters
+    assert fp32.weight_bytes >= fp32.parameters * 4  # every initialiser at fp32
+    assert int4.weight_bytes < 0.35 * fp32.weight_bytes  # int4 blocks + scales, not 4 bytes a parameter

@@ -75,7 +75,8 @@ def test_load_in_background_reports_health_then_serves(checkpoints, monkeypatch)
         _wait_until(lambda: harness.health("agentd.model.b") == SERVING)
         info = _info(harness, "b")
         assert info.status == mpb.MODEL_STATUS_READY and info.architecture == "LlamaForCausalLM"
-        assert info.weight_bytes == info.parameters * 4
+        # What the backend holds resident (its packed copy of the tied head included), not an estimate.
+        assert info.weight_bytes == table.get("b").model.info.weight_bytes >= info.parameters * 4
         assert _generate(harness, "b") == table.get("b").model.generate(PROMPT, 6)
 
         # Unloading: the name is gone, and so is its health service.
@@ -87,7 +88,8 @@ def test_load_in_background_reports_health_then_serves(checkpoints, monkeypatch)
 
 
 def test_memory_budget_evicts_the_least_recently_used_idle_model_and_reloads_it(checkpoints) -> None:
-    size = estimate_weight_bytes(checkpoints["a"])
+    size = agentd.model.load_model(checkpoints["a"]).info.weight_bytes  # resident: more than the files (packed tied head)
+    assert size > estimate_weight_bytes(checkpoints["a"])
     table = ModelTable.load([ModelSource("a", checkpoints["a"])], ServingSettings(memory_budget=int(2.5 * size)))
     expected = {}
     with socket_dir() as directory, ServingHarness(table, directory / "r.sock") as harness:
@@ -156,3 +158,18 @@ def test_load_errors(checkpoints, tmp_path) -> None:
         with pytest.raises(grpc.RpcError) as caught:
             harness.models.UnloadModel(mpb.UnloadModelRequest(name="bad"), timeout=30)
         assert caught.value.code() == grpc.StatusCode.NOT_FOUND
+
+
+def test_budget_counts_what_a_loaded_model_holds_not_its_files(checkpoints) -> None:
+    files = estimate_weight_bytes(checkpoints["a"])
+    resident = agentd.model.load_model(checkpoints["a"]).info.weight_bytes
+    assert resident > files  # the packed copy of the tied head
+    # Room for "a" loaded plus "b" judged by its files, not for both as loaded.
+    budget = resident + files + (resident - files) // 2
+    table = ModelTable.load([ModelSource("a", checkpoints["a"])], ServingSettings(memory_budget=budget))
+    with socket_dir() as directory, ServingHarness(table, directory / "r.sock") as harness:
+        loaded = harness.models.LoadModel(mpb.LoadModelRequest(name="b", path=str(checkpoints["b"]), wait=True), timeout=60)
+        assert loaded.status == mpb.MODEL_STATUS_READY and loaded.weight_bytes == resident
+        statuses = {m.name: m.status for m in harness.models.ListModels(mpb.ListModelsRequest()).models}
+        assert statuses == {"a": mpb.MODEL_STATUS_EVICTED, "b": mpb.MODEL_STATUS_READY}
+        assert table.loaded_bytes() <= budget

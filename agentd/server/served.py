@@ -44,7 +44,6 @@ DESCRIPTION_KEY = "agentd_description"
 HEALTH_PREFIX = "agentd.model."
 #: Weight files counted when estimating a model's memory before it is loaded.
 WEIGHT_SUFFIXES = (".safetensors", ".bin", ".onnx", ".data", ".pt")
-DTYPE_BYTES = {"float32": 4, "float16": 2, "bfloat16": 2, "float64": 8, "int8": 1, "uint8": 1}
 
 #: Names a client may give LoadModel (they also name a health service).
 MODEL_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
@@ -96,7 +95,8 @@ class ServedModel:
     prefix_cache: "PrefixCache | None" = None
     #: What the model is; kept after eviction so it can still be described.
     info: "ModelInfo | None" = None
-    #: Bytes of weights (estimated from the files until loaded).
+    #: Bytes of weights: estimated from the files until loaded, then what the backend
+    #: reports holding (``ModelInfo.weight_bytes``).
     weight_bytes: int = 0
     #: Why loading failed (``status == "failed"``).
     error: AgentdError | None = None
@@ -292,6 +292,7 @@ class ModelTable:
                 served.description = str(model.checkpoint.config.get(DESCRIPTION_KEY, ""))
             self._activate(served, model)
             log.info("loaded %s from %s in %.2fs", served.name, served.path, time.monotonic() - started)
+            self._settle_budget(served)
         finally:
             served._loading = None
         if self._models.get(served.name) is served:
@@ -303,7 +304,7 @@ class ModelTable:
 
         settings = self.settings
         served.model, served.info, served.status = model, model.info, "ready"
-        served.weight_bytes = weight_bytes(model.info)
+        served.weight_bytes = weight_bytes(model.info, served.path)
         if model.info.kind == "decoder":
             cache = PrefixCache(settings.prefix_cache_bytes) if settings.prefix_cache_bytes > 0 else None
             served.prefix_cache = cache
@@ -339,6 +340,27 @@ class ModelTable:
             log.info("evicting %s (least recently used) to fit %s in the memory budget", victim.name, incoming.name)
             self._evict(victim)
 
+    def _settle_budget(self, loaded: ServedModel) -> None:
+        """Room was made for ``loaded`` by its files' size; loaded, it reports what it holds
+        (a packed copy of a tied head, say). Evict idle models again while that overflows."""
+        budget = self.settings.memory_budget
+        while budget > 0 and self.loaded_bytes() > budget:
+            idle = [s for s in self._models.values() if s is not loaded and self._idle(s)]
+            if not idle:
+                log.warning("%s holds %d bytes of weights: over the memory budget of %d while the others are in use",
+                            loaded.name, loaded.weight_bytes, budget)
+                return
+            victim = min(idle, key=lambda s: s.last_used)
+            log.info("evicting %s (least recently used): %s holds more than its files implied", victim.name, loaded.name)
+            self._evict(victim)
+
+    @staticmethod
+    def _idle(served: ServedModel) -> bool:
+        engine = served.engine
+        return served.status == "ready" and served.in_use == 0 and (
+            engine is None or engine.active_count() + engine.queued_count() == 0
+        )
+
     def _evict(self, served: ServedModel) -> None:
         """Drop an idle model's weights, engine and sessions; it reloads on its next request."""
         engine = served.engine
@@ -371,13 +393,17 @@ def require_models(table: ModelTable) -> ModelTable:
     return table
 
 
-def weight_bytes(info: "ModelInfo") -> int:
-    """Bytes of a loaded model's weights: parameters times the dtype's size."""
-    return int(info.parameters) * DTYPE_BYTES.get(info.dtype, 4)
+def weight_bytes(info: "ModelInfo", path: Path) -> int:
+    """Bytes of a loaded model's weights: what its backend reports holding resident
+    (packed copies, int4 blocks as they are); for a backend that reports nothing,
+    the size of its weight files."""
+    return int(info.weight_bytes) if info.weight_bytes > 0 else estimate_weight_bytes(path)
 
 
 def estimate_weight_bytes(path: Path) -> int:
     """Bytes of the weight files under ``path`` (a model's size before it is loaded)."""
+    if Path(path).is_file():  # a single-file model (GGUF, .pth)
+        return Path(path).stat().st_size
     return sum(p.stat().st_size for p in Path(path).rglob("*") if p.is_file() and p.name.endswith(WEIGHT_SUFFIXES))
 
 
