@@ -53,6 +53,7 @@ TOY_PLUGIN = textwrap.dedent(
             self.info = ModelInfo(
                 architecture=architecture, kind="decoder", parameters=int(table.size), context_length=64,
                 vocab_size=table.shape[0], dtype="float32", state_bytes_per_token=8,
+                weight_bytes=int(self.table.nbytes),
             )
 
         def new_state(self) -> list[int]:
@@ -63,10 +64,14 @@ TOY_PLUGIN = textwrap.dedent(
             rows = self.table[token_ids]
             return rows if all_logits else rows[-1:]
 
+        def _row(self, token: int) -> np.ndarray:
+            return self.table[token]
+
         def decode(self, token_ids: np.ndarray, states: Sequence[list[int]]) -> np.ndarray:
-            for token, state in zip(token_ids, states):
+            rows = np.stack([self._row(int(token)) for token in token_ids])  # may raise midway...
+            for token, state in zip(token_ids, states):  # ...so the states change only after it all ran
                 state.append(int(token))
-            return self.table[token_ids]
+            return rows
 
         def state_bytes(self, state: list[int]) -> int:
             return 8 * len(state)
@@ -86,6 +91,28 @@ TOY_PLUGIN = textwrap.dedent(
     def register_backends(register: Callable[[BackendSpec], None]) -> None:
         register(BackendSpec(name="toy", architectures=("ToyForCausalLM",), load=load,
                              description="bigram table in NumPy (test plugin)"))
+
+
+    def conformance_fixture():
+        """What agentd's conformance suite runs for this backend (entry-point group agentd.conformance)."""
+        import json
+
+        from safetensors.numpy import save_file
+
+        import agentd
+        from agentd.conformance import Fixture, Tolerance, fail_on_call
+
+        def build(directory):
+            table = np.random.default_rng(0).standard_normal((16, 16)).astype(np.float32)
+            (directory / "config.json").write_text(json.dumps({"architectures": ["ToyForCausalLM"], "vocab_size": 16}))
+            save_file({"table": table}, str(directory / "model.safetensors"))
+            return agentd.load_model(directory).backend
+
+        def inject(backend):
+            # The last row of the batch fails after the earlier rows were computed.
+            return lambda batch: fail_on_call(backend, "_row", after=batch - 1)
+
+        return Fixture("toy", "decoder", build, inject, Tolerance(atol=0, rtol=0, batch_atol=0, batch_rtol=0))
     '''
 )
 
@@ -105,10 +132,16 @@ BROKEN_PLUGIN = "import agentd_dependency_that_is_not_installed\n"
 VOCAB = 16
 
 
-def _package(root: Path, name: str, modules: dict[str, str], entry_points: dict[str, str]) -> Path:
-    """Write a minimal setuptools project for ``modules`` exposing ``entry_points``."""
+def _package(
+    root: Path, name: str, modules: dict[str, str], entry_points: dict[str, str], conformance: dict[str, str] | None = None
+) -> Path:
+    """Write a minimal setuptools project for ``modules`` exposing ``entry_points`` (group ``agentd``)
+    and ``conformance`` fixtures (group ``agentd.conformance``)."""
     root.mkdir(parents=True)
     points = "\n".join(f'{ep} = "{module}"' for ep, module in entry_points.items())
+    if conformance:
+        points += "\n\n[project.entry-points.\"agentd.conformance\"]\n"
+        points += "\n".join(f'{ep} = "{target}"' for ep, target in conformance.items())
     (root / "pyproject.toml").write_text(
         textwrap.dedent(
             f"""
@@ -146,7 +179,19 @@ def _pip_install(package: Path, site: Path) -> Path:
 def toy_site(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A site directory holding the installed toy plugin package."""
     root = tmp_path_factory.mktemp("toy")
-    package = _package(root / "pkg", "agentd-toy-plugin", {"agentd_toy_plugin": TOY_PLUGIN}, {"toy": "agentd_toy_plugin"})
+    package = _package(
+        root / "pkg", "agentd-toy-plugin", {"agentd_toy_plugin": TOY_PLUGIN}, {"toy": "agentd_toy_plugin"},
+        conformance={"toy": "agentd_toy_plugin:conformance_fixture"},
+    )
+    return _pip_install(package, root / "site")
+
+
+@pytest.fixture(scope="module")
+def unchecked_site(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A site directory holding a plugin whose backend offers no conformance fixture."""
+    root = tmp_path_factory.mktemp("unchecked")
+    source = TOY_PLUGIN.replace('name="toy"', 'name="unchecked"').replace("ToyForCausalLM", "UncheckedForCausalLM")
+    package = _package(root / "pkg", "agentd-unchecked-plugin", {"agentd_unchecked_plugin": source}, {"unchecked": "agentd_unchecked_plugin"})
     return _pip_install(package, root / "site")
 
 
@@ -178,7 +223,8 @@ def _backends(site: Path, disable: str | None = None) -> dict[str, str]:
     env = {"PYTHONPATH": str(site), "AGENTD_DISABLE_PLUGINS": disable or ""}
     result = run_agentd("models", "backends", env=env)
     assert result.returncode == 0 and "Traceback" not in result.stderr, result.stderr
-    return {line.split("\t")[0]: line.split("\t")[1] for line in result.stdout.splitlines()}
+    # Columns: name, availability, architectures, description.
+    return {fields[0]: fields[2] for fields in (line.split("\t") for line in result.stdout.splitlines())}
 
 
 def test_installed_plugin_is_listed_next_to_builtins(toy_site: Path) -> None:
@@ -212,6 +258,33 @@ def test_installed_plugin_serves_a_model_without_torch(toy_site: Path, toy_model
     )
     assert result.returncode == 0, result.stderr
     np.testing.assert_array_equal(np.array(json.loads(result.stdout), dtype=np.float32), table[[3, 1, 4]])
+
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def _conformance_suite(site: Path, select: str) -> subprocess.CompletedProcess:
+    """``tests/test_backend_conformance.py`` run with ``site``'s plugins installed (cases matching ``select``)."""
+    return subprocess.run(
+        [sys.executable, "-m", "pytest", "-v", "-p", "no:cacheprovider", "tests/test_backend_conformance.py", "-k", select],
+        cwd=REPO, capture_output=True, text=True, timeout=600,
+        env={**os.environ, "PYTHONPATH": str(site), "AGENTD_DISABLE_PLUGINS": ""},
+    )
+
+
+def test_installed_plugin_runs_the_conformance_suite(toy_site: Path) -> None:
+    result = _conformance_suite(toy_site, "toy or every_registered")
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-2000:]
+    for check in ("info", "prefill_decode", "batched_decode", "save_load", "failed_decode"):
+        assert re.search(rf"test_conformance\[toy-toy-{check}\] PASSED", result.stdout), result.stdout[-3000:]
+    assert "test_every_registered_backend_has_a_conformance_fixture PASSED" in result.stdout
+
+
+def test_installed_backend_without_a_fixture_fails_the_conformance_suite(unchecked_site: Path) -> None:
+    result = _conformance_suite(unchecked_site, "unchecked or every_registered")
+    assert result.returncode != 0
+    assert "registered backends without a conformance fixture: ['unchecked']" in result.stdout, result.stdout[-3000:]
+    assert "test_conformance[unchecked-no-fixture] FAILED" in result.stdout, result.stdout[-3000:]
 
 
 @pytest.mark.parametrize(
@@ -307,3 +380,30 @@ def test_malformed_registrations_are_refused(register_plugin, edit: str, problem
     register_plugin(_module("malformed", TOY_PLUGIN.replace(edit, replacement[edit])), "malformed")
     with pytest.raises(AgentdError, match=problem):
         registry.backend_specs()
+
+
+def test_conformance_flags_a_third_party_decode_that_commits_row_by_row(register_plugin, toy_model) -> None:
+    from agentd import conformance
+
+    source = TOY_PLUGIN.replace(
+        """        rows = np.stack([self._row(int(token)) for token in token_ids])  # may raise midway...
+        for token, state in zip(token_ids, states):  # ...so the states change only after it all ran
+            state.append(int(token))
+        return rows""",
+        """        rows = []
+        for token, state in zip(token_ids, states):
+            rows.append(self._row(int(token)))
+            state.append(int(token))  # committed before the next row runs
+        return np.stack(rows)""",
+    )
+    assert source != TOY_PLUGIN
+    register_plugin(_module("toy_row_by_row", source), "toy")
+    path, _ = toy_model
+    backend = agentd.load_model(path).backend
+
+    def inject(batch: int):
+        return conformance.fail_on_call(backend, "_row", after=batch - 1)
+
+    conformance.check_prefill_decode_matches_forward(backend, conformance.workload(VOCAB), tolerance=conformance.Tolerance())
+    with pytest.raises(conformance.ConformanceError, match="state of row 0 changed although decode raised"):
+        conformance.check_backend(backend, inject_failure=inject)
