@@ -11,11 +11,20 @@ same checks on a small model of theirs, with NumPy only (no torch, no pytest)::
     conformance.check_backend(
         backend,
         tolerance=conformance.Tolerance(atol=1e-4, rtol=1e-4),
-        # Make the next decode raise InjectedFailure after it has done part of
-        # its work (some layers or rows): here, on the last call of a method
-        # the backend makes once per layer.
-        inject_failure=lambda batch: conformance.fail_on_call(backend, "_layer", after=backend.layers - 1),
+        # Make the decode under test raise InjectedFailure after it has done part
+        # of its work: here a method the backend calls once per row fails on the
+        # batch's last row (a torch backend would fail its last layer instead).
+        inject_failure=lambda batch: conformance.fail_on_call(backend, "_row", after=batch - 1),
     )
+
+To have agentd's own suite (``tests/test_backend_conformance.py``) run your
+backend next to the built-in ones, offer a :class:`Fixture` from your
+package's ``pyproject.toml``::
+
+    [project.entry-points."agentd.conformance"]
+    mybackend = "my_plugin:conformance_fixture"   # the BackendSpec name; returns Fixture(s)
+
+The suite fails for any registered backend that has no fixture.
 
 Each ``check_*`` raises :class:`ConformanceError` saying what broke. What is checked:
 
