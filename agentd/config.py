@@ -313,7 +313,7 @@ KEYS: tuple[Key, ...] = (
     Key("prefix_cache_budget", _size, "Bytes of cached prompt-prefix states per model (0: no prefix cache)."),
     Key("session_budget", _size, "Bytes of state all in-memory sessions may hold together; past it the least recently used session is evicted."),
     Key("session_ttl", _seconds, "Seconds an idle session is kept."),
-    Key("threads", _count(0), "Torch intra-op threads for model work (0: one less than the cores, at least 1: on small machines the gRPC loop and the OS need a core)."),
+    Key("threads", _count(0), "Intra-op threads for model work, torch and onnxruntime alike (0: one less than the cores, at least 1: on small machines the gRPC loop and the OS need a core)."),
     Key("metrics_host", _text, "Address the Prometheus metrics endpoint binds."),
     Key("metrics_port", _port, "Port of the Prometheus /metrics endpoint (unset: no metrics server; 0: any free port)."),
 )

@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Any, Callable, Collection, Iterator, Mapping, 
 
 import numpy as np
 
-from agentd.backend import Backend, ModelInfo, State
+from agentd.backend import Backend, ModelInfo, State, check_token_ids
 from agentd.detokenizer import IncrementalDetokenizer
 from agentd.errors import InvalidArgument, OutOfRange
 from agentd.sampling import Sampler
@@ -208,11 +208,9 @@ class GenerationSequence:
         params.validate()
         if tokenizer is None and params.stop:
             raise InvalidArgument("stop", "stop strings need a tokenizer; this model has none")
-        prompt = np.asarray(prompt_ids, dtype=np.int64).reshape(-1)
+        prompt = check_token_ids(prompt_ids, info.vocab_size, field="prompt")
         if prompt.size == 0:
             raise InvalidArgument("prompt", "is empty")
-        if prompt.min() < 0 or prompt.max() >= info.vocab_size:
-            raise InvalidArgument("prompt", f"token ids must be in [0, {info.vocab_size})")
         if not _is_int(past_tokens) or past_tokens < 0:
             raise InvalidArgument("past_tokens", "must be an integer >= 0")
         context = info.context_length

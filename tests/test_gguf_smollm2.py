@@ -10,7 +10,7 @@ import torch
 
 import agentd
 import agentd.formats
-from agentd.plugins.gguf import smollm2_gguf_path
+from agentd.default_models import smollm2_gguf as smollm2_gguf_path
 
 from _llama_fixtures import greedy, hf_logits
 

@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 
 import agentd
-from agentd.plugins.gguf import smollm2_gguf_path
+from agentd.default_models import smollm2_gguf as smollm2_gguf_path
 
 from _gguf_fixtures import TOKENIZER_TEXT, spm_vocabulary, uniform, write_gguf
 from _llama_fixtures import make_hf_model

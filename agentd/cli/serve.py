@@ -118,7 +118,7 @@ def serve(
         Optional[float], typer.Option("--session-ttl", help="Seconds an idle session is kept.", rich_help_panel=ENGINE)
     ] = None,
     threads: Annotated[
-        Optional[int], typer.Option("--threads", help="Torch threads for model work (0: cores - 1, at least 1).", rich_help_panel=ENGINE)
+        Optional[int], typer.Option("--threads", help="Threads for model work, torch and onnxruntime alike (0: cores - 1, at least 1).", rich_help_panel=ENGINE)
     ] = None,
     metrics_host: Annotated[
         Optional[str], typer.Option("--metrics-host", help="Address of the Prometheus endpoint.", rich_help_panel=ENGINE)

@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any, AsyncIterator
 
 from grpc import aio
 
+from agentd.backend import check_token_ids
 from agentd.errors import InvalidArgument, OutOfRange
 from agentd.server.interceptor import request_id
 from agentd.server.served import ModelTable, ServedModel
@@ -116,7 +117,7 @@ class InferenceServicer(inference_pb2_grpc.InferenceServicer):
         async with self._models.use(request.model, None) as served:
             tokenizer = _tokenizer(served, "model")
         ids = list(request.ids)
-        _check_ids(ids, tokenizer.vocab_size, "ids")
+        check_token_ids(ids, tokenizer.vocab_size, field="ids")
         text = await asyncio.to_thread(tokenizer.decode, ids, request.skip_special_tokens)
         return pb.DetokenizeResponse(text=text)
 
@@ -185,7 +186,7 @@ def _prompt_ids(served: ServedModel, request: pb.GenerateRequest) -> tuple[list[
         ids = list(request.prompt_token_ids.ids)
         if not ids:
             raise InvalidArgument("prompt_token_ids", "is empty")
-        _check_ids(ids, model.info.vocab_size, "prompt_token_ids")
+        check_token_ids(ids, model.info.vocab_size, field="prompt_token_ids")
     if not ids:
         raise InvalidArgument(which, "is empty after tokenization")
     context = model.info.context_length
@@ -234,12 +235,6 @@ def _tokenizer(served: ServedModel, field: str) -> "Tokenizer":
     if served.model is None or served.model.tokenizer is None:
         raise InvalidArgument(field, f"model {served.name!r} has no tokenizer")
     return served.model.tokenizer
-
-
-def _check_ids(ids: list[int], vocab_size: int, field: str) -> None:
-    bad = next((i for i in ids if not 0 <= i < vocab_size), None)
-    if bad is not None:
-        raise InvalidArgument(field, f"token id {bad} is outside the vocabulary [0, {vocab_size})")
 
 
 # -- results -> protobuf --------------------------------------------------------------

@@ -51,10 +51,10 @@ def build_decoder_graph(checkpoint: Checkpoint, *, weight_dtype: str, separate_l
 
     from agentd.plugins.transformer.llama import LlamaConfig, LlamaModel, rope_inverse_frequencies
 
-    config = LlamaConfig.from_hf(checkpoint.config, checkpoint.path / "config.json")
+    config = LlamaConfig.from_hf(checkpoint.config, checkpoint.where("config.json"))
     if config.head_dim % HEAD_DIM_MULTIPLE:
         raise UnsupportedArchitecture(
-            checkpoint.path / "config.json",
+            checkpoint.where("config.json"),
             f"head_dim {config.head_dim} is not a multiple of {HEAD_DIM_MULTIPLE} (onnxruntime GroupQueryAttention needs it)",
         )
     model = LlamaModel(config, checkpoint.path)

@@ -59,6 +59,7 @@ def quantize_model(
         quantize_offset_int4(model, block_size, {*keep_float32, LM_HEAD}, ACCURACY_LEVEL)
         # The quantiser's include list only adds nodes; exclude every other MatMul instead.
         others = [node.name for node in model.graph.node if node.op_type == "MatMul" and node.name != LM_HEAD]
+        # 8 bits: with a 4-bit body this good, a 4-bit head cost SmolLM2 1.3 perplexity (12.99 vs 11.68).
         model = _symmetric_blocks(model, 8, block_size, ("MatMul",), exclude=others)
         if tied is None:
             model = _symmetric_blocks(model, 4, block_size, ("Gather",))

