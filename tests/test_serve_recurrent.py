@@ -14,10 +14,6 @@ turn, which continues from the state the first turn left.
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
-import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -26,16 +22,14 @@ import pytest
 
 import agentd
 from agentd.client import Client, SamplingOptions, ids_request
-from agentd.errors import Unavailable
 from agentd.v1 import inference_pb2, inference_pb2_grpc, models_pb2
-from tests._daemon_fixtures import socket_dir, tiny_llama
+from tests._daemon_fixtures import serve_process, tiny_llama
 from tests._rwkv_fixtures import make_hf_rwkv4
 from tests._ssm_fixtures import make_hf_mamba, make_hf_mamba2
 from tests._tokenizer_fixtures import write_chat_tokenizer
 
 pytestmark = pytest.mark.slow
 
-AGENTD = [sys.executable, "-c", "from agentd.cli import main; main()"]
 STARTUP_TIMEOUT = 240  # torch plus four models on a busy two-core machine
 NEW_TOKENS = 12
 #: Tokens of the tiny BPE tokenizer the recurrent checkpoints get.
@@ -63,53 +57,8 @@ def checkpoints(tmp_path_factory) -> dict[str, Path]:
 @pytest.fixture(scope="module")
 def target(checkpoints, tmp_path_factory):
     """``unix://`` target of an ``agentd serve`` process serving every checkpoint."""
-    home = tmp_path_factory.mktemp("home")
-    # The caller's environment (virtualenv, ...) minus any socket override, with a fresh home.
-    env = {key: value for key, value in os.environ.items() if key not in ("AGENTD_SOCKET", "XDG_RUNTIME_DIR")}
-    env.update(AGENTD_HOME=str(home), PYTHONUNBUFFERED="1")
-    models = [arg for name, path in checkpoints.items() for arg in ("--model", f"{name}={path}")]
-    with socket_dir() as directory:
-        socket_path = directory / "a.sock"
-        stderr = home / "serve.err"
-        with stderr.open("w") as err:
-            process = subprocess.Popen(
-                [*AGENTD, "serve", "--no-defaults", "--socket", str(socket_path), *models],
-                stdout=subprocess.DEVNULL,
-                stderr=err,
-                env=env,
-            )
-        try:
-            target = f"unix://{socket_path}"
-            _wait_until_ready(process, socket_path, target, list(checkpoints), stderr)
-            yield target
-        finally:
-            if process.poll() is None:
-                process.terminate()
-                try:
-                    process.wait(timeout=30)
-                except subprocess.TimeoutExpired:
-                    process.kill()
-                    process.wait(timeout=30)
-
-
-def _wait_until_ready(process: subprocess.Popen, socket_path: Path, target: str, names: list[str], stderr: Path):
-    deadline = time.monotonic() + STARTUP_TIMEOUT
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            pytest.fail(f"agentd serve exited with {process.returncode}:\n{stderr.read_text()}")
-        if socket_path.exists():
-            try:
-                with Client(target, timeout=5) as client:
-                    statuses = {info.name: info.status for info in client.list_models()}
-            except Unavailable:
-                statuses = {}
-            failed = [name for name, status in statuses.items() if status == models_pb2.MODEL_STATUS_FAILED]
-            if failed:
-                pytest.fail(f"models failed to load: {failed}\n{stderr.read_text()}")
-            if statuses and all(statuses.get(name) == models_pb2.MODEL_STATUS_READY for name in names):
-                return
-        time.sleep(0.5)
-    pytest.fail(f"agentd serve was not ready within {STARTUP_TIMEOUT}s:\n{stderr.read_text()}")
+    with serve_process(checkpoints, tmp_path_factory.mktemp("home"), timeout=STARTUP_TIMEOUT) as running:
+        yield running
 
 
 def _config(path: Path) -> dict:

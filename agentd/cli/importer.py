@@ -1,4 +1,4 @@
-"""``agentd import``: turn a Hugging Face checkpoint directory into an agentd bundle."""
+"""``agentd import``: turn any model a format plugin opens (HF directory, GGUF, RWKV-7 .pth) into an agentd bundle."""
 
 from __future__ import annotations
 
@@ -21,7 +21,7 @@ class DType(str, enum.Enum):
 
 @app.command("import")
 def import_command(
-    hf_dir: Annotated[Path, typer.Argument(metavar="HF_DIR", help="Hugging Face checkpoint directory (config.json, *.safetensors, tokenizer).")],
+    hf_dir: Annotated[Path, typer.Argument(metavar="MODEL", help="Model to import: Hugging Face directory, GGUF file, RWKV-7 .pth (any format `agentd models formats` lists).")],
     out_dir: Annotated[Path, typer.Argument(metavar="OUT_DIR", help="Where to write the bundle (must not exist unless --force).")],
     force: Annotated[bool, typer.Option("--force", help="Replace OUT_DIR if it already exists.")] = False,
     dtype: Annotated[

@@ -90,7 +90,7 @@ def info(
 @models_app.command("load")
 def load(
     name: Annotated[str, typer.Argument(help="Name to serve the model under.")],
-    path: Annotated[Path, typer.Argument(help="Checkpoint or bundle directory, on the daemon's machine.")],
+    path: Annotated[Path, typer.Argument(help="Model on the daemon's machine: a directory or file in any format `agentd models formats` lists.")],
     wait: Annotated[bool, typer.Option("--wait", help="Return once loading has finished (ready or failed).")] = False,
     description: Annotated[Optional[str], typer.Option("--description", help="Note shown by `models list`.")] = None,
     socket: SocketOption = None,

@@ -58,7 +58,7 @@ def serve(
         Optional[str], typer.Option("--tcp", metavar="HOST:PORT", help="Also listen on TCP (needs TLS, or --insecure-loopback).")
     ] = None,
     model: Annotated[
-        Optional[list[str]], typer.Option("--model", metavar="NAME=PATH", help="Serve a checkpoint or bundle directory (repeatable).")
+        Optional[list[str]], typer.Option("--model", metavar="NAME=PATH", help="Serve the model at PATH (a directory or file in any format `agentd models formats` lists; repeatable).")
     ] = None,
     no_defaults: Annotated[
         Optional[bool], typer.Option("--no-defaults/--defaults", show_default=False, help="Do not serve the built-in default models.")

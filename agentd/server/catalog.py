@@ -34,7 +34,7 @@ class ModelsServicer(models_pb2_grpc.ModelsServicer):
 
     async def LoadModel(self, request: pb.LoadModelRequest, context: aio.ServicerContext) -> pb.ModelInfo:
         if not request.path:
-            raise InvalidArgument("path", "is required: a checkpoint or bundle directory on the daemon's machine")
+            raise InvalidArgument("path", "is required: a model directory or file on the daemon's machine")
         description = request.description if request.HasField("description") else None
         served = await self._models.start_load(request.name, Path(request.path), description)
         if request.wait:

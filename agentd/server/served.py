@@ -42,8 +42,6 @@ log = logging.getLogger(__name__)
 DESCRIPTION_KEY = "agentd_description"
 #: Health service name of a model: ``agentd.model.<name>``.
 HEALTH_PREFIX = "agentd.model."
-#: Weight files counted when estimating a model's memory before it is loaded.
-WEIGHT_SUFFIXES = (".safetensors", ".bin", ".onnx", ".data", ".pt")
 
 #: Names a client may give LoadModel (they also name a health service).
 MODEL_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
@@ -54,7 +52,7 @@ Kind = Literal["decoder", "encoder"]
 
 @dataclass(frozen=True)
 class ModelSource:
-    """A model to serve: a name and a checkpoint/bundle directory."""
+    """A model to serve: a name and the path of its directory or file."""
 
     name: str
     path: Path
@@ -227,8 +225,8 @@ class ModelTable:
         if name in self._models:
             raise InvalidArgument("name", f"model {name!r} is already served (unload it first)")
         path = Path(path).expanduser()
-        if not path.is_dir():
-            raise NotFound(f"path: {path} is not a directory")
+        if not path.exists():
+            raise NotFound(f"path: {path} does not exist")
         served = ServedModel(name, path.resolve(), description or "")
         served.weight_bytes = estimate_weight_bytes(path)
         self._make_room(served)
@@ -401,10 +399,15 @@ def weight_bytes(info: "ModelInfo", path: Path) -> int:
 
 
 def estimate_weight_bytes(path: Path) -> int:
-    """Bytes of the weight files under ``path`` (a model's size before it is loaded)."""
-    if Path(path).is_file():  # a single-file model (GGUF, .pth)
-        return Path(path).stat().st_size
-    return sum(p.stat().st_size for p in Path(path).rglob("*") if p.is_file() and p.name.endswith(WEIGHT_SUFFIXES))
+    """A model's size before it is loaded: its file, or every file under its directory.
+
+    Whatever the format: the weights dominate any model's files, and knowing
+    which files hold them is the format plugin's business, not the server's.
+    """
+    path = Path(path)
+    if path.is_file():
+        return path.stat().st_size
+    return sum(p.stat().st_size for p in path.rglob("*") if p.is_file())
 
 
 def _description(source: ModelSource, model: "Model") -> str:
