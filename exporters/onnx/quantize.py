@@ -23,8 +23,6 @@ float32. (``fp16`` needs no pass here: the graph is built with float16 weights.)
 from __future__ import annotations
 
 import logging
-import shutil
-import tempfile
 from pathlib import Path
 from typing import Sequence
 
