@@ -63,9 +63,12 @@ def main() -> None:
                 print(line)
         run("what the daemon serves", "models", "list")
         run("stream a completion", "generate", "The three primary colours are", "--max-tokens", "24", "--temperature", "0")
+        # SmolLM2's model card samples at temperature 0.2, top-p 0.9; greedy decoding of a
+        # 135M model tends to loop, which a light repetition penalty prevents.
         run(
             "one chat turn with SmolLM2-135M-Instruct, rendered with its chat template",
-            "chat", "Give me three tips for packing for a trip to Hawaii.", "--max-tokens", "160", "--temperature", "0",
+            "chat", "Give me three tips for packing for a trip to Hawaii.", "--max-tokens", "200",
+            "--temperature", "0.2", "--top-p", "0.9", "--repetition-penalty", "1.15", "--seed", "1",
         )
         run("real all-MiniLM-L6-v2 embeddings: 384 floats per text", "embed", "pay my landlord", "--format", "dims")
         run(

@@ -124,6 +124,18 @@ def test_cli_chat_one_turn(daemon, client) -> None:
     assert result.stdout == expected + "\n"
 
 
+def test_cli_sampling_options_reach_the_daemon(daemon, client) -> None:
+    args = ["--temperature", "0.7", "--top-p", "0.9", "--min-p", "0.05", "--repetition-penalty", "1.3", "--seed", "3"]
+    result = cli(daemon, "chat", "Name a fruit.", "--max-tokens", "12", *args)
+    assert result.returncode == 0, result.stderr
+    sampling = SamplingOptions(max_tokens=12, temperature=0.7, top_p=0.9, min_p=0.05, repetition_penalty=1.3, seed=3)
+    assert result.stdout == client.chat([{"role": "user", "content": "Name a fruit."}], sampling=sampling).text() + "\n"
+    # Out-of-range values come back from the daemon's validation: the flags are sent, not dropped.
+    for flag, field in (("--repetition-penalty", "repetition_penalty"), ("--min-p", "min_p")):
+        bad = cli(daemon, "chat", "hi", flag, "7" if flag == "--min-p" else "0")
+        assert bad.returncode == 2 and bad.stderr.startswith(f"agentd: error: {field}:"), bad.stderr
+
+
 def test_cli_embed(daemon, client) -> None:
     result = cli(daemon, "embed", "a cat sat", "a dog ran")
     assert result.returncode == 0, result.stderr

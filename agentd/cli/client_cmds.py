@@ -58,6 +58,10 @@ TemperatureOption = Annotated[Optional[float], typer.Option("--temperature", hel
 TopPOption = Annotated[Optional[float], typer.Option("--top-p", help="Nucleus sampling mass in (0, 1].")]
 TopKOption = Annotated[Optional[int], typer.Option("--top-k", help="Keep the k most likely tokens (0: off).")]
 SeedOption = Annotated[Optional[int], typer.Option("--seed", help="Seed for reproducible sampling.")]
+MinPOption = Annotated[Optional[float], typer.Option("--min-p", help="Drop tokens below min-p times the top probability, in [0, 1).")]
+RepetitionOption = Annotated[
+    Optional[float], typer.Option("--repetition-penalty", help="Penalty (> 0; 1: off) on tokens already in the sequence.")
+]
 StopOption = Annotated[Optional[list[str]], typer.Option("--stop", help="Stop before this string (repeatable).")]
 SessionOption = Annotated[
     Optional[str],
@@ -109,6 +113,8 @@ def generate(
     temperature: TemperatureOption = None,
     top_p: TopPOption = None,
     top_k: TopKOption = None,
+    min_p: MinPOption = None,
+    repetition_penalty: RepetitionOption = None,
     seed: SeedOption = None,
     stop: StopOption = None,
     socket: SocketOption = None,
@@ -119,7 +125,7 @@ def generate(
     tls_key: TlsKeyOption = None,
 ) -> None:
     """Continue PROMPT, streaming the text as it is generated."""
-    sampling = _sampling(max_tokens, temperature, top_p, top_k, seed, stop)
+    sampling = _sampling(max_tokens, temperature, top_p, top_k, min_p, repetition_penalty, seed, stop)
     with connect(socket, tcp, tls_ca, token_file, tls_cert, tls_key) as client:
         _print_stream(client.generate(prompt, model=model, sampling=sampling))
 
@@ -133,6 +139,8 @@ def chat(
     temperature: TemperatureOption = None,
     top_p: TopPOption = None,
     top_k: TopKOption = None,
+    min_p: MinPOption = None,
+    repetition_penalty: RepetitionOption = None,
     seed: SeedOption = None,
     stop: StopOption = None,
     session: SessionOption = None,
@@ -144,7 +152,7 @@ def chat(
     tls_key: TlsKeyOption = None,
 ) -> None:
     """Chat with a model: one turn, or a conversation when stdin is a terminal and no MESSAGE is given."""
-    sampling = _sampling(max_tokens, temperature, top_p, top_k, seed, stop)
+    sampling = _sampling(max_tokens, temperature, top_p, top_k, min_p, repetition_penalty, seed, stop)
     history = [{"role": "system", "content": system}] if system else []
     with connect(socket, tcp, tls_ca, token_file, tls_cert, tls_key) as client:
         model = model or client.default_model("decoder")
@@ -198,13 +206,16 @@ def _sampling(
     temperature: float | None,
     top_p: float | None,
     top_k: int | None,
+    min_p: float | None,
+    repetition_penalty: float | None,
     seed: int | None,
     stop: list[str] | None,
 ) -> SamplingOptions:
     from agentd.client import SamplingOptions
 
     return SamplingOptions(
-        max_tokens=max_tokens, temperature=temperature, top_p=top_p, top_k=top_k, seed=seed, stop=tuple(stop or ())
+        max_tokens=max_tokens, temperature=temperature, top_p=top_p, top_k=top_k, min_p=min_p,
+        repetition_penalty=repetition_penalty, seed=seed, stop=tuple(stop or ()),
     )
 
 
