@@ -23,6 +23,7 @@ if TYPE_CHECKING:
 
     from agentd.backend import BackendSpec
     from agentd.checkpoint import Checkpoint
+    from agentd.tools import ToolSpec
     from agentd.exporter_registry import ExporterSpec
 
 PROJECT_NAME = "agentd"
@@ -79,4 +80,20 @@ def open_checkpoint(path: "Path") -> "Checkpoint | None":
     ``trylast`` so specific ones are asked first.
 
     :param path: an existing file or directory, absolute and resolved.
+    """
+
+
+@hookspec
+def register_tools(register: Callable[["ToolSpec"], None]) -> None:
+    """Register tools the agent may call (see :mod:`agentd.tools`).
+
+    Called once, when agentd first needs the tool registry (planning a run,
+    ``agentd tools list``). Call ``register`` once per tool with a
+    :class:`agentd.tools.ToolSpec`: name, description, JSON schemas of the
+    parameters and result, the safety flags (read-only, needs approval,
+    idempotent, credential scopes, untrusted output) and the ``call`` function.
+    Keep registration cheap: open databases or connections on first call.
+
+    :param register: callback taking one ``ToolSpec``; two tools with the same
+        name are an error naming both plugins.
     """
