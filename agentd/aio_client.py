@@ -25,6 +25,7 @@ import numpy as np
 from grpc import aio
 
 from agentd.client import (
+    Constraint,
     Credentials,
     Kind,
     SamplingOptions,
@@ -146,9 +147,11 @@ class AsyncClient:
         model: str | None = None,
         sampling: SamplingOptions = SamplingOptions(),
         session_id: str | None = None,
+        constraint: Constraint | None = None,
     ) -> AsyncGenerationStream:
-        """Start streaming a continuation of ``prompt``; ``session_id`` keeps the state for the next call."""
-        return self._stream(prompt_request(prompt, model, sampling, session_id))
+        """Start streaming a continuation of ``prompt``; ``session_id`` keeps the state for the next call;
+        ``constraint`` makes the output conform to a JSON schema, regex or Lark grammar."""
+        return self._stream(prompt_request(prompt, model, sampling, session_id, constraint))
 
     async def chat(
         self,
@@ -157,13 +160,14 @@ class AsyncClient:
         model: str | None = None,
         sampling: SamplingOptions = SamplingOptions(),
         session_id: str | None = None,
+        constraint: Constraint | None = None,
     ) -> AsyncGenerationStream:
         """Start streaming the assistant's reply to ``messages`` (``{"role", "content"}`` dicts).
 
         With ``session_id`` send the whole conversation every turn: only what
         the session does not hold yet is prefilled.
         """
-        return self._stream(chat_request(messages, model, sampling, session_id))
+        return self._stream(chat_request(messages, model, sampling, session_id, constraint))
 
     async def generate_ids(
         self,
@@ -172,9 +176,10 @@ class AsyncClient:
         model: str | None = None,
         sampling: SamplingOptions = SamplingOptions(),
         session_id: str | None = None,
+        constraint: Constraint | None = None,
     ) -> AsyncGenerationStream:
         """Start streaming a continuation of pre-tokenized ``token_ids``."""
-        return self._stream(ids_request(token_ids, model, sampling, session_id))
+        return self._stream(ids_request(token_ids, model, sampling, session_id, constraint))
 
     async def embed(self, texts: Sequence[str], *, model: str | None = None) -> np.ndarray:
         """L2-normalised embeddings, float32 of shape ``(len(texts), dim)``."""

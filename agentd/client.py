@@ -20,6 +20,10 @@
 
     client.load_model("smollm", "/srv/models/smollm2-135m", wait=True)
 
+    # Grammar-constrained output: a JSON schema, a regex or a Lark grammar.
+    schema = {"type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"]}
+    reply = client.chat(history, constraint=Constraint.json_schema(schema)).text()   # valid JSON
+
 Every gRPC failure is raised as the matching :mod:`agentd.errors` class with
 the daemon's one-line message, so callers (and the CLI) never see a raw
 ``grpc.RpcError``. The request builders and error mapping here are shared
@@ -37,6 +41,7 @@ import grpc
 import numpy as np
 
 from agentd.config import default_socket_path, unix_target
+from agentd.constraint import Constraint
 from agentd.errors import (
     AgentdError,
     Cancelled,
@@ -177,32 +182,57 @@ def request_id_of(trailing: Sequence[tuple[str, str | bytes]] | None) -> str | N
 
 
 # -- request builders, shared with the asyncio client --------------------------------------------
+def apply_constraint(request: inference_pb2.GenerateRequest, constraint: Constraint | None) -> None:
+    """Set the request's json_schema / regex / lark_grammar field from ``constraint``."""
+    if constraint is None:
+        return
+    if not isinstance(constraint, Constraint):
+        raise InvalidArgument("constraint", f"expected an agentd.constraint.Constraint, got {type(constraint).__name__}")
+    constraint.validate()
+    setattr(request, constraint.kind, constraint.text)
+
+
 def prompt_request(
-    prompt: str, model: str | None, sampling: SamplingOptions, session_id: str | None = None
+    prompt: str,
+    model: str | None,
+    sampling: SamplingOptions,
+    session_id: str | None = None,
+    constraint: Constraint | None = None,
 ) -> inference_pb2.GenerateRequest:
     request = inference_pb2.GenerateRequest(model=model or "", prompt=prompt, session_id=session_id or "")
     sampling.apply(request)
+    apply_constraint(request, constraint)
     return request
 
 
 def chat_request(
-    messages: Sequence[Mapping[str, str]], model: str | None, sampling: SamplingOptions, session_id: str | None = None
+    messages: Sequence[Mapping[str, str]],
+    model: str | None,
+    sampling: SamplingOptions,
+    session_id: str | None = None,
+    constraint: Constraint | None = None,
 ) -> inference_pb2.GenerateRequest:
     turns = [inference_pb2.ChatMessage(role=m["role"], content=m["content"]) for m in messages]
     request = inference_pb2.GenerateRequest(
         model=model or "", messages=inference_pb2.ChatMessages(messages=turns), session_id=session_id or ""
     )
     sampling.apply(request)
+    apply_constraint(request, constraint)
     return request
 
 
 def ids_request(
-    token_ids: Sequence[int], model: str | None, sampling: SamplingOptions, session_id: str | None = None
+    token_ids: Sequence[int],
+    model: str | None,
+    sampling: SamplingOptions,
+    session_id: str | None = None,
+    constraint: Constraint | None = None,
 ) -> inference_pb2.GenerateRequest:
     request = inference_pb2.GenerateRequest(
         model=model or "", prompt_token_ids=inference_pb2.TokenIds(ids=list(token_ids)), session_id=session_id or ""
     )
     sampling.apply(request)
+    apply_constraint(request, constraint)
     return request
 
 
@@ -343,9 +373,15 @@ class Client:
         model: str | None = None,
         sampling: SamplingOptions = SamplingOptions(),
         session_id: str | None = None,
+        constraint: Constraint | None = None,
     ) -> GenerationStream:
-        """Stream a continuation of ``prompt``; ``session_id`` keeps the model state for the next call."""
-        return self._stream(prompt_request(prompt, model or "", sampling, session_id))
+        """Stream a continuation of ``prompt``; ``session_id`` keeps the model state for the next call.
+
+        ``constraint`` (:class:`~agentd.constraint.Constraint`: a JSON schema, regex or
+        Lark grammar) makes the output conform to it; an invalid one raises
+        InvalidArgument naming the field when the stream is read.
+        """
+        return self._stream(prompt_request(prompt, model or "", sampling, session_id, constraint))
 
     def chat(
         self,
@@ -354,13 +390,14 @@ class Client:
         model: str | None = None,
         sampling: SamplingOptions = SamplingOptions(),
         session_id: str | None = None,
+        constraint: Constraint | None = None,
     ) -> GenerationStream:
         """Stream the assistant's reply to ``messages`` (``{"role", "content"}`` dicts).
 
         With ``session_id`` send the whole conversation every turn: the daemon
         prefills only what its session does not hold yet.
         """
-        return self._stream(chat_request(messages, model or "", sampling, session_id))
+        return self._stream(chat_request(messages, model or "", sampling, session_id, constraint))
 
     def generate_ids(
         self,
@@ -369,9 +406,10 @@ class Client:
         model: str | None = None,
         sampling: SamplingOptions = SamplingOptions(),
         session_id: str | None = None,
+        constraint: Constraint | None = None,
     ) -> GenerationStream:
         """Stream a continuation of pre-tokenized ``token_ids``."""
-        return self._stream(ids_request(token_ids, model or "", sampling, session_id))
+        return self._stream(ids_request(token_ids, model or "", sampling, session_id, constraint))
 
     def embed(self, texts: Sequence[str], *, model: str | None = None) -> np.ndarray:
         """L2-normalised embeddings, float32 of shape ``(len(texts), dim)``."""

@@ -7,7 +7,8 @@ detokeniser, stop strings, counters, finish rules) and turns logits into
 :class:`GenerationEvent` objects without calling the backend itself.
 :func:`generate_stream` drives one sequence alone; the engine's batching
 scheduler (:mod:`agentd.engine`) drives many with the same class, one batched
-``decode`` per step.
+``decode`` per step. A sequence with a grammar constraint (:mod:`agentd.constraint`)
+owns a matcher too: each token is drawn from the tokens the grammar allows.
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ from agentd.errors import InvalidArgument, OutOfRange
 from agentd.sampling import Sampler
 
 if TYPE_CHECKING:
+    from agentd.constraint import Constraint, ConstraintMatcher, Grammar
     from agentd.tokenizer import Tokenizer
 
 #: Prompt tokens handed to ``backend.prefill`` at once, bounding activation memory.
@@ -192,6 +194,12 @@ class GenerationSequence:
 
     The constructor checks every argument, so nothing is queued or computed
     for a request that would fail.
+
+    With a ``constraint`` (a :class:`~agentd.constraint.Constraint`, compiled
+    here, or a :class:`~agentd.constraint.Grammar` compiled already for this
+    tokenizer) every token is sampled among those the grammar allows, an EOS
+    token is only allowed where the grammar accepts, and the sequence ends
+    with "stop" as soon as the grammar is complete.
     """
 
     def __init__(
@@ -204,6 +212,7 @@ class GenerationSequence:
         eos_token_ids: Collection[int] | None = None,
         state: State | None = None,
         past_tokens: int = 0,
+        constraint: "Constraint | Grammar | None" = None,
     ):
         params.validate()
         if tokenizer is None and params.stop:
@@ -218,6 +227,10 @@ class GenerationSequence:
             raise OutOfRange(f"prompt has {past_tokens + prompt.size} tokens; the model's context is {context}")
         if eos_token_ids is None:
             eos_token_ids = tokenizer.eos_token_ids if tokenizer is not None else ()
+        #: The grammar's state for this sequence (None: unconstrained).
+        self.matcher: ConstraintMatcher | None = None
+        if constraint is not None:
+            self.matcher = _matcher(constraint, tokenizer, info, params, eos_token_ids)
 
         self.prompt = prompt
         self.params = params
@@ -270,13 +283,26 @@ class GenerationSequence:
             return [self.finish("length")]
         return self.accept_logits(logits[-1])
 
-    def accept_logits(self, logits: np.ndarray) -> list[GenerationEvent]:
+    def accept_logits(self, logits: np.ndarray, allowed: np.ndarray | None = None) -> list[GenerationEvent]:
         """Sample the next token from this sequence's logits row ``(V,)``.
 
-        Returns the token's event, followed by the final event when the token
-        ends the generation (EOS, stop string, max_tokens or a full context).
+        A constrained sequence samples among the tokens its grammar allows:
+        ``allowed`` is that mask when the driver computed it already
+        (:func:`agentd.constraint.start_masks`), else the matcher computes it
+        here. Returns the token's event, followed by the final event when the
+        token ends the generation (EOS, stop string, a complete grammar,
+        max_tokens or a full context).
         """
-        token, logprob = self.sampler.sample(logits)
+        matcher = self.matcher
+        if matcher is not None:
+            if allowed is None:
+                allowed = matcher.allowed()
+            if allowed.shape[-1] < logits.shape[-1]:  # tokens past the tokenizer's vocabulary: never allowed
+                allowed = np.concatenate([allowed, np.zeros(logits.shape[-1] - allowed.shape[-1], dtype=bool)])
+            token, logprob = self.sampler.sample(logits, allowed[: logits.shape[-1]])
+            matcher.consume(token)
+        else:
+            token, logprob = self.sampler.sample(logits)
         self.sampler.observe((token,))
         self.generated += 1
         self.last_token = token
@@ -285,7 +311,7 @@ class GenerationSequence:
         if self.stops.matched is not None:
             self.finish_reason = "stop"
             events.append(self._event(None, "", None, "stop"))
-        elif token in self.eos:
+        elif token in self.eos or (matcher is not None and matcher.done):
             events.append(self.finish("stop"))
         elif self.generated >= self.limit:
             events.append(self.finish("length"))
@@ -318,6 +344,7 @@ def generate_stream(
     state: State | None = None,
     past_tokens: int = 0,
     eos_token_ids: Collection[int] | None = None,
+    constraint: "Constraint | Grammar | None" = None,
 ) -> Iterator[GenerationEvent]:
     """Generate from ``prompt_ids``: one event per sampled token, then a final event.
 
@@ -327,10 +354,18 @@ def generate_stream(
     (for checkpoints without a tokenizer). ``cancelled`` is polled before every
     prefill chunk and every decode step; once it returns True no further
     backend call is made. The last sampled token is never fed back, so a
-    session's next turn must start its prompt with it.
+    session's next turn must start its prompt with it. ``constraint`` keeps
+    the output inside a grammar (see :class:`GenerationSequence`).
     """
     sequence = GenerationSequence(
-        backend.info, tokenizer, prompt_ids, params, eos_token_ids=eos_token_ids, state=state, past_tokens=past_tokens
+        backend.info,
+        tokenizer,
+        prompt_ids,
+        params,
+        eos_token_ids=eos_token_ids,
+        state=state,
+        past_tokens=past_tokens,
+        constraint=constraint,
     )
     return _drive(backend, sequence, cancelled or (lambda: False))
 
@@ -350,6 +385,33 @@ def _drive(backend: Backend, sequence: GenerationSequence, cancelled: Callable[[
             logits = backend.decode(np.array([sequence.last_token], dtype=np.int64), [sequence.state])
             events = sequence.accept_logits(logits[0])
         yield from events
+
+
+def _matcher(
+    constraint: "Constraint | Grammar",
+    tokenizer: "Tokenizer | None",
+    info: ModelInfo,
+    params: SamplingParams,
+    eos_token_ids: Collection[int],
+) -> "ConstraintMatcher":
+    """A fresh matcher for ``constraint`` (compiled here unless it is a Grammar already)."""
+    from agentd.constraint import Constraint, Grammar, compile_constraint
+
+    if isinstance(constraint, Constraint):
+        field = constraint.kind
+        if params.ignore_eos:
+            raise InvalidArgument("ignore_eos", f"cannot be combined with a {field} constraint")
+        grammar = compile_constraint(constraint, tokenizer, info.vocab_size, eos_token_ids)
+    elif isinstance(constraint, Grammar):
+        field = constraint.constraint.kind
+        if params.ignore_eos:
+            raise InvalidArgument("ignore_eos", f"cannot be combined with a {field} constraint")
+        if constraint.vocab_size != info.vocab_size:
+            raise InvalidArgument(field, f"was compiled for {constraint.vocab_size} tokens; this model has {info.vocab_size}")
+        grammar = constraint
+    else:
+        raise InvalidArgument("constraint", f"expected a Constraint or a Grammar, got {type(constraint).__name__}")
+    return grammar.matcher()
 
 
 def _is_int(value: object) -> bool:

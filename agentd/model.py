@@ -15,7 +15,7 @@ from __future__ import annotations
 import dataclasses
 from functools import cached_property
 from pathlib import Path
-from typing import Callable, Iterator, Sequence
+from typing import TYPE_CHECKING, Callable, Iterator, Sequence
 
 import numpy as np
 
@@ -26,6 +26,9 @@ from agentd.generation import GenerationEvent, SamplingParams, generate_stream
 from agentd.formats import open_checkpoint
 from agentd.registry import available_spec_for
 from agentd.tokenizer import Tokenizer
+
+if TYPE_CHECKING:
+    from agentd.constraint import Constraint, Grammar
 
 
 class Model:
@@ -62,11 +65,22 @@ class Model:
         params: SamplingParams,
         *,
         cancelled: Callable[[], bool] | None = None,
+        constraint: "Constraint | Grammar | None" = None,
     ) -> Iterator[GenerationEvent]:
-        """Generate from ``token_ids``, yielding one event per token, then a final one."""
+        """Generate from ``token_ids``, yielding one event per token, then a final one.
+
+        ``constraint`` (:class:`agentd.constraint.Constraint`) keeps the output
+        inside a JSON schema, regex or Lark grammar.
+        """
         ids = self._check_ids(token_ids)
         return generate_stream(
-            self.backend, self.tokenizer, ids, params, cancelled=cancelled, eos_token_ids=self._eos_without_tokenizer()
+            self.backend,
+            self.tokenizer,
+            ids,
+            params,
+            cancelled=cancelled,
+            eos_token_ids=self._eos_without_tokenizer(),
+            constraint=constraint,
         )
 
     @property
@@ -89,11 +103,14 @@ class Model:
         token_ids: Sequence[int],
         max_new_tokens: int,
         temperature: float = 0.0,
+        constraint: "Constraint | Grammar | None" = None,
         **sampling,
     ) -> list[int]:
-        """The new token ids only. Greedy unless ``temperature`` > 0."""
+        """The new token ids only. Greedy unless ``temperature`` > 0; ``constraint``
+        keeps the output inside a grammar."""
         params = self.default_params(max_tokens=max_new_tokens, temperature=temperature, **sampling)
-        return [event.token_id for event in self.stream(token_ids, params) if event.token_id is not None]
+        events = self.stream(token_ids, params, constraint=constraint)
+        return [event.token_id for event in events if event.token_id is not None]
 
     # -- encoders --------------------------------------------------------------
     def embed(self, texts: Sequence[str]) -> np.ndarray:

@@ -6,6 +6,11 @@ the order its ``generate`` applies them: repetition penalty, temperature,
 top-k, top-p, min-p. Greedy decoding (``temperature == 0``) is the argmax of
 the repetition-penalised logits.
 
+A grammar constraint (:mod:`agentd.constraint`) arrives as an ``allowed``
+mask: disallowed tokens are dropped before any filter (their logits are
+-inf), so greedy decoding takes the best allowed token and every filter
+works on the allowed ones only; allowed logits are untouched.
+
 Cost on a large vocabulary stays linear: top-k uses ``np.partition``; top-p
 sorts only the smallest head of likely tokens (256, 2048, ...) that holds
 ``top_p`` of the mass; the final draw touches only the surviving candidates.
@@ -72,22 +77,28 @@ class Sampler:
             out[ids] = np.where(seen < 0, seen * self.repetition_penalty, seen / self.repetition_penalty)
         return out
 
-    def distribution(self, logits: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    def distribution(self, logits: np.ndarray, allowed: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
         """The final sampling distribution as ``(token_ids, probs)``; probs sum to 1.
 
         Only tokens with non-zero probability are returned, sorted by id. For
-        greedy decoding it is the argmax alone with probability 1.
+        greedy decoding it is the argmax alone with probability 1. ``allowed``
+        (``(V,)`` bool, at least one True) restricts the candidates first.
         """
         scores = self.penalised(logits)
         if self.greedy:
-            return np.array([int(np.argmax(scores))], dtype=np.int64), np.ones(1)
+            return np.array([_argmax(scores, allowed)], dtype=np.int64), np.ones(1)
 
         # Candidates are kept as (ids, scaled logits); each filter narrows them.
-        ids = np.arange(scores.size, dtype=np.int64)
-        if 0 < self.top_k < scores.size:
+        if allowed is None:
+            ids = np.arange(scores.size, dtype=np.int64)
+            pool = scores
+        else:
+            ids = _allowed_ids(allowed, scores.size)
+            pool = scores[ids]
+        if 0 < self.top_k < pool.size:
             # HF keeps every token tied with the k-th largest logit.
-            kth = np.partition(scores, scores.size - self.top_k)[scores.size - self.top_k]
-            ids = np.flatnonzero(scores >= kth)
+            kth = np.partition(pool, pool.size - self.top_k)[pool.size - self.top_k]
+            ids = ids[pool >= kth]
         cand = scores[ids] / self.temperature
 
         if self.top_p < 1.0:
@@ -99,19 +110,20 @@ class Sampler:
             ids, cand = ids[keep], cand[keep]
         return ids, _softmax(cand)
 
-    def sample(self, logits: np.ndarray) -> tuple[int, float]:
+    def sample(self, logits: np.ndarray, allowed: np.ndarray | None = None) -> tuple[int, float]:
         """Draw the next token from ``logits`` (``(V,)`` or ``(1, V)``).
 
-        Returns ``(token_id, logprob)``: the log-probability under the final
-        sampling distribution, or for greedy decoding under the model's own
-        (unpenalised) logits.
+        ``allowed`` (``(V,)`` bool with at least one True, e.g. a grammar's
+        mask) limits the draw to those tokens. Returns ``(token_id, logprob)``:
+        the log-probability under the final sampling distribution, or for
+        greedy decoding under the model's own (unpenalised, unmasked) logits.
         """
         flat = np.asarray(logits).reshape(-1)
         if self.greedy:
             scores = self.penalised(flat) if self.repetition_penalty != 1.0 else flat
-            token = int(np.argmax(scores))
+            token = _argmax(scores, allowed)
             return token, _logprob_of(flat, token)
-        ids, probs = self.distribution(flat)
+        ids, probs = self.distribution(flat, allowed)
         cdf = np.cumsum(probs)
         # Inverse-CDF draw; the clip guards against cdf[-1] rounding below u.
         pick = min(int(np.searchsorted(cdf, self.rng.random() * cdf[-1], side="right")), ids.size - 1)
@@ -140,6 +152,23 @@ class Sampler:
         # mass_above[0] == 0 < top_p, so the most likely token is always kept.
         keep = np.sort(order[mass_above < self.top_p])
         return ids[keep], cand[keep]
+
+
+def _allowed_ids(allowed: np.ndarray, size: int) -> np.ndarray:
+    """Ids of the True entries of a ``(V,)`` mask; refuses an empty one."""
+    ids = np.flatnonzero(np.asarray(allowed, dtype=bool).reshape(-1)[:size])
+    if ids.size == 0:
+        raise ValueError("the allowed-token mask allows no token")
+    return ids
+
+
+def _argmax(scores: np.ndarray, allowed: np.ndarray | None) -> int:
+    """Index of the largest score, among the allowed tokens when a mask is given
+    (the first one on ties, as ``np.argmax``)."""
+    if allowed is None:
+        return int(np.argmax(scores))
+    ids = _allowed_ids(allowed, scores.size)
+    return int(ids[np.argmax(scores[ids])])
 
 
 def _logprob_of(logits: np.ndarray, token: int) -> float:

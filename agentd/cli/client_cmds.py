@@ -29,6 +29,7 @@ from agentd.cli import app
 
 if TYPE_CHECKING:
     from agentd.client import Client, GenerationStream, SamplingOptions
+    from agentd.constraint import Constraint
 
 SocketOption = Annotated[
     Optional[Path], typer.Option("--socket", envvar="AGENTD_SOCKET", help="The daemon's Unix socket.")
@@ -63,6 +64,14 @@ RepetitionOption = Annotated[
     Optional[float], typer.Option("--repetition-penalty", help="Penalty (> 0; 1: off) on tokens already in the sequence.")
 ]
 StopOption = Annotated[Optional[list[str]], typer.Option("--stop", help="Stop before this string (repeatable).")]
+JsonSchemaOption = Annotated[
+    Optional[str],
+    typer.Option("--json-schema", metavar="FILE|JSON", help="Output is JSON valid under this schema (a file, or the schema itself)."),
+]
+RegexOption = Annotated[Optional[str], typer.Option("--regex", help="Output fully matches this regular expression.")]
+GrammarOption = Annotated[
+    Optional[Path], typer.Option("--grammar", metavar="FILE", help="Output matches this Lark grammar file's start rule.")
+]
 SessionOption = Annotated[
     Optional[str],
     typer.Option("--session", help="Keep the model state in this daemon session (1-128 of A-Z a-z 0-9 . _ -): later turns prefill only new text."),
@@ -117,6 +126,9 @@ def generate(
     repetition_penalty: RepetitionOption = None,
     seed: SeedOption = None,
     stop: StopOption = None,
+    json_schema: JsonSchemaOption = None,
+    regex: RegexOption = None,
+    grammar: GrammarOption = None,
     socket: SocketOption = None,
     tcp: TcpOption = None,
     tls_ca: TlsCaOption = None,
@@ -126,8 +138,9 @@ def generate(
 ) -> None:
     """Continue PROMPT, streaming the text as it is generated."""
     sampling = _sampling(max_tokens, temperature, top_p, top_k, min_p, repetition_penalty, seed, stop)
+    constraint = _constraint(json_schema, regex, grammar)
     with connect(socket, tcp, tls_ca, token_file, tls_cert, tls_key) as client:
-        _print_stream(client.generate(prompt, model=model, sampling=sampling))
+        _print_stream(client.generate(prompt, model=model, sampling=sampling, constraint=constraint))
 
 
 @app.command()
@@ -143,6 +156,9 @@ def chat(
     repetition_penalty: RepetitionOption = None,
     seed: SeedOption = None,
     stop: StopOption = None,
+    json_schema: JsonSchemaOption = None,
+    regex: RegexOption = None,
+    grammar: GrammarOption = None,
     session: SessionOption = None,
     socket: SocketOption = None,
     tcp: TcpOption = None,
@@ -153,16 +169,17 @@ def chat(
 ) -> None:
     """Chat with a model: one turn, or a conversation when stdin is a terminal and no MESSAGE is given."""
     sampling = _sampling(max_tokens, temperature, top_p, top_k, min_p, repetition_penalty, seed, stop)
+    constraint = _constraint(json_schema, regex, grammar)
     history = [{"role": "system", "content": system}] if system else []
     with connect(socket, tcp, tls_ca, token_file, tls_cert, tls_key) as client:
         model = model or client.default_model("decoder")
         if message is None and sys.stdin.isatty():
-            _chat_repl(client, model, history, sampling, session)
+            _chat_repl(client, model, history, sampling, session, constraint)
             return
         if message is None:
             message = sys.stdin.read()
         history.append({"role": "user", "content": message})
-        _print_stream(client.chat(history, model=model, sampling=sampling, session_id=session))
+        _print_stream(client.chat(history, model=model, sampling=sampling, session_id=session, constraint=constraint))
 
 
 @app.command()
@@ -219,6 +236,35 @@ def _sampling(
     )
 
 
+def _constraint(json_schema: str | None, regex: str | None, grammar: Path | None) -> Constraint | None:
+    """The one constraint the options give (--json-schema, --regex, --grammar), or None."""
+    from agentd.constraint import Constraint
+    from agentd.errors import InvalidArgument
+
+    given = [name for name, value in (("--json-schema", json_schema), ("--regex", regex), ("--grammar", grammar)) if value is not None]
+    if len(given) > 1:
+        raise InvalidArgument(given[1], f"cannot be combined with {given[0]}: give one constraint")
+    if json_schema is not None:
+        text = json_schema
+        if not json_schema.lstrip().startswith(("{", "[")) and json_schema.strip() not in ("true", "false"):
+            text = _read_text("--json-schema", Path(json_schema))  # not JSON: a file name
+        return Constraint.json_schema(text)
+    if regex is not None:
+        return Constraint.regex(regex)
+    if grammar is not None:
+        return Constraint.lark(_read_text("--grammar", grammar))
+    return None
+
+
+def _read_text(option: str, path: Path) -> str:
+    from agentd.errors import InvalidArgument
+
+    try:
+        return path.expanduser().read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise InvalidArgument(option, f"{path}: cannot read ({getattr(exc, 'strerror', None) or exc})") from None
+
+
 def _print_stream(stream: GenerationStream) -> str:
     """Write chunks to stdout as they arrive; Ctrl-C cancels the generation on the daemon."""
     pieces = []
@@ -237,7 +283,12 @@ def _print_stream(stream: GenerationStream) -> str:
 
 
 def _chat_repl(
-    client: Client, model: str, history: list[dict[str, str]], sampling: SamplingOptions, session: str | None
+    client: Client,
+    model: str,
+    history: list[dict[str, str]],
+    sampling: SamplingOptions,
+    session: str | None,
+    constraint: Constraint | None = None,
 ) -> None:
     """Turn after turn in one session: each turn resends the history, the daemon prefills only the new text."""
     import uuid
@@ -255,7 +306,9 @@ def _chat_repl(
             if not line.strip():
                 return
             history.append({"role": "user", "content": line})
-            reply = _print_stream(client.chat(history, model=model, sampling=sampling, session_id=session_id))
+            reply = _print_stream(
+                client.chat(history, model=model, sampling=sampling, session_id=session_id, constraint=constraint)
+            )
             history.append({"role": "assistant", "content": reply})
     finally:
         if session is None:

@@ -9,7 +9,10 @@ Each step:
    running stream keeps producing a token per step;
 4. runs ONE ``backend.decode`` over every sequence that is decoding, whatever
    its length, and samples each row with that request's own
-   :class:`~agentd.generation.GenerationSequence`.
+   :class:`~agentd.generation.GenerationSequence`. The grammar masks of the
+   constrained ones (:mod:`agentd.constraint`) are computed on another thread
+   while that decode runs (llguidance releases the GIL); a step with no
+   constrained sequence does no constraint work at all.
 
 A request may arrive with a ready state that already holds the first
 ``cached_tokens`` of its prompt (a session's next turn) and may ask to
@@ -41,12 +44,14 @@ from typing import TYPE_CHECKING, Collection, Sequence
 import numpy as np
 
 from agentd.backend import Backend, State
+from agentd.constraint import start_masks
 from agentd.engine.handle import RequestHandle, RetainedState
 from agentd.engine.prefix_cache import PrefixCache
 from agentd.errors import InvalidArgument, ResourceExhausted, Unavailable
 from agentd.generation import GenerationEvent, GenerationSequence, SamplingParams
 
 if TYPE_CHECKING:
+    from agentd.constraint import Constraint, Grammar, MaskBatch
     from agentd.model import Model
     from agentd.tokenizer import Tokenizer
 
@@ -146,6 +151,7 @@ class Engine:
         cached_tokens: int = 0,
         keep_state: bool = False,
         prefix_boundaries: Sequence[int] = (),
+        constraint: "Constraint | Grammar | None" = None,
     ) -> RequestHandle:
         """Queue a generation; returns its handle at once.
 
@@ -160,9 +166,18 @@ class Engine:
         engine owns it from here on. With ``keep_state`` the final state is put
         on ``handle.retained``. ``prefix_boundaries`` are prompt lengths worth
         caching (e.g. where the system prompt ends) for the prefix cache.
+        ``constraint`` keeps the output inside a grammar; an invalid one raises
+        :class:`InvalidArgument` here. Pass a :class:`~agentd.constraint.Grammar`
+        compiled beforehand (off the caller's event loop) to keep this call cheap.
         """
         sequence = GenerationSequence(
-            self.backend.info, self.tokenizer, prompt_ids, params, eos_token_ids=self.eos_token_ids, state=state
+            self.backend.info,
+            self.tokenizer,
+            prompt_ids,
+            params,
+            eos_token_ids=self.eos_token_ids,
+            state=state,
+            constraint=constraint,
         )
         if (state is None) != (cached_tokens == 0) or not 0 <= cached_tokens < sequence.prompt.size:
             raise InvalidArgument(
@@ -348,9 +363,13 @@ class Engine:
         batch = [r for r in self._running if r.sequence.decoding]
         if not batch:
             return
+        constrained = [r for r in batch if r.sequence.matcher is not None]
+        # The masks depend only on tokens already consumed: compute them during the forward pass.
+        pending = start_masks([r.sequence.matcher for r in constrained]) if constrained else None
         try:
             logits = self._decode_rows(batch)
         except Exception:
+            masks = self._masks(constrained, pending)
             # Find the culprits: a failed step leaves the states as they were.
             log.warning("%s: batched decode of %d failed; retrying row by row", self.name, len(batch), exc_info=True)
             for request in batch:
@@ -360,10 +379,23 @@ class Engine:
                     self._remove(request)
                     self._fail(request, exc)
                 else:
-                    self._sample(request, rows[0])
+                    self._sample(request, rows[0], masks.get(id(request)))
             return
+        masks = self._masks(constrained, pending)
         for request, row in zip(batch, logits):
-            self._sample(request, row)
+            self._sample(request, row, masks.get(id(request)))
+
+    def _masks(self, constrained: list[_Request], pending: "MaskBatch | None") -> dict[int, np.ndarray]:
+        """The finished mask of each constrained request, by ``id(request)``; if the batch
+        computation failed, none (each sequence then computes its own, failing alone)."""
+        if pending is None:
+            return {}
+        try:
+            rows = pending.result()
+        except Exception:
+            log.warning("%s: batched grammar masks failed; computing them one by one", self.name, exc_info=True)
+            return {}
+        return {id(request): row for request, row in zip(constrained, rows)}
 
     def _decode_rows(self, batch: list[_Request]) -> np.ndarray:
         token_ids = np.array([r.sequence.last_token for r in batch], dtype=np.int64)  # (B,)
@@ -372,9 +404,9 @@ class Engine:
             raise RuntimeError(f"backend returned {logits.shape[0]} logits rows for a batch of {len(batch)}")
         return logits  # (B, V)
 
-    def _sample(self, request: _Request, row: np.ndarray) -> None:
+    def _sample(self, request: _Request, row: np.ndarray, allowed: np.ndarray | None = None) -> None:
         try:
-            events = request.sequence.accept_logits(row)
+            events = request.sequence.accept_logits(row, allowed)
         except Exception as exc:  # e.g. a tokenizer error while detokenising: this request only
             self._remove(request)
             self._fail(request, exc)

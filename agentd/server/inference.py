@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any, AsyncIterator
 from grpc import aio
 
 from agentd.backend import check_token_ids
+from agentd.constraint import Constraint, compile_constraint
 from agentd.errors import InvalidArgument, OutOfRange
 from agentd.server.interceptor import request_id
 from agentd.server.served import ModelTable, ServedModel
@@ -26,6 +27,7 @@ from agentd.v1 import inference_pb2 as pb
 from agentd.v1 import inference_pb2_grpc
 
 if TYPE_CHECKING:
+    from agentd.constraint import Grammar
     from agentd.engine import RequestHandle
     from agentd.generation import GenerationEvent, SamplingParams
     from agentd.tokenizer import Tokenizer
@@ -63,6 +65,9 @@ class InferenceServicer(inference_pb2_grpc.InferenceServicer):
         async with self._models.use(request.model, "decoder") as served:
             prompt_ids, boundaries = await asyncio.to_thread(_prompt_ids, served, request)
             params = _sampling_params(served, request)
+            constraint = _constraint(request)
+            # Compiling (and, the first time for a model, reading its vocabulary) stays off the loop.
+            grammar = await asyncio.to_thread(_compile, served, constraint) if constraint is not None else None
             remaining = context.time_remaining()
             run = GenerationRun(
                 served,
@@ -73,6 +78,7 @@ class InferenceServicer(inference_pb2_grpc.InferenceServicer):
                 sessions=self._models.sessions,
                 session_id=request.session_id,
                 prefix_boundaries=boundaries,
+                constraint=grammar,
             )
             run.start()  # a full queue raises RESOURCE_EXHAUSTED here, before any stream message
             rid = request_id.get()
@@ -82,9 +88,10 @@ class InferenceServicer(inference_pb2_grpc.InferenceServicer):
                 # timing only: no prompt or generated text in logs.
                 log.info(
                     "request %s Generate model=%s prompt_tokens=%d cached_tokens=%d completion_tokens=%d "
-                    "finish=%s session=%s %.3fs",
+                    "finish=%s session=%s constraint=%s %.3fs",
                     rid, served.name, len(prompt_ids), handle.cached_tokens, handle.completion_tokens,
-                    handle.finish_reason or "error", run.outcome or "-", time.monotonic() - started,
+                    handle.finish_reason or "error", run.outcome or "-",
+                    constraint.kind if constraint is not None else "-", time.monotonic() - started,
                 )
 
             assert run.handle is not None
@@ -229,6 +236,25 @@ def _sampling_params(served: ServedModel, request: pb.GenerateRequest) -> "Sampl
     if overrides.get("max_tokens", 1) > context:
         raise InvalidArgument("max_tokens", f"must be at most the model's context length {context}")
     return served.model.default_params(**overrides)  # validates: InvalidArgument names the field
+
+
+def _constraint(request: pb.GenerateRequest) -> Constraint | None:
+    """The request's json_schema / regex / lark_grammar, if it sets one; checked."""
+    which = request.WhichOneof("constraint")
+    if which is None:
+        return None
+    constraint = Constraint(which, getattr(request, which))
+    constraint.validate()
+    return constraint
+
+
+def _compile(served: ServedModel, constraint: Constraint) -> "Grammar":
+    """``constraint`` compiled for the served model's tokenizer (cached per model)."""
+    model = served.model
+    assert model is not None
+    if model.tokenizer is None:
+        raise InvalidArgument(constraint.kind, f"constrained decoding needs a tokenizer; model {served.name!r} has none")
+    return compile_constraint(constraint, model.tokenizer, model.info.vocab_size)
 
 
 def _tokenizer(served: ServedModel, field: str) -> "Tokenizer":

@@ -24,6 +24,7 @@ from agentd.server.served import ServedModel
 from agentd.server.sessions import Outcome, SessionStore
 
 if TYPE_CHECKING:
+    from agentd.constraint import Grammar
     from agentd.engine import RequestHandle
     from agentd.generation import GenerationEvent, SamplingParams
 
@@ -48,6 +49,7 @@ class GenerationRun:
         sessions: SessionStore | None = None,
         session_id: str = "",
         prefix_boundaries: Sequence[int] = (),
+        constraint: "Grammar | None" = None,
     ):
         self.served = served
         self.prompt_ids = prompt_ids
@@ -57,6 +59,8 @@ class GenerationRun:
         self.sessions = sessions
         self.session_id = session_id
         self.prefix_boundaries = prefix_boundaries
+        #: The grammar the output must follow (compiled for this model), or None.
+        self.constraint = constraint
         #: How the session was used (None without a session).
         self.outcome: Outcome | None = None
         self.handle: "RequestHandle | None" = None
@@ -79,7 +83,11 @@ class GenerationRun:
         assert engine is not None, f"{self.served.name} has no engine"
         if not self.session_id:
             self.handle = engine.submit(
-                self.prompt_ids, self.params, deadline=self.deadline, prefix_boundaries=self.prefix_boundaries
+                self.prompt_ids,
+                self.params,
+                deadline=self.deadline,
+                prefix_boundaries=self.prefix_boundaries,
+                constraint=self.constraint,
             )
             return
         assert self.sessions is not None
@@ -95,6 +103,7 @@ class GenerationRun:
                 keep_state=True,
                 # A continued session already holds more than any shared prefix.
                 prefix_boundaries=() if plan.outcome == "continued" else self.prefix_boundaries,
+                constraint=self.constraint,
             )
         except BaseException:
             sessions.abort(session, plan)
