@@ -23,6 +23,7 @@ if TYPE_CHECKING:
 
     from agentd.backend import BackendSpec
     from agentd.checkpoint import Checkpoint
+    from agentd.agent.planner import PlannerSpec
     from agentd.tools import ToolSpec
     from agentd.exporter_registry import ExporterSpec
 
@@ -96,4 +97,30 @@ def register_tools(register: Callable[["ToolSpec"], None]) -> None:
 
     :param register: callback taking one ``ToolSpec``; two tools with the same
         name are an error naming both plugins.
+    """
+
+
+@hookspec
+def register_planners(register: Callable[["PlannerSpec"], None]) -> None:
+    """Register planners: what turns a request into a plan of tool calls.
+
+    Called once, when the agent first needs one. Call ``register`` with a
+    :class:`agentd.agent.planner.PlannerSpec` whose ``make`` builds an object
+    with ``plan(context)`` and ``answer(context, results)`` (see
+    :class:`agentd.agent.planner.Planner`). A planner reaches models only
+    through ``context.client`` (the daemon's API), so it also runs on the
+    torch-free install. The daemon uses the planner its configuration names,
+    else the first registered.
+
+    :param register: callback taking one ``PlannerSpec``; names must be unique.
+    """
+
+
+@hookspec
+def planner_facts() -> "dict[str, str] | None":
+    """Facts the planner should know, e.g. ``{"today": "2027-03-01 (Monday)", "home_city": "San Francisco"}``.
+
+    Called for every run, so a tool pack with its own clock (the demo world)
+    can say what "tomorrow" means. Return ``None`` to contribute nothing. Never
+    return a secret: facts are put in the model's prompt.
     """
