@@ -40,6 +40,13 @@ PROMPT = [5, 17, 99, 3, 42, 7]
 SENTENCES = ["hello world", "on-device agents need small fast models"]
 NEW_TOKENS = 16
 STARTUP_TIMEOUT = 180  # onnxruntime sessions on a busy two-core machine
+#: The schema of the constrained Generate the torch-free daemon answers.
+CONSTRAINED_SCHEMA = {
+    "type": "object",
+    "properties": {"n": {"type": "integer", "minimum": 0, "maximum": 99}, "ok": {"type": "boolean"}},
+    "required": ["n", "ok"],
+    "additionalProperties": False,
+}
 
 LOAD_MODEL_SCRIPT = textwrap.dedent(
     """
@@ -93,10 +100,16 @@ CLIENT_SCRIPT = WAIT_UNTIL_SERVING + textwrap.dedent(
         recurrent = client.generate_ids(prompt, model="rec", sampling=SamplingOptions(max_tokens=new_tokens, temperature=0))
         recurrent_tokens = [token for chunk in recurrent for token in chunk.token_ids]
         vectors = client.embed(sentences, model="enc")
+        # Grammar-constrained decoding (llguidance) is part of the torch-free runtime install.
+        from agentd.constraint import Constraint
+        constrained = client.generate("Answer:", model="dec", sampling=SamplingOptions(max_tokens=60, temperature=1.0, seed=0),
+                                      constraint=Constraint.json_schema(json.loads(sys.argv[6])))
+        constrained_text = constrained.text()
     print(json.dumps({
         "models": models,
         "chunks": chunks,
         "finish_reason": stream.finish_reason,
+        "constrained": [constrained_text, constrained.finish_reason],
         "recurrent_tokens": recurrent_tokens,
         "embeddings": vectors.tolist(),
         "torch_imported": "torch" in sys.modules,
@@ -219,7 +232,7 @@ def test_daemon_serves_bundles_from_the_torch_free_env(torch_free_python, models
         try:
             client = subprocess.run(
                 [str(torch_free_python), "-c", CLIENT_SCRIPT, f"unix://{socket_path}", json.dumps(PROMPT),
-                 json.dumps(SENTENCES), str(NEW_TOKENS), str(STARTUP_TIMEOUT)],
+                 json.dumps(SENTENCES), str(NEW_TOKENS), str(STARTUP_TIMEOUT), json.dumps(CONSTRAINED_SCHEMA)],
                 capture_output=True, text=True, timeout=STARTUP_TIMEOUT + 120, cwd=tmp_path, env=env,
             )
             assert client.returncode == 0, f"{client.stderr}\n--- daemon stderr ---\n{stderr.read_text()}"
@@ -238,6 +251,12 @@ def test_daemon_serves_bundles_from_the_torch_free_env(torch_free_python, models
     assert result["finish_reason"] in ("length", "stop")
     assert result["recurrent_tokens"] == recurrent_tokens
     assert cosines(result["embeddings"], embeddings).min() >= 0.9999
+    # A constrained Generate against the ONNX bundle: valid JSON under the schema from a random model.
+    import jsonschema
+
+    constrained_text, constrained_finish = result["constrained"]
+    assert constrained_finish == "stop", constrained_text
+    jsonschema.validate(json.loads(constrained_text), CONSTRAINED_SCHEMA)
 
 
 # A client run with the torch-free interpreter against a daemon serving nothing:
