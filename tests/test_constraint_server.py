@@ -181,3 +181,33 @@ def test_agentd_serve_process_with_smollm2_answers_constrained_requests(tmp_path
         with pytest.raises(InvalidArgument, match="^lark_grammar: "):
             client.chat(messages, sampling=options, constraint=Constraint.lark("start: (")).text()
         assert chat(Constraint.regex("(yes|no)"))[0] in ("yes", "no")
+
+
+def test_cli_generate_and_chat_take_json_schema_regex_and_grammar(daemon, tmp_path) -> None:
+    import subprocess
+
+    from tests._daemon_fixtures import AGENTD
+
+    socket_path = daemon.targets[0].removeprefix("unix://")
+    schema_file, grammar_file = tmp_path / "schema.json", tmp_path / "sum.lark"
+    schema_file.write_text(json.dumps(TRIP_SCHEMA))
+    grammar_file.write_text('start: NUM "+" NUM\nNUM: /[1-9][0-9]?/\n')
+
+    def cli(*args: str) -> subprocess.CompletedProcess:
+        return subprocess.run([*AGENTD, *args, "--socket", socket_path], capture_output=True, text=True, timeout=120)
+
+    run = cli("generate", "Trip:", "--json-schema", str(schema_file), "--max-tokens", "400", "--temperature", "1", "--seed", "1")
+    assert run.returncode == 0, run.stderr
+    jsonschema.validate(json.loads(run.stdout), TRIP_SCHEMA)
+    run = cli("chat", "yes?", "--json-schema", '{"enum": ["yes", "no"]}', "--max-tokens", "10")
+    assert run.returncode == 0, run.stderr
+    assert json.loads(run.stdout) in ("yes", "no")
+    run = cli("generate", "Date:", "--regex", ISO_DATE, "--max-tokens", "40", "--temperature", "1", "--seed", "2")
+    assert run.returncode == 0 and re.fullmatch(ISO_DATE, run.stdout.rstrip("\n")), run.stderr
+    run = cli("generate", "Sum:", "--grammar", str(grammar_file), "--max-tokens", "40", "--temperature", "1")
+    assert run.returncode == 0, run.stderr
+    lark.Lark(grammar_file.read_text()).parse(run.stdout.rstrip("\n"))
+    # Errors: one line, exit 2 (INVALID_ARGUMENT), from the daemon or before dialling it.
+    for args in (("--regex", "(unclosed"), ("--regex", "a", "--grammar", str(grammar_file)), ("--grammar", str(tmp_path / "missing.lark"))):
+        run = cli("generate", "x", *args)
+        assert run.returncode == 2 and len(run.stderr.strip().splitlines()) == 1, run.stderr
