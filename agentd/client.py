@@ -53,7 +53,7 @@ from agentd.errors import (
     Unauthenticated,
     Unavailable,
 )
-from agentd.v1 import inference_pb2, inference_pb2_grpc, models_pb2, models_pb2_grpc
+from agentd.v1 import agent_pb2, agent_pb2_grpc, inference_pb2, inference_pb2_grpc, models_pb2, models_pb2_grpc
 
 Kind = Literal["decoder", "encoder"]
 KIND_VALUES: Mapping[Kind, int] = {"decoder": models_pb2.MODEL_KIND_DECODER, "encoder": models_pb2.MODEL_KIND_ENCODER}
@@ -327,6 +327,7 @@ class Client:
         self._channel = credentials.open_channel(self.target, grpc)
         self._inference = inference_pb2_grpc.InferenceStub(self._channel)
         self._models = models_pb2_grpc.ModelsStub(self._channel)
+        self._agent = agent_pb2_grpc.AgentStub(self._channel)
 
     def __enter__(self) -> "Client":
         return self
@@ -336,6 +337,36 @@ class Client:
 
     def close(self) -> None:
         self._channel.close()
+
+    # -- agent -----------------------------------------------------------------
+    def run_task(
+        self, request: str = "", *, run_id: str | None = None, model: str | None = None, auto_approve: bool = False
+    ) -> Iterator[agent_pb2.RunEvent]:
+        """Start a run of ``request`` (or re-attach to ``run_id``) and iterate over its events."""
+        message = agent_pb2.RunTaskRequest(request=request, run_id=run_id or "", auto_approve=auto_approve)
+        if model is not None:
+            message.model = model
+        call = self._agent.RunTask(message, metadata=self._metadata)
+        try:
+            yield from call
+        except grpc.RpcError as exc:
+            raise error_from_rpc(exc, self.target) from None
+        finally:
+            call.cancel()  # a consumer that stops early stops watching (the run itself goes on)
+
+    def approve(self, run_id: str, step: int, approved: bool = True) -> None:
+        """Approve (or reject) a step that is waiting for approval."""
+        self._unary(self._agent.Approve, agent_pb2.ApproveRequest(run_id=run_id, step=step, approved=approved))
+
+    def cancel_run(self, run_id: str) -> bool:
+        """Stop a run; False if it had already ended."""
+        return self._unary(self._agent.CancelRun, agent_pb2.CancelRunRequest(run_id=run_id)).cancelled
+
+    def list_runs(self) -> list[agent_pb2.RunInfo]:
+        return list(self._unary(self._agent.ListRuns, agent_pb2.ListRunsRequest()).runs)
+
+    def get_run(self, run_id: str) -> agent_pb2.RunInfo:
+        return self._unary(self._agent.GetRun, agent_pb2.GetRunRequest(run_id=run_id))
 
     # -- models ----------------------------------------------------------------
     def list_models(self) -> list[models_pb2.ModelInfo]:

@@ -134,8 +134,8 @@ def tiny_bert(root: Path) -> Path:
 class InProcessDaemon:
     """A :class:`Daemon` running on its own event loop in a background thread."""
 
-    def __init__(self, table: ModelTable, socket_path: Path | None, tcp: tuple[str, int] | None = None):
-        self.daemon = Daemon(table, socket_path=socket_path, tcp=tcp, grace=1.0)
+    def __init__(self, table: ModelTable, socket_path: Path | None, tcp: tuple[str, int] | None = None, **options: Any):
+        self.daemon = Daemon(table, socket_path=socket_path, tcp=tcp, grace=1.0, **options)
         self.loop = asyncio.new_event_loop()
         self._thread = threading.Thread(target=self.loop.run_forever, name="agentd-test-daemon", daemon=True)
 

@@ -260,7 +260,8 @@ def test_cancelling_a_run_waiting_for_approval_runs_nothing(setup) -> None:
             await task
 
     asyncio.run(main())
-    assert ledger.rows() == [] and journal.run("r7").status == "cancelled"
+    # Nothing ran; the run is left unfinished for its owner to end or resume (the RunManager does).
+    assert ledger.rows() == [] and journal.run("r7").status == "waiting_approval"
 
 
 def test_resume_replays_done_steps_and_repeats_no_effect(setup) -> None:

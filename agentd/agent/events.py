@@ -17,6 +17,9 @@ class PlanReady:
 
     run_id: str
     plan: dict[str, Any]
+    #: The model's text the plan was parsed from ("" when resumed from the journal).
+    text: str = ""
+    completion_tokens: int = 0
     kind: str = field(default="plan", init=False)
 
 

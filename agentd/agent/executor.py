@@ -185,7 +185,8 @@ class Executor:
             self.journal.set_run_status(run_id, status, error=error)
             await queue.put(RunFinished(run_id, status, results=dict(results), error=error))
         except asyncio.CancelledError:
-            self.journal.set_run_status(run_id, "cancelled", error="cancelled by the client")
+            # Not journaled here: the caller knows whether the user ended the run (cancelled)
+            # or the daemon is stopping (the run stays unfinished, to be resumed).
             raise
         except Exception as exc:
             self.journal.set_run_status(run_id, "failed", error=str(exc))

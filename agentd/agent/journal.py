@@ -40,6 +40,7 @@ CREATE TABLE IF NOT EXISTS runs (
     status TEXT NOT NULL,
     answer TEXT,
     error TEXT,
+    auto_approve INTEGER NOT NULL DEFAULT 0,
     created REAL NOT NULL,
     updated REAL NOT NULL
 );
@@ -99,6 +100,8 @@ class RunRecord:
     status: str
     answer: str | None
     error: str | None
+    #: The run was started with every approval given in advance (kept for a resumed run).
+    auto_approve: bool
     created: float
     updated: float
     steps: tuple[StepRecord, ...]
@@ -125,9 +128,12 @@ class Journal:
         self._db.close()
 
     # -- writes (each one its own committed transaction) -------------------------
-    def create_run(self, run_id: str, request: str) -> None:
+    def create_run(self, run_id: str, request: str, *, auto_approve: bool = False) -> None:
         now = time.time()
-        self._write("INSERT INTO runs VALUES (?, ?, NULL, 'planning', NULL, NULL, ?, ?)", (run_id, request, now, now))
+        self._write(
+            "INSERT INTO runs (run_id, request, status, auto_approve, created, updated) VALUES (?, ?, 'planning', ?, ?, ?)",
+            (run_id, request, int(auto_approve), now, now),
+        )
 
     def set_plan(self, run_id: str, plan: dict[str, Any], steps: list[tuple[int, str]]) -> None:
         """Record the plan and a pending row per step (replacing the steps of an earlier plan that never ran)."""
@@ -194,7 +200,10 @@ class Journal:
     # -- reads -----------------------------------------------------------------------
     def run(self, run_id: str) -> RunRecord:
         with self._lock:
-            row = self._db.execute("SELECT * FROM runs WHERE run_id = ?", (run_id,)).fetchone()
+            row = self._db.execute(
+                "SELECT run_id, request, plan, status, answer, error, auto_approve, created, updated FROM runs WHERE run_id = ?",
+                (run_id,),
+            ).fetchone()
             if row is None:
                 raise NotFound(f"no run {run_id!r}")
             steps = self._db.execute(
@@ -203,7 +212,7 @@ class Journal:
             ).fetchall()
         return RunRecord(
             run_id=row[0], request=row[1], plan=json.loads(row[2]) if row[2] else None, status=row[3], answer=row[4],
-            error=row[5], created=row[6], updated=row[7],
+            error=row[5], auto_approve=bool(row[6]), created=row[7], updated=row[8],
             steps=tuple(
                 StepRecord(s[0], s[1], s[2], json.loads(s[3]) if s[3] else None, json.loads(s[4]) if s[4] else None, s[5], s[6], s[7])
                 for s in steps

@@ -168,6 +168,7 @@ def _set_threads(threads: int) -> None:
 def _serve(config: ServeConfig) -> None:
     import asyncio
 
+    from agentd.config import agentd_home
     from agentd.logging_setup import configure_logging
     from agentd.server.app import Daemon
     from agentd.server.auth import Security
@@ -206,6 +207,7 @@ def _serve(config: ServeConfig) -> None:
         security=security,
         log_prompts=config.log_prompts,
         metrics=(config.metrics_host, config.metrics_port) if config.metrics_port is not None else None,
+        agent_home=agentd_home() / "agent",
     )
     for served in table:
         info = served.model.info

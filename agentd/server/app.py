@@ -1,4 +1,4 @@
-"""The daemon: grpc.aio servers with Inference, Models, health and reflection.
+"""The daemon: grpc.aio servers with Inference, Models, Agent, health and reflection.
 
 Listens on a Unix socket (owner-only: the directory is made 0700, the socket
 is bound under umask 0o177 so it is 0600 from its first instant) and,
@@ -35,15 +35,18 @@ from agentd.server.catalog import ModelsServicer
 from agentd.server.inference import InferenceServicer
 from agentd.server.interceptor import ErrorInterceptor
 from agentd.server.served import ModelTable
-from agentd.v1 import inference_pb2, inference_pb2_grpc, models_pb2, models_pb2_grpc
+from agentd.v1 import agent_pb2, agent_pb2_grpc, inference_pb2, inference_pb2_grpc, models_pb2, models_pb2_grpc
 
 if TYPE_CHECKING:
     from wsgiref.simple_server import WSGIServer
+
+    from agentd.agent.runs import RunManager
 
 log = logging.getLogger(__name__)
 
 INFERENCE_SERVICE = inference_pb2.DESCRIPTOR.services_by_name["Inference"].full_name
 MODELS_SERVICE = models_pb2.DESCRIPTOR.services_by_name["Models"].full_name
+AGENT_SERVICE = agent_pb2.DESCRIPTOR.services_by_name["Agent"].full_name
 #: Services whose health is reported; "" is the whole server.
 HEALTH_SERVICES = ("", INFERENCE_SERVICE, MODELS_SERVICE)
 #: sun_path is 108 bytes on Linux, including the terminating NUL.
@@ -74,6 +77,7 @@ class Daemon:
         security: Security = Security(),
         log_prompts: bool = False,
         metrics: tuple[str, int] | None = None,
+        agent_home: Path | None = None,
     ):
         if socket_path is None and tcp is None:
             raise InvalidArgument("--socket", "the daemon needs a Unix socket or a TCP address to listen on")
@@ -93,10 +97,21 @@ class Daemon:
         self._servers: list[aio.Server] = []
         self._health: health.aio.HealthServicer | None = None
         self._socket_inode: int | None = None
+        #: Where the agent keeps its journal (``journal.sqlite``) and tool packs their state
+        #: (``tools/``); None serves no Agent service. The agent needs the Unix socket: its
+        #: planner reaches the models through it, like any client.
+        self.agent_home = agent_home if socket_path is not None else None
+        self.runs: RunManager | None = None
 
     async def start(self) -> list[str]:
         """Bind, start serving and report SERVING; returns the targets listened on."""
         self._health = health.aio.HealthServicer()
+        if self.agent_home is not None:
+            from agentd.agent.runs import RunManager
+
+            self.runs = RunManager(
+                self.agent_home / "journal.sqlite", self.agent_home / "tools", unix_target(self.socket_path)
+            )
         servicers = (InferenceServicer(self.models), ModelsServicer(self.models))
         try:
             if self.socket_path is not None:
@@ -116,6 +131,10 @@ class Daemon:
         for service in HEALTH_SERVICES:
             await self._health.set(service, health_pb2.HealthCheckResponse.SERVING)
         await self.models.bind_health(self._health)  # one health service per model
+        if self.runs is not None:
+            await self._health.set(AGENT_SERVICE, health_pb2.HealthCheckResponse.SERVING)
+            for run_id in self.runs.resume_unfinished():  # after a restart, carry on where runs stopped
+                log.info("resumed run %s", run_id)
         return self.targets
 
     async def stop(self) -> None:
@@ -125,6 +144,8 @@ class Daemon:
         if self._health is not None:
             await self._health.enter_graceful_shutdown()
         await self._stop_servers(self.grace)
+        if self.runs is not None:
+            await self.runs.close()  # runs stop; their journal says where, for the next start
         await self.models.close()  # after the RPCs that used the engines have ended
         if self._metrics_server is not None:
             self._metrics_server.shutdown()
@@ -150,10 +171,14 @@ class Daemon:
         inference, models = servicers
         inference_pb2_grpc.add_InferenceServicer_to_server(inference, server)
         models_pb2_grpc.add_ModelsServicer_to_server(models, server)
+        services = [INFERENCE_SERVICE, MODELS_SERVICE]
+        if self.runs is not None:
+            from agentd.server.agent import AgentServicer
+
+            agent_pb2_grpc.add_AgentServicer_to_server(AgentServicer(self.runs), server)
+            services.append(AGENT_SERVICE)
         health_pb2_grpc.add_HealthServicer_to_server(self._health, server)
-        reflection.enable_server_reflection(
-            (INFERENCE_SERVICE, MODELS_SERVICE, health.SERVICE_NAME, reflection.SERVICE_NAME), server
-        )
+        reflection.enable_server_reflection((*services, health.SERVICE_NAME, reflection.SERVICE_NAME), server)
         self._servers.append(server)
         return server
 

@@ -1,0 +1,202 @@
+"""The daemon's runs: planned, executed, watched by any number of clients, resumed after a restart.
+
+A :class:`RunManager` owns the journal, the approval gate and one asyncio task
+per live run. Each run's events are kept (so a client that re-attaches, or
+attaches late, sees the whole story) and fanned out to every watcher. When the
+daemon starts, :meth:`RunManager.resume_unfinished` picks up every run the
+journal says was not finished: done steps are replayed from the journal, the
+rest run again with their ``run:step`` idempotency keys.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import uuid
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, AsyncIterator
+
+from agentd.agent.events import Event, PlanReady, RunFinished
+from agentd.agent.executor import ApprovalGate, AutoApprove, Budgets, Executor
+from agentd.agent.journal import Journal
+from agentd.agent.plan import Plan
+from agentd.agent.planner import PlanningContext, planner_facts, planner_spec
+from agentd.errors import AgentdError, InvalidArgument
+from agentd.tools import tool_specs
+
+if TYPE_CHECKING:
+    from agentd.aio_client import AsyncClient
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(eq=False)
+class LiveRun:
+    """A run this daemon is carrying out now (or has finished since it started)."""
+
+    run_id: str
+    events: list[Event] = field(default_factory=list)
+    watchers: list[asyncio.Queue[Event | None]] = field(default_factory=list)
+    task: asyncio.Task[None] | None = None
+    finished: bool = False
+
+    def publish(self, event: Event) -> None:
+        self.events.append(event)
+        for queue in self.watchers:
+            queue.put_nowait(event)
+
+    def close(self) -> None:
+        self.finished = True
+        for queue in self.watchers:
+            queue.put_nowait(None)
+
+
+class RunManager:
+    """Runs requests through the planner and the executor; the Agent servicer's engine room."""
+
+    def __init__(
+        self,
+        journal_path: Path,
+        data_dir: Path,
+        target: str,
+        *,
+        planner: str | None = None,
+        budgets: Budgets = Budgets(),
+    ):
+        self.journal = Journal(journal_path)
+        self.data_dir = data_dir
+        #: The daemon's own address: the planner reaches models through it, like any client.
+        self.target = target
+        self._client: "AsyncClient | None" = None
+        self.planner_name = planner
+        self.budgets = budgets
+        self.gate = ApprovalGate()
+        self._runs: dict[str, LiveRun] = {}
+        self._planner = None
+        #: Set while the daemon stops: runs interrupted then stay unfinished in the journal and resume.
+        self._closing = False
+
+    # -- lifecycle ---------------------------------------------------------------------
+    def start(self, request: str, *, model: str | None = None, auto_approve: bool = False) -> str:
+        """Journal a new run and start planning it; returns its id."""
+        if not request.strip():
+            raise InvalidArgument("request", "is empty")
+        run_id = uuid.uuid4().hex[:12]
+        self.journal.create_run(run_id, request, auto_approve=auto_approve)
+        self._launch(run_id, request, None, model=model, auto_approve=auto_approve)
+        return run_id
+
+    def resume_unfinished(self) -> list[str]:
+        """Carry on every run the journal holds unfinished (after a restart); returns their ids."""
+        resumed = []
+        for run_id in self.journal.runs(unfinished=True):
+            record = self.journal.run(run_id)
+            plan = Plan.from_json(record.plan) if record.plan else None
+            log.info("resuming run %s (%s)", run_id, record.status)
+            self._launch(run_id, record.request, plan, model=None, auto_approve=record.auto_approve)
+            resumed.append(run_id)
+        return resumed
+
+    async def close(self) -> None:
+        self._closing = True
+        for run in self._runs.values():
+            if run.task is not None and not run.task.done():
+                run.task.cancel()
+        await asyncio.gather(*(run.task for run in self._runs.values() if run.task), return_exceptions=True)
+        if self._client is not None:
+            await self._client.close()
+        self.journal.close()
+
+    def client(self) -> "AsyncClient":
+        """The client the planner uses, opened on first use (inside the daemon's event loop)."""
+        if self._client is None:
+            from agentd.aio_client import AsyncClient
+
+            self._client = AsyncClient(self.target, timeout=300)
+        return self._client
+
+    # -- clients -----------------------------------------------------------------------
+    async def watch(self, run_id: str) -> AsyncIterator[Event]:
+        """Every event of ``run_id``: those so far, then the live ones until it ends."""
+        run = self._runs.get(run_id)
+        if run is None:
+            self.journal.run(run_id)  # NOT_FOUND for an unknown id
+            raise InvalidArgument("run_id", f"run {run_id!r} is not live in this daemon; GetRun has its record")
+        queue: asyncio.Queue[Event | None] = asyncio.Queue()
+        backlog = list(run.events)
+        if not run.finished:
+            run.watchers.append(queue)
+        try:
+            for event in backlog:
+                yield event
+            while not run.finished or not queue.empty():
+                event = await queue.get()
+                if event is None:
+                    break
+                yield event
+        finally:
+            if queue in run.watchers:
+                run.watchers.remove(queue)
+
+    def approve(self, run_id: str, step: int, approved: bool) -> None:
+        if run_id not in self._runs:
+            self.journal.run(run_id)  # NOT_FOUND for an unknown id
+        self.gate.decide(run_id, step, approved)
+
+    def cancel(self, run_id: str) -> bool:
+        run = self._runs.get(run_id)
+        if run is None:
+            self.journal.run(run_id)
+            return False
+        if run.task is None or run.task.done():
+            return False
+        run.task.cancel()
+        return True
+
+    # -- the run itself ------------------------------------------------------------------
+    def _launch(self, run_id: str, request: str, plan: Plan | None, *, model: str | None, auto_approve: bool) -> None:
+        run = LiveRun(run_id)
+        self._runs[run_id] = run
+        run.task = asyncio.ensure_future(self._carry_out(run, request, plan, model, auto_approve))
+
+    async def _carry_out(self, run: LiveRun, request: str, plan: Plan | None, model: str | None, auto_approve: bool) -> None:
+        tools = {spec.name: spec for spec in tool_specs()}
+        context = PlanningContext(request, list(tools.values()), planner_facts(), self.client(), model=model)
+        gate = AutoApprove() if auto_approve else self.gate
+        executor = Executor(self.journal, tools, self.data_dir, budgets=self.budgets)
+        try:
+            resume = plan is not None
+            if plan is None:
+                planned = await self._planner_instance().plan(context)
+                plan = planned.plan
+                run.publish(PlanReady(run.run_id, plan.to_json(), text=planned.text, completion_tokens=planned.completion_tokens))
+            async for event in executor.execute(run.run_id, plan, gate, resume=resume):
+                if isinstance(event, PlanReady) and not resume:
+                    continue  # already published, with the planner's text
+                if isinstance(event, RunFinished) and event.status == "done":
+                    answer = await self._planner_instance().answer(context, event.results)
+                    self.journal.set_run_status(run.run_id, "done", answer=answer)
+                    event = RunFinished(run.run_id, "done", event.results, answer=answer)
+                run.publish(event)
+        except asyncio.CancelledError:
+            if not self._closing:  # CancelRun; a stopping daemon leaves the run to be resumed
+                self._end(run, "cancelled", "cancelled")
+        except AgentdError as exc:
+            self._end(run, "failed", str(exc))
+        except Exception as exc:  # a planner or tool bug: the run fails, the daemon keeps serving
+            log.exception("run %s failed", run.run_id)
+            self._end(run, "failed", f"internal error: {type(exc).__name__}")
+        finally:
+            run.close()
+
+    def _end(self, run: LiveRun, status: str, error: str) -> None:
+        """Journal and announce the end of a run the executor did not finish itself."""
+        self.journal.set_run_status(run.run_id, status, error=error)
+        if not any(isinstance(event, RunFinished) for event in run.events):
+            run.publish(RunFinished(run.run_id, status, {}, error=error))
+
+    def _planner_instance(self):
+        if self._planner is None:
+            self._planner = planner_spec(self.planner_name).make()
+        return self._planner
