@@ -26,13 +26,16 @@ import asyncio
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, AsyncIterator, Callable, Mapping
+from typing import TYPE_CHECKING, Any, AsyncIterator, Mapping
 
 from agentd.agent.events import ApprovalNeeded, Event, PlanReady, RunFinished, StepFinished, StepStarted
 from agentd.agent.journal import Journal
 from agentd.agent.plan import Plan, Step
 from agentd.errors import AgentdError, InvalidArgument
 from agentd.tools import ToolContext, ToolSpec, validate_arguments
+
+if TYPE_CHECKING:
+    from agentd.agent.credentials import CredentialStore
 
 
 @dataclass(frozen=True)
@@ -94,13 +97,14 @@ class Executor:
         data_dir: Path,
         *,
         budgets: Budgets = Budgets(),
-        credential: Callable[[str], str] | None = None,
+        credentials: "CredentialStore | None" = None,
     ):
         self.journal = journal
         self.tools = tools
         self.data_dir = Path(data_dir)
         self.budgets = budgets
-        self.credential = credential
+        #: Where tools get their providers' secrets, by handle, at call time.
+        self.credentials = credentials
 
     async def execute(
         self, run_id: str, plan: Plan, gate: ApprovalGate, *, resume: bool = False
@@ -234,7 +238,8 @@ class Executor:
             return
         self.journal.set_step(run_id, step.id, "running", arguments=arguments, attempt=True)
         await queue.put(StepStarted(run_id, step.id, step.tool, arguments))
-        context = ToolContext(run_id, step.id, self.data_dir, self.credential)
+        credential = self.credentials.for_tool(spec.name, spec.credential_scopes) if self.credentials is not None else None
+        context = ToolContext(run_id, step.id, self.data_dir, credential)
         try:
             result = await asyncio.wait_for(asyncio.to_thread(spec.call, arguments, context), self.budgets.step_timeout)
             _check_result(spec, result)

@@ -26,6 +26,7 @@ from agentd.errors import AgentdError, InvalidArgument
 from agentd.tools import tool_specs
 
 if TYPE_CHECKING:
+    from agentd.agent.credentials import CredentialStore
     from agentd.aio_client import AsyncClient
 
 log = logging.getLogger(__name__)
@@ -63,8 +64,10 @@ class RunManager:
         *,
         planner: str | None = None,
         budgets: Budgets = Budgets(),
+        credentials: "CredentialStore | None" = None,
     ):
         self.journal = Journal(journal_path)
+        self.credentials = credentials
         self.data_dir = data_dir
         #: The daemon's own address: the planner reaches models through it, like any client.
         self.target = target
@@ -164,7 +167,7 @@ class RunManager:
         tools = {spec.name: spec for spec in tool_specs()}
         context = PlanningContext(request, list(tools.values()), planner_facts(), self.client(), model=model)
         gate = AutoApprove() if auto_approve else self.gate
-        executor = Executor(self.journal, tools, self.data_dir, budgets=self.budgets)
+        executor = Executor(self.journal, tools, self.data_dir, budgets=self.budgets, credentials=self.credentials)
         try:
             resume = plan is not None
             if plan is None:

@@ -107,10 +107,12 @@ class Daemon:
         """Bind, start serving and report SERVING; returns the targets listened on."""
         self._health = health.aio.HealthServicer()
         if self.agent_home is not None:
+            from agentd.agent.credentials import CredentialStore
             from agentd.agent.runs import RunManager
 
             self.runs = RunManager(
-                self.agent_home / "journal.sqlite", self.agent_home / "tools", unix_target(self.socket_path)
+                self.agent_home / "journal.sqlite", self.agent_home / "tools", unix_target(self.socket_path),
+                credentials=CredentialStore(self.agent_home / "credentials"),
             )
         servicers = (InferenceServicer(self.models), ModelsServicer(self.models))
         try:
