@@ -46,10 +46,14 @@ def words(text: str) -> list[str]:
     return [stem(word) for word in normalize(text).split()]
 
 
+#: Words that carry no meaning in a place or dish ("near the airport", "a pizza").
+NOISE_WORDS = {"the", "a", "an", "my", "near", "close", "to", "by", "of", "some", "any", "and", "with", "in"}
+
+
 def contains_words(needle: str, haystack: str) -> bool:
-    """Every word of ``needle`` (plural-insensitive) appears in ``haystack``."""
+    """Every meaningful word of ``needle`` (plural-insensitive) appears in ``haystack``."""
     have = set(words(haystack))
-    wanted = words(needle)
+    wanted = [word for word in words(needle) if word not in NOISE_WORDS]
     return bool(wanted) and all(word in have for word in wanted)
 
 
