@@ -151,6 +151,7 @@ class ServeConfig:
     threads: int = 0
     metrics_host: str = "127.0.0.1"
     metrics_port: int | None = None
+    planner: str | None = None
 
     @property
     def tls(self) -> bool:
@@ -316,6 +317,7 @@ KEYS: tuple[Key, ...] = (
     Key("threads", _count(0), "Intra-op threads for model work, torch and onnxruntime alike (0: one less than the cores, at least 1: on small machines the gRPC loop and the OS need a core)."),
     Key("metrics_host", _text, "Address the Prometheus metrics endpoint binds."),
     Key("metrics_port", _port, "Port of the Prometheus /metrics endpoint (unset: no metrics server; 0: any free port)."),
+    Key("planner", _text, "Planner the agent plans requests with, by the name its plugin registers (not set: the first registered)."),
 )
 KEYS_BY_NAME: dict[str, Key] = {key.name: key for key in KEYS}
 assert set(KEYS_BY_NAME) == {f.name for f in dataclasses.fields(ServeConfig)}, "KEYS and ServeConfig disagree"

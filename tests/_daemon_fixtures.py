@@ -48,51 +48,60 @@ AGENTD = [sys.executable, "-c", "from agentd.cli import main; main()"]
 def serve_process(models: dict[str, Path], home: Path, *, timeout: float = 180.0) -> Iterator[str]:
     """``agentd serve --no-defaults`` as a process serving ``models`` (name -> path); yields its target
     once every model is READY, fails the test with the daemon's stderr if one fails or it exits."""
+    with socket_dir() as directory, daemon_process(models, home, directory / "a.sock", timeout=timeout) as (target, _):
+        yield target
+
+
+@contextlib.contextmanager
+def daemon_process(
+    models: dict[str, Path], home: Path, socket_path: Path, *, timeout: float = 180.0, env: dict[str, str] | None = None
+) -> Iterator[tuple[str, subprocess.Popen]]:
+    """As :func:`serve_process` on ``socket_path``, yielding ``(target, process)`` (tests that kill it)."""
     from agentd.client import Client
     from agentd.errors import Unavailable
     from agentd.v1 import models_pb2
 
     # The caller's environment (virtualenv, ...) minus any socket override, with a fresh home.
-    env = {key: value for key, value in os.environ.items() if key not in ("AGENTD_SOCKET", "XDG_RUNTIME_DIR")}
-    env.update(AGENTD_HOME=str(home), PYTHONUNBUFFERED="1")
+    environment = {key: value for key, value in os.environ.items() if key not in ("AGENTD_SOCKET", "XDG_RUNTIME_DIR")}
+    environment.update(AGENTD_HOME=str(home), PYTHONUNBUFFERED="1", **(env or {}))
     args = [arg for name, path in models.items() for arg in ("--model", f"{name}={path}")]
-    with socket_dir() as directory:
-        socket_path, stderr = directory / "a.sock", home / "serve.err"
-        with stderr.open("w") as err:
-            process = subprocess.Popen(
-                [*AGENTD, "serve", "--no-defaults", "--socket", str(socket_path), *args],
-                stdout=subprocess.DEVNULL, stderr=err, env=env,
-            )
-        target = f"unix://{socket_path}"
-        try:
-            deadline = time.monotonic() + timeout
-            while True:
-                if process.poll() is not None:
-                    pytest.fail(f"agentd serve exited with {process.returncode}:\n{stderr.read_text()}")
-                if time.monotonic() > deadline:
-                    pytest.fail(f"agentd serve was not ready within {timeout}s:\n{stderr.read_text()}")
-                statuses: dict[str, int] = {}
-                if socket_path.exists():
-                    try:
-                        with Client(target, timeout=5) as client:
-                            statuses = {info.name: info.status for info in client.list_models()}
-                    except Unavailable:
-                        pass
-                failed = [name for name, status in statuses.items() if status == models_pb2.MODEL_STATUS_FAILED]
-                if failed:
-                    pytest.fail(f"models failed to load: {failed}\n{stderr.read_text()}")
-                if statuses and all(statuses.get(name) == models_pb2.MODEL_STATUS_READY for name in models):
-                    break
-                time.sleep(0.5)
-            yield target
-        finally:
-            if process.poll() is None:
-                process.terminate()
+    home.mkdir(parents=True, exist_ok=True)
+    stderr = home / f"serve-{socket_path.stem}.err"
+    with stderr.open("w") as err:
+        process = subprocess.Popen(
+            [*AGENTD, "serve", "--no-defaults", "--socket", str(socket_path), *args],
+            stdout=subprocess.DEVNULL, stderr=err, env=environment,
+        )
+    target = f"unix://{socket_path}"
+    try:
+        deadline = time.monotonic() + timeout
+        while True:
+            if process.poll() is not None:
+                pytest.fail(f"agentd serve exited with {process.returncode}:\n{stderr.read_text()}")
+            if time.monotonic() > deadline:
+                pytest.fail(f"agentd serve was not ready within {timeout}s:\n{stderr.read_text()}")
+            statuses: dict[str, int] = {}
+            if socket_path.exists():
                 try:
-                    process.wait(timeout=30)
-                except subprocess.TimeoutExpired:
-                    process.kill()
-                    process.wait(timeout=30)
+                    with Client(target, timeout=5) as client:
+                        statuses = {info.name: info.status for info in client.list_models()}
+                except Unavailable:
+                    pass
+            failed = [name for name, status in statuses.items() if status == models_pb2.MODEL_STATUS_FAILED]
+            if failed:
+                pytest.fail(f"models failed to load: {failed}\n{stderr.read_text()}")
+            if statuses and all(statuses.get(name) == models_pb2.MODEL_STATUS_READY for name in models):
+                break
+            time.sleep(0.5)
+        yield target, process
+    finally:
+        if process.poll() is None:
+            process.terminate()
+            try:
+                process.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait(timeout=30)
 
 
 @contextlib.contextmanager

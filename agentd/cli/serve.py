@@ -126,6 +126,9 @@ def serve(
     metrics_port: Annotated[
         Optional[int], typer.Option("--metrics-port", help="Port of the Prometheus endpoint (unset: off).", rich_help_panel=ENGINE)
     ] = None,
+    planner: Annotated[
+        Optional[str], typer.Option("--planner", help="Planner the agent uses, by name (default: the first registered).")
+    ] = None,
 ) -> None:
     """Serve models over gRPC until SIGTERM or SIGINT (then drain for --grace seconds)."""
     from agentd.config import config_to_toml, load_serve_config
@@ -138,7 +141,7 @@ def serve(
         "max_batch": max_batch, "max_queue": max_queue, "prefill_chunk": prefill_chunk,
         "memory_budget": memory_budget, "prefix_cache_budget": prefix_cache_budget,
         "session_budget": session_budget, "session_ttl": session_ttl, "threads": threads, "metrics_host": metrics_host,
-        "metrics_port": metrics_port,
+        "metrics_port": metrics_port, "planner": planner,
     }
     config = load_serve_config(config_file, flags=flags)
     if print_config:
@@ -208,6 +211,7 @@ def _serve(config: ServeConfig) -> None:
         log_prompts=config.log_prompts,
         metrics=(config.metrics_host, config.metrics_port) if config.metrics_port is not None else None,
         agent_home=agentd_home() / "agent",
+        planner=config.planner or None,
     )
     for served in table:
         info = served.model.info

@@ -78,6 +78,7 @@ class Daemon:
         log_prompts: bool = False,
         metrics: tuple[str, int] | None = None,
         agent_home: Path | None = None,
+        planner: str | None = None,
     ):
         if socket_path is None and tcp is None:
             raise InvalidArgument("--socket", "the daemon needs a Unix socket or a TCP address to listen on")
@@ -102,6 +103,7 @@ class Daemon:
         #: planner reaches the models through it, like any client.
         self.agent_home = agent_home if socket_path is not None else None
         self.runs: RunManager | None = None
+        self.planner = planner
 
     async def start(self) -> list[str]:
         """Bind, start serving and report SERVING; returns the targets listened on."""
@@ -112,7 +114,7 @@ class Daemon:
 
             self.runs = RunManager(
                 self.agent_home / "journal.sqlite", self.agent_home / "tools", unix_target(self.socket_path),
-                credentials=CredentialStore(self.agent_home / "credentials"),
+                credentials=CredentialStore(self.agent_home / "credentials"), planner=self.planner,
             )
         servicers = (InferenceServicer(self.models), ModelsServicer(self.models))
         try:
