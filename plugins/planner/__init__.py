@@ -1,0 +1,197 @@
+"""The built-in planner ``llmcompiler``: request -> retrieved tools -> grammar-constrained plan.
+
+1. :mod:`.retrieval` picks the tools to show (MiniLM embeddings through the
+   daemon's ``Embed``, top k plus any tool the request names);
+2. :mod:`.prompt` writes the chat (facts, tools, format, in-context examples of
+   :mod:`.examples` limited to those tools);
+3. the daemon's default decoder writes the plan at temperature 0 under the
+   Lark grammar of :mod:`.grammar`, so the text always parses
+   (:mod:`.parse`), names only shown tools, fits their schemas and refers only
+   to earlier steps;
+4. :meth:`LLMCompilerPlanner.answer` (the join) summarises the results in
+   fixed template text: what was done, ids, amounts — tool text quoted as data.
+"""
+
+from __future__ import annotations
+
+import collections
+import json
+import time
+from typing import Any, Mapping, Sequence
+
+from agentd.agent.plan import Plan
+from agentd.agent.planner import PlannerSpec, PlanningContext, PlanResult
+from agentd.client import SamplingOptions
+from agentd.constraint import Constraint
+from agentd.errors import AgentdError, InvalidArgument
+from agentd.hookspecs import hookimpl
+from agentd.tools import ToolSpec
+
+from .examples import Example, today_of, usable_examples
+from .grammar import MAX_STEPS, plan_grammar
+from .parse import JOIN, parse_plan
+from .prompt import planning_messages
+from .retrieval import TOP_K, TextEmbeddings, ToolRetriever
+
+#: Tokens a plan may take (8 steps of ~30 tokens).
+MAX_PLAN_TOKENS = 256
+#: In-context examples per prompt.
+EXAMPLES_SHOWN = 4
+#: Plans remembered for answer() (by PlanningContext identity).
+_REMEMBERED = 256
+
+
+class LLMCompilerPlanner:
+    """LLMCompiler-style plans (``N. tool(arg=value)`` lines, ``join()``) written under a grammar."""
+
+    def __init__(self, *, k: int = TOP_K, max_steps: int = MAX_STEPS, max_tokens: int = MAX_PLAN_TOKENS,
+                 examples_shown: int = EXAMPLES_SHOWN):
+        self.max_steps = max_steps
+        self.max_tokens = max_tokens
+        self.examples_shown = examples_shown
+        self._embeddings = TextEmbeddings()
+        self.retriever = ToolRetriever(k, self._embeddings)
+        self._plans: collections.OrderedDict[int, tuple[PlanningContext, Plan]] = collections.OrderedDict()
+        #: Seconds spent in the last plan() per phase (retrieval, generation), for benchmarks.
+        self.last_timings: dict[str, float] = {}
+
+    async def plan(self, context: PlanningContext) -> PlanResult:
+        started = time.perf_counter()
+        tools = [tool for tool in context.tools]
+        if not tools:
+            raise AgentdError("no tools are registered, so there is nothing to plan with")
+        retrieved = await self.retriever.retrieve(context.client, context.request, tools, model=context.embed_model)
+        shown = list(retrieved.tools)
+        examples = await self._examples(context, shown, retrieved.query)
+        retrieval_done = time.perf_counter()
+        messages = planning_messages(context.request, shown, context.facts, examples, context.observation)
+        grammar = plan_grammar(shown, max_steps=self.max_steps)
+        stream = await context.client.chat(
+            messages,
+            model=context.model,
+            sampling=SamplingOptions(max_tokens=self.max_tokens, temperature=0.0, repetition_penalty=1.0),
+            constraint=Constraint.lark(grammar),
+        )
+        text = await stream.text()
+        tokens = stream.usage.completion_tokens if stream.usage is not None else 0
+        self.last_timings = {"retrieval": retrieval_done - started, "generation": time.perf_counter() - retrieval_done}
+        plan = self._parse(text, stream.finish_reason)
+        plan.check({tool.name: tool for tool in shown})
+        self._remember(context, plan)
+        return PlanResult(plan, text, tokens, tuple(tool.name for tool in shown))
+
+    async def answer(self, context: PlanningContext, results: Mapping[int, Any]) -> str:
+        plan = self._recall(context)
+        tools = {tool.name: tool for tool in context.tools}
+        return summarise(plan, results, tools)
+
+    # -- helpers ---------------------------------------------------------------
+    def _parse(self, text: str, finish_reason: str | None) -> Plan:
+        if finish_reason == "length":
+            # Cut short by the token budget: keep the steps that were complete.
+            complete = text.rsplit("\n", 1)[0] if not text.endswith("\n") else text
+            try:
+                return parse_plan(complete, require_join=False)
+            except InvalidArgument as exc:
+                raise InvalidArgument("plan", f"the model ran out of tokens before one complete step ({exc})") from None
+        return parse_plan(text)
+
+    async def _examples(self, context: PlanningContext, shown: Sequence[ToolSpec], query) -> list[Example]:
+        usable = usable_examples(shown, today_of(context.facts))
+        if len(usable) <= self.examples_shown:
+            return usable
+        vectors = await self._embeddings.get(context.client, [e.request for e in usable], context.embed_model)
+        order = sorted(range(len(usable)), key=lambda i: -float(vectors[i] @ query))
+        best = sorted(order[: self.examples_shown])  # the closest ones, in a stable order
+        return [usable[i] for i in best]
+
+    def _remember(self, context: PlanningContext, plan: Plan) -> None:
+        self._plans[id(context)] = (context, plan)
+        while len(self._plans) > _REMEMBERED:
+            self._plans.popitem(last=False)
+
+    def _recall(self, context: PlanningContext) -> Plan | None:
+        entry = self._plans.get(id(context))
+        return entry[1] if entry is not None and entry[0] is context else None
+
+
+# -- the join: a reply from the results ------------------------------------------------
+#: Result fields worth repeating to the user, when a result has them.
+_REPORTED = ("status", "booking_id", "order_id", "transfer_id", "payment_id", "event_id", "message_id",
+             "confirmation", "account", "balance", "amount", "total", "total_price", "price", "eta_minutes")
+_NAMING = ("name", "title", "airline", "flight_number", "payee", "description")
+_MAX_QUOTE = 60
+
+
+def summarise(plan: Plan | None, results: Mapping[int, Any], tools: Mapping[str, ToolSpec]) -> str:
+    """One line per step that ran: the tool and what its result says (ids, amounts, counts).
+
+    Text from the results is quoted as data (JSON strings, cut short, one line),
+    and a tool marked ``untrusted_output`` contributes only counts and quoted titles.
+    """
+    if not results:
+        return "Nothing was done."
+    lines = []
+    for step_id in sorted(results):
+        step = plan.step(step_id) if plan is not None and 1 <= step_id <= len(plan.steps) else None
+        name = step.tool if step is not None else f"step {step_id}"
+        spec = tools.get(name)
+        untrusted = bool(spec is not None and spec.untrusted_output)
+        lines.append(f"{step_id}. {name.replace('_', ' ')}: {_describe(results[step_id], untrusted)}")
+    if plan is not None:
+        skipped = [s.id for s in plan.steps if s.id not in results]
+        if skipped:
+            lines.append("Not done: steps " + ", ".join(map(str, skipped)) + ".")
+    return "Done.\n" + "\n".join(lines)
+
+
+def _describe(result: Any, untrusted: bool) -> str:
+    if isinstance(result, Mapping):
+        parts = []
+        for key, value in result.items():
+            if isinstance(value, list):
+                parts.append(_describe_list(key, value))
+        for key in _REPORTED:
+            if key in result and not isinstance(result[key], (list, dict)) and not (untrusted and isinstance(result[key], str)):
+                parts.append(f"{key.replace('_', ' ')} {_quote(result[key])}")
+        return "; ".join(parts) if parts else "done"
+    if isinstance(result, list):
+        return _describe_list("results", result)
+    if untrusted and isinstance(result, str):
+        return f"{len(result)} characters of text"
+    return _quote(result)
+
+
+def _describe_list(key: str, items: list) -> str:
+    text = f"{len(items)} {key.replace('_', ' ')}"
+    if items and isinstance(items[0], Mapping):
+        first = items[0]
+        label = next((first[k] for k in _NAMING if isinstance(first.get(k), str)), None)
+        details = [f"{_quote(label)}"] if label is not None else []
+        details += [f"{k} {_quote(first[k])}" for k in ("id", "price", "nightly_price", "amount", "date", "time")
+                    if k in first and not isinstance(first[k], (list, dict))]
+        if details:
+            text += " (first: " + ", ".join(details) + ")"
+    return text
+
+
+def _quote(value: Any) -> str:
+    if isinstance(value, str):
+        flat = " ".join(value.split())
+        if len(flat) > _MAX_QUOTE:
+            flat = flat[: _MAX_QUOTE - 3] + "..."
+        return json.dumps(flat, ensure_ascii=False)
+    return json.dumps(value, ensure_ascii=False)
+
+
+@hookimpl
+def register_planners(register) -> None:
+    register(PlannerSpec(
+        "llmcompiler",
+        make=LLMCompilerPlanner,
+        description="LLMCompiler-style plans: MiniLM tool retrieval, in-context examples, "
+                    "the daemon's decoder under a Lark plan grammar (valid by construction)",
+    ))
+
+
+__all__ = ["LLMCompilerPlanner", "summarise", "parse_plan", "plan_grammar", "JOIN"]
