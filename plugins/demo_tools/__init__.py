@@ -37,5 +37,6 @@ def tool_specs() -> list[ToolSpec]:
 
 @hookimpl
 def register_tools(register: Callable[[ToolSpec], None]) -> None:
+    """Register the 15 demo tools; the world file is opened only when a tool is called."""
     for spec in tool_specs():
         register(spec)

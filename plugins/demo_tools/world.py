@@ -282,5 +282,8 @@ def _create(path: Path, seed: int) -> None:
             os.link(temporary, path)  # fails if another process created the world meanwhile
         except FileExistsError:
             pass
+        except OSError:  # a filesystem without hard links: last writer wins, both worlds are identical
+            if not path.exists():
+                os.replace(temporary, path)
         finally:
             temporary.unlink(missing_ok=True)
