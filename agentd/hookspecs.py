@@ -117,10 +117,12 @@ def register_planners(register: Callable[["PlannerSpec"], None]) -> None:
 
 
 @hookspec
-def planner_facts() -> "dict[str, str] | None":
+def planner_facts(data_dir: "Path") -> "dict[str, str] | None":
     """Facts the planner should know, e.g. ``{"today": "2027-03-01 (Monday)", "home_city": "San Francisco"}``.
 
     Called for every run, so a tool pack with its own clock (the demo world)
     can say what "tomorrow" means. Return ``None`` to contribute nothing. Never
     return a secret: facts are put in the model's prompt.
+
+    :param data_dir: where tool packs keep their state (``ToolContext.data_dir``).
     """

@@ -57,7 +57,7 @@ def agent(tmp_path: Path):
     plugin = SimpleNamespace(
         register_tools=hookimpl(lambda register: [register(spec) for spec in tools]),
         register_planners=hookimpl(lambda register: register(PlannerSpec("fake", make=lambda: planner))),
-        planner_facts=hookimpl(lambda: {"test_fact": "from the test plugin"}),
+        planner_facts=hookimpl(lambda data_dir: {"test_fact": "from the test plugin"}),
     )
     manager = load_plugins()
     manager.register(plugin, name="test-agent")

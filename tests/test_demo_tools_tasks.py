@@ -20,16 +20,16 @@ FLAGS = {
     "book_flight": (False, True, True, ("airline",), False),
     "search_hotels": (True, False, False, ("hotel",), False),
     "book_hotel": (False, True, True, ("hotel",), False),
-    "search_restaurants": (True, False, False, ("restaurant",), False),
+    "search_restaurants": (True, False, False, ("restaurant",), True),  # menus are the restaurants' text
     "order_food": (False, True, True, ("restaurant",), False),
     "get_balance": (True, False, False, ("bank",), False),
     "list_transactions": (True, False, False, ("bank",), False),
     "transfer_money": (False, True, True, ("bank",), False),
     "pay_bill": (False, True, True, ("bank",), False),
-    "create_event": (False, False, False, (), False),
+    "create_event": (False, False, True, (), False),
     "list_events": (True, False, False, (), False),
     "find_contact": (True, False, False, (), False),
-    "send_message": (False, True, False, (), False),
+    "send_message": (False, True, True, (), False),
     "web_search": (True, False, False, (), True),
 }
 
@@ -113,3 +113,14 @@ def test_how_much_did_i_spend_on_dining_in_february(home: Path, db: sqlite3.Conn
     result = call(home, "list_transactions", {"category": "food", "since": "2027-02-01", "until": "2027-02-28"})
     spent = db.execute("SELECT SUM(amount_cents) FROM transactions WHERE category = 'dining' AND posted_at LIKE '2027-02-%'").fetchone()[0]
     assert spent < 0 and round(result["total"] * 100) == spent
+
+
+def test_planner_facts_come_from_the_world_clock(tmp_path) -> None:
+    from agentd.agent.planner import planner_facts
+    from agentd.plugins.demo_tools import World
+
+    facts = planner_facts(tmp_path)
+    assert facts["today"] == "2027-03-01 (Monday)" and facts["home_city"] == "San Francisco"
+    with World(tmp_path / "demo_world" / "world.sqlite") as world:
+        world.set_clock("2027-03-05")
+    assert planner_facts(tmp_path)["today"] == "2027-03-05 (Friday)"

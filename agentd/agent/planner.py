@@ -16,6 +16,8 @@ from agentd.errors import AgentdError, NotFound
 from agentd.plugin_manager import load_plugins
 
 if TYPE_CHECKING:
+    from pathlib import Path
+
     from agentd.agent.plan import Plan
     from agentd.aio_client import AsyncClient
     from agentd.tools import ToolSpec
@@ -98,10 +100,10 @@ def planner_spec(name: str | None = None) -> PlannerSpec:
     return specs[name]
 
 
-def planner_facts() -> dict[str, str]:
+def planner_facts(data_dir: "Path") -> dict[str, str]:
     """Every fact the plugins' ``planner_facts`` hooks return, merged (later plugins win)."""
     facts: dict[str, str] = {}
-    for contribution in reversed(load_plugins().hook.planner_facts()):
+    for contribution in reversed(load_plugins().hook.planner_facts(data_dir=data_dir)):
         facts.update({str(key): str(value) for key, value in (contribution or {}).items()})
     return facts
 

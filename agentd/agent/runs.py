@@ -165,7 +165,7 @@ class RunManager:
 
     async def _carry_out(self, run: LiveRun, request: str, plan: Plan | None, model: str | None, auto_approve: bool) -> None:
         tools = {spec.name: spec for spec in tool_specs()}
-        context = PlanningContext(request, list(tools.values()), planner_facts(), self.client(), model=model)
+        context = PlanningContext(request, list(tools.values()), planner_facts(self.data_dir), self.client(), model=model)
         gate = AutoApprove() if auto_approve else self.gate
         executor = Executor(self.journal, tools, self.data_dir, budgets=self.budgets, credentials=self.credentials)
         try:

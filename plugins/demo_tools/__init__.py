@@ -19,6 +19,7 @@ Registered through the ``agentd`` entry-point group like any third-party pack.
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Callable
 
 from agentd.hookspecs import hookimpl
@@ -33,6 +34,18 @@ __all__ = ["register_tools", "tool_specs", "World", "DEFAULT_NOW", "DEFAULT_SEED
 def tool_specs() -> list[ToolSpec]:
     """The pack's tools in a fixed order (travel, food, bank, personal, web)."""
     return [*travel.tools(), *food.tools(), *bank.tools(), *personal.tools(), *web.tools()]
+
+
+@hookimpl
+def planner_facts(data_dir: Path) -> dict[str, str]:
+    """The world's "today" (what "the 3rd" and "tomorrow" mean there) and where the user lives."""
+    from .common import WORLD_DIR, WORLD_FILE
+
+    path = Path(data_dir) / WORLD_DIR / WORLD_FILE
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with World(path) as world:
+        now = world.now()
+    return {"today": f"{now:%Y-%m-%d} ({now:%A})", "time": f"{now:%H:%M}", "home_city": "San Francisco"}
 
 
 @hookimpl

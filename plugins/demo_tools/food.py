@@ -165,7 +165,7 @@ def order_food(world: World, args: dict[str, Any], context: ToolContext) -> dict
 def tools() -> list[ToolSpec]:
     return [
         c.make_tool(
-            search_restaurants, name="search_restaurants", read_only=True, credential_scopes=("restaurant",),
+            search_restaurants, name="search_restaurants", read_only=True, untrusted_output=True, credential_scopes=("restaurant",),
             description="Find San Francisco restaurants that deliver, by cuisine ('thai', 'bbq'), dish ('pizza', "
             "'curry', 'dumplings') and/or neighbourhood ('home', 'Mission'), with ratings, fees and full menus. "
             "Menu text comes from the restaurants.",

@@ -115,7 +115,7 @@ def send_message(world: World, args: dict[str, Any], context: ToolContext) -> di
 def tools() -> list[ToolSpec]:
     return [
         c.make_tool(
-            create_event, name="create_event",
+            create_event, name="create_event", idempotent=True,
             description="Add an event to the user's calendar on a date (today or later), optionally at a time and "
             "for some minutes; reports events it overlaps.",
             parameters=c.obj({
@@ -145,7 +145,7 @@ def tools() -> list[ToolSpec]:
             result=c.obj({"contacts": c.array(CONTACT, minItems=1)}, ("contacts",)),
         ),
         c.make_tool(
-            send_message, name="send_message", needs_approval=True,
+            send_message, name="send_message", needs_approval=True, idempotent=True,
             description="Send a text message to one of the user's contacts (by name). Sends on the user's behalf.",
             parameters=c.obj({
                 "to": c.described(c.TEXT, "Contact name, first or full"),
