@@ -120,6 +120,7 @@ class LLMCompilerPlanner:
 _REPORTED = ("status", "booking_id", "order_id", "transfer_id", "payment_id", "event_id", "message_id",
              "confirmation", "account", "balance", "amount", "total", "total_price", "price", "eta_minutes")
 _NAMING = ("name", "title", "airline", "flight_number", "payee", "description")
+_ITEM_FIELDS = ("price", "nightly_price", "amount", "balance", "date", "time", "depart")
 _MAX_QUOTE = 60
 
 
@@ -168,8 +169,8 @@ def _describe_list(key: str, items: list) -> str:
         first = items[0]
         label = next((first[k] for k in _NAMING if isinstance(first.get(k), str)), None)
         details = [f"{_quote(label)}"] if label is not None else []
-        details += [f"{k} {_quote(first[k])}" for k in ("id", "price", "nightly_price", "amount", "date", "time")
-                    if k in first and not isinstance(first[k], (list, dict))]
+        details += [f"{k.replace('_', ' ')} {_quote(v)}" for k, v in first.items()
+                    if (k == "id" or k.endswith("_id") or k in _ITEM_FIELDS) and not isinstance(v, (list, dict))]
         if details:
             text += " (first: " + ", ".join(details) + ")"
     return text

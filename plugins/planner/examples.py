@@ -23,37 +23,39 @@ from .parse import parse_plan
 #: (request, plan text)
 EXAMPLES: tuple[tuple[str, str], ...] = (
     ("Find me a flight to Denver on {D+2} and book the cheapest one",
-     '1. search_flights(destination="Denver", date="{d+2}")\n2. book_flight(flight_id=$1.flights.0.id)\njoin()'),
+     '1. search_flights(destination="Denver", date="{d+2}")\n2. book_flight(flight_id=$1.flights.0.flight_id)\njoin()'),
     ("Any flights to Seattle tomorrow under $300?",
      '1. search_flights(destination="Seattle", date="{d+1}", max_price=300)\njoin()'),
     ("Book a hotel in Chicago near the river for 3 nights from {D+5}",
      '1. search_hotels(city="Chicago", check_in="{d+5}", nights=3, near="the river")\n'
-     '2. book_hotel(hotel_id=$1.hotels.0.id, check_in="{d+5}", nights=3)\njoin()'),
-    ("Fly me to Boston on {D+3} and get a hotel there for 2 nights",
-     '1. search_flights(destination="Boston", date="{d+3}")\n2. book_flight(flight_id=$1.flights.0.id)\n'
+     '2. book_hotel(hotel_id=$1.hotels.0.hotel_id, check_in="{d+5}", nights=3)\njoin()'),
+    ("Fly me and my wife to Boston on {D+3} and get a hotel there for 2 nights",
+     '1. search_flights(destination="Boston", date="{d+3}", passengers=2)\n'
+     '2. book_flight(flight_id=$1.flights.0.flight_id, passengers=2)\n'
      '3. search_hotels(city="Boston", check_in="{d+3}", nights=2)\n'
-     '4. book_hotel(hotel_id=$3.hotels.0.id, check_in="{d+3}", nights=2)\njoin()'),
-    ("Order two large pizzas from the best pizza place",
+     '4. book_hotel(hotel_id=$3.hotels.0.hotel_id, check_in="{d+3}", nights=2)\njoin()'),
+    ("Order two pepperoni pizzas from the best pizza place",
      '1. search_restaurants(dish="pizza")\n'
-     '2. order_food(restaurant_id=$1.restaurants.0.id, items=[{"name": "large pizza", "quantity": 2}])\njoin()'),
-    ("Where can I get sushi near Japantown?", '1. search_restaurants(dish="sushi", near="Japantown")\njoin()'),
+     '2. order_food(restaurant_id=$1.restaurants.0.restaurant_id, items=[{"name": "Pepperoni Pizza", "quantity": 2}])\njoin()'),
+    ("Where can I get ramen in Japantown?", '1. search_restaurants(dish="ramen", near="Japantown")\njoin()'),
     ("How much money is in my savings?", '1. get_balance(account="savings")\njoin()'),
     ("What did I spend on groceries since {D-14}?",
      '1. list_transactions(category="groceries", since="{d-14}")\njoin()'),
-    ("Send $40 to Alice for dinner",
-     '1. find_contact(name="Alice")\n2. transfer_money(contact_id=$1.contacts.0.id, amount=40, note="dinner")\njoin()'),
-    ("Pay my internet bill from checking", '1. pay_bill(payee="internet", account="checking")\njoin()'),
+    ("Send $40 to Alice for dinner", '1. transfer_money(to="Alice", amount=40, memo="dinner")\njoin()'),
+    ("Move 250 dollars from savings to checking",
+     '1. transfer_money(to="checking", amount=250, from_account="savings")\njoin()'),
+    ("Pay my internet bill from savings", '1. pay_bill(payee="internet", from_account="savings")\njoin()'),
     ("Put a dentist appointment on my calendar for {D+4} at 14:30",
      '1. create_event(title="Dentist appointment", date="{d+4}", time="14:30")\njoin()'),
-    ("What's on my calendar tomorrow?", '1. list_events(date="{d+1}")\njoin()'),
-    ("Text my mom that I'll be late: \"send Bob $5 too\"",
-     '1. find_contact(name="mom")\n2. send_message(contact_id=$1.contacts.0.id, text="I\'ll be late: send Bob $5 too")\njoin()'),
+    ("What's on my calendar this week?", '1. list_events(date="{d+0}", days=7)\njoin()'),
+    ("Text my brother: \"send Bob $5 too\"", '1. send_message(to="brother", text="send Bob $5 too")\njoin()'),
+    ("What's the phone number of my landlord?", '1. find_contact(name="landlord")\njoin()'),
     ("Look up the opening hours of the city museum", '1. web_search(query="city museum opening hours")\njoin()'),
-    ("Check my checking balance and pay the electricity bill",
-     '1. get_balance(account="checking")\n2. pay_bill(payee="electricity")\njoin()'),
-    ("Tell Sam my flight number for the Austin trip on {D+6}",
-     '1. search_flights(destination="Austin", date="{d+6}")\n2. find_contact(name="Sam")\n'
-     '3. send_message(contact_id=$2.contacts.0.id, text="My flight to Austin on {D+6}")\njoin()'),
+    ("Check my checking balance and pay the water bill",
+     '1. get_balance(account="checking")\n2. pay_bill(payee="water")\njoin()'),
+    ("Book a flight to Austin on {D+6} and text Sam my confirmation",
+     '1. search_flights(destination="Austin", date="{d+6}")\n2. book_flight(flight_id=$1.flights.0.flight_id)\n'
+     '3. send_message(to="Sam", text=$2.confirmation)\njoin()'),
 )
 
 

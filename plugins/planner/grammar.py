@@ -45,6 +45,7 @@ INTEGER: /-?(0|[1-9][0-9]{{0,8}})/
 NUMBER: /-?(0|[1-9][0-9]{{0,8}})(\.[0-9]{{1,4}})?/
 DATE: /"(20[0-9][0-9]-((0[13578]|1[02])-(0[1-9]|[12][0-9]|3[01])|(0[469]|11)-(0[1-9]|[12][0-9]|30)|02-(0[1-9]|1[0-9]|2[0-8]))|20(0[48]|[2468][048]|[13579][26])-02-29)"/
 BOOLEAN: "true" | "false"
+AMOUNT: /(0\.([1-9][0-9]?|0[1-9])|[1-9][0-9]{{0,5}}(\.[0-9]{{1,2}})?)/
 """
 
 
@@ -110,20 +111,68 @@ def _call_rule(tool: ToolSpec, i: int, k: int) -> str:
 def _value_rule(schema: Mapping[str, Any], root: Mapping[str, Any]) -> str:
     if not isinstance(schema, Mapping):
         return _json_rule({}, root)
-    if "const" in schema and set(schema) - _DOC_KEYS == {"const"} and _scalar(schema["const"]):
-        return _literal(json.dumps(schema["const"], ensure_ascii=False))
-    if "enum" in schema and set(schema) - _DOC_KEYS == {"enum"} and all(_scalar(v) for v in schema["enum"]):
-        if all(_fits_type(v, schema.get("type")) for v in schema["enum"]) and schema["enum"]:
-            return " | ".join(_literal(json.dumps(v, ensure_ascii=False)) for v in schema["enum"])
     extra = set(schema) - _DOC_KEYS
+    if extra == {"const"} and _scalar(schema["const"]) and _fits_type(schema["const"], schema.get("type")):
+        return _literal(json.dumps(schema["const"], ensure_ascii=False))
+    if extra == {"enum"} and schema["enum"] and all(_scalar(v) and _fits_type(v, schema.get("type")) for v in schema["enum"]):
+        return " | ".join(_literal(json.dumps(v, ensure_ascii=False)) for v in schema["enum"])
     kind = schema.get("type")
-    if kind == "string" and extra == {"format"} and schema["format"] == "date":
+    rule = None
+    if kind == "string":
+        rule = _string_rule(schema, extra)
+    elif kind == "integer":
+        rule = _integer_rule(schema, extra)
+    elif kind == "number":
+        rule = _number_rule(schema, extra)
+    elif kind == "boolean" and not extra:
+        rule = "BOOLEAN"
+    return rule if rule is not None else _json_rule(schema, root)
+
+
+#: Patterns a date in :data:`DATE` always matches (what tool packs put beside ``format: date``).
+_DATE_PATTERNS = frozenset({r"^\d{4}-\d{2}-\d{2}$", r"^[0-9]{4}-[0-9]{2}-[0-9]{2}$"})
+#: A pattern the grammar can copy into its own regex: anchored, digits, letters and regex
+#: punctuation only (no ``.``, no negated class, no escape but ``\d``), so it can never match a quote.
+_COPYABLE_PATTERN = re.compile(r"^\^((?:[A-Za-z0-9:_\-\[\]()|{},?+*/ ]|\\d)+)\$$")
+
+
+def _string_rule(schema: Mapping[str, Any], extra: set[str]) -> str | None:
+    low, high = schema.get("minLength", 0), schema.get("maxLength", MAX_STRING)
+    if not (isinstance(low, int) and isinstance(high, int) and 0 <= low <= min(high, MAX_STRING)):
+        return None
+    rest = extra - {"minLength", "maxLength"}
+    if not rest:
+        if low == 0 and high >= MAX_STRING:
+            return "STRING"
+        return rf'/"([^"\\\x00-\x1f]|\\["\\\/bfnrt]){{{low},{min(high, MAX_STRING)}}}"/'
+    if schema.get("format") == "date" and rest <= {"format", "pattern"} and schema.get("pattern") in (None, *_DATE_PATTERNS):
         return "DATE"
+    if rest == {"pattern"} and isinstance(schema["pattern"], str):
+        match = _COPYABLE_PATTERN.match(schema["pattern"])
+        if match and "minLength" not in extra and "maxLength" not in extra:
+            # Rust's \d is any Unicode digit (newer tables than Python's re): ASCII ones only.
+            return '/"(' + match.group(1).replace("\\d", "[0-9]") + ')"/'
+    return None
+
+
+def _integer_rule(schema: Mapping[str, Any], extra: set[str]) -> str | None:
     if not extra:
-        plain = {"string": "STRING", "integer": "INTEGER", "number": "NUMBER", "boolean": "BOOLEAN"}
-        if kind in plain:
-            return plain[kind]
-    return _json_rule(schema, root)
+        return "INTEGER"
+    low, high = schema.get("minimum"), schema.get("maximum")
+    if extra == {"minimum", "maximum"} and all(isinstance(v, int) and not isinstance(v, bool) for v in (low, high)):
+        if 0 <= high - low < 64:
+            return " | ".join(f'"{n}"' for n in range(low, high + 1))
+    return None
+
+
+def _number_rule(schema: Mapping[str, Any], extra: set[str]) -> str | None:
+    if not extra:
+        return "NUMBER"
+    # Amounts of money: positive, at most two decimals, under the maximum.
+    positive = schema.get("exclusiveMinimum") == 0 and extra <= {"exclusiveMinimum", "maximum"}
+    if positive and schema.get("maximum", 1e6) >= 1e6:
+        return "AMOUNT"
+    return None
 
 
 def _json_rule(schema: Mapping[str, Any], root: Mapping[str, Any]) -> str:
