@@ -60,8 +60,12 @@ def run_command(
                 typer.echo(json.dumps(record, ensure_ascii=False))
             else:
                 _show(which, event)
-            if which == "approval_needed" and not yes:
-                client.approve(message.run_id, event.step, _ask(event, as_json))
+            if which == "approval_needed":
+                if yes:
+                    if not as_json:
+                        typer.echo("  approved (--yes)")
+                else:
+                    client.approve(message.run_id, event.step, _ask(event, as_json))
     if status != "done":
         raise typer.Exit(1)
 
