@@ -102,8 +102,8 @@ class LLMCompilerPlanner:
             return usable
         vectors = await self._embeddings.get(context.client, [e.request for e in usable], context.embed_model)
         order = sorted(range(len(usable)), key=lambda i: -float(vectors[i] @ query))
-        best = sorted(order[: self.examples_shown])  # the closest ones, in a stable order
-        return [usable[i] for i in best]
+        # The closest ones, the closest last: right before the request, where a small model copies from.
+        return [usable[i] for i in reversed(order[: self.examples_shown])]
 
     def _remember(self, context: PlanningContext, plan: Plan) -> None:
         self._plans[id(context)] = (context, plan)
