@@ -29,7 +29,7 @@ def test_agent_run_cli(tmp_path: Path) -> None:
 
         refused = run("send Maria 45 bucks")  # no terminal, no --yes: the payment is rejected, nothing is paid
         assert refused.returncode == 1 and "rejected (pass --yes to approve)" in refused.stderr
-        assert "? step 2 needs your approval: kt_pay(to=\"maria@bank\", amount=45)" in refused.stdout
+        assert "? step 2 needs your approval: kt_pay(amount=45, to=\"maria@bank\")" in refused.stdout
         assert paid(ledger) == []
 
         done = run("send Maria 45 bucks", "--yes", "--json")
