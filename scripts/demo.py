@@ -49,8 +49,9 @@ def run(title: str, *args: str) -> None:
 def main() -> None:
     workdir = Path(tempfile.mkdtemp(prefix="agentd-demo-"))
     socket = workdir / "agentd.sock"
-    env = {**os.environ, "AGENTD_SOCKET": str(socket)}
-    os.environ["AGENTD_SOCKET"] = str(socket)
+    # A fresh home: the agent's journal, credentials and sandbox world start clean every demo.
+    env = {**os.environ, "AGENTD_SOCKET": str(socket), "AGENTD_HOME": str(workdir / "home")}
+    os.environ.update(AGENTD_SOCKET=str(socket), AGENTD_HOME=str(workdir / "home"))
     print(f"$ agentd serve --socket {socket}", flush=True)
     log_path = workdir / "daemon.log"
     log = log_path.open("w")
@@ -75,6 +76,16 @@ def main() -> None:
             "cosine similarity of real all-MiniLM-L6-v2 embeddings",
             "embed", "pay my landlord", "send the rent to my landlord", "book me a trip to Hawaii",
             "--format", "similarity",
+        )
+        # The agent: tool credentials first (read from stdin, stored encrypted), then one request,
+        # planned by SmolLM2 under a grammar built from the tool schemas, on the sandbox world.
+        for provider in ("bank", "airline", "hotel", "restaurant"):
+            subprocess.run([AGENTD, "credentials", "add", provider], input=f"demo-{provider}-token\n", text=True, check=True,
+                           stdout=subprocess.DEVNULL)
+        print("\n# stored sandbox credentials for bank, airline, hotel, restaurant (agentd credentials add PROVIDER)")
+        run(
+            "the agent: plan, approval (given by --yes here; at a terminal it asks), steps, answer",
+            "run", "send Maria 45 bucks for the concert tickets", "--yes",
         )
     finally:
         daemon.send_signal(signal.SIGTERM)
