@@ -295,3 +295,13 @@ def test_resume_replays_done_steps_and_repeats_no_effect(setup) -> None:
     assert [e.replayed for e in events if isinstance(e, StepFinished) and e.step == 1] == [True]
     assert calls == ["r8:2", "r8:2"] and ledger.rows() == [("maria@bank", 45.0)]
     assert journal.run("r8").status == "done"
+
+
+def test_max_parallel_bounds_the_tool_calls_in_flight(setup) -> None:
+    journal, ledger, tmp = setup
+    executor = Executor(journal, make_tools(ledger, delay=0.05), tmp, budgets=Budgets(max_parallel=1))
+    plan = Plan(tuple(Step(i, "find_contact", {"name": f"n{i}"}) for i in range(1, 4)))
+    journal.create_run("r9", "three lookups, one at a time")
+    events = asyncio.run(collect(executor, "r9", plan, AutoApprove()))
+    trace = [type(e).__name__ for e in events if isinstance(e, (StepStarted, StepFinished))]
+    assert trace == ["StepStarted", "StepFinished"] * 3

@@ -47,6 +47,8 @@ class Budgets:
     step_timeout: float = 30.0
     #: Seconds the whole run may take (approval waits included).
     wall_time: float = 600.0
+    #: Tool calls running at once (0: as many as the plan allows).
+    max_parallel: int = 0
 
 
 class ApprovalGate:
@@ -166,6 +168,8 @@ class Executor:
                     if s.id not in results and s.id not in failed and s.id not in running and s.dependencies <= results.keys()
                 ]
                 for step in ready:
+                    if self.budgets.max_parallel and len(running) >= self.budgets.max_parallel:
+                        break
                     spec = self.tools[step.tool]
                     if spec.needs_approval and approvals.get(step.id) != "approved":
                         if running:  # pause the run: let what runs finish, start nothing else
