@@ -117,7 +117,8 @@ def test_a_reference_is_a_value_and_dollar_text_stays_text() -> None:
     ("raw", "problem"),
     [
         ({"steps": []}, "no steps"),
-        ({"steps": [{"id": 2, "tool": "x"}]}, "numbered"),
+        ({"steps": [{"id": 1, "tool": "x"}, {"id": 3, "tool": "x"}]}, "numbered"),
+        ({"steps": [{"id": 0, "tool": "x"}]}, "numbered from 1"),
         ({"steps": [{"id": 1, "tool": "x", "arguments": {"a": {"$ref": {"step": 1}}}}]}, "not an earlier step"),
         ({"steps": [{"id": 1, "tool": "x", "arguments": {"a": {"$ref": {"step": 2}}}}, {"id": 2, "tool": "x"}]}, "not an earlier step"),
         ("not json", "not JSON"),
@@ -305,3 +306,10 @@ def test_max_parallel_bounds_the_tool_calls_in_flight(setup) -> None:
     events = asyncio.run(collect(executor, "r9", plan, AutoApprove()))
     trace = [type(e).__name__ for e in events if isinstance(e, (StepStarted, StepFinished))]
     assert trace == ["StepStarted", "StepFinished"] * 3
+
+
+def test_a_renumbered_plan_shifts_its_references_and_may_use_earlier_results() -> None:
+    plan = pay_plan().renumbered(3)
+    assert [s.id for s in plan.steps] == [3, 4] and plan.step(4).dependencies == {3}
+    later = Plan((Step(3, "transfer_money", {"to": Ref(1, ("contacts", 0, "handle")), "amount": 5}),))
+    assert later.step(3).resolve({1: {"contacts": [{"handle": "h"}]}}) == {"to": "h", "amount": 5}

@@ -38,6 +38,8 @@ class FakePlanner:
     async def plan(self, context) -> PlanResult:
         self.contexts.append(context)
         words = context.request.split()
+        if context.observation and "insufficient funds" in context.observation:
+            words[2] = "50"  # a replan: ask for what the bank can do
         plan = Plan((
             Step(1, "t_find_contact", {"name": words[1]}),
             Step(2, "t_transfer_money", {"to": Ref(1, ("contacts", 0, "handle")), "amount": float(words[2])}),
@@ -176,3 +178,20 @@ def test_a_run_waiting_for_approval_survives_a_daemon_restart(agent) -> None:
             assert [(s.step, s.tool) for s in replayed] == [(1, "t_find_contact")]
             assert events[-1].run_finished.status == "done"
     assert agent.ledger.rows() == [("pat@bank", 30.0)]
+
+
+def test_a_failed_tool_is_replanned_with_the_failure_as_observation(agent) -> None:
+    """'pay Maria 500' fails (insufficient funds in the fake bank); the planner is asked again with what
+    happened, its new plan is numbered after the first one's steps, and it succeeds."""
+    events = list(agent.client.run_task("pay Maria 500", auto_approve=True))
+    plans = [e.plan for e in events if e.WhichOneof("event") == "plan"]
+    assert len(plans) == 2
+    import json as _json
+
+    assert [s["id"] for s in _json.loads(plans[1].plan_json)["steps"]] == [3, 4]
+    observation = agent.planner.contexts[-1].observation
+    assert "insufficient funds" in observation and "step 1: t_find_contact" in observation
+    assert events[-1].run_finished.status == "done"
+    assert agent.ledger.rows() == [("maria@bank", 50.0)]
+    info = agent.client.get_run(events[0].run_id)
+    assert [(s.step, s.status) for s in info.steps] == [(1, "done"), (2, "failed"), (3, "done"), (4, "done")]

@@ -49,6 +49,8 @@ class Budgets:
     wall_time: float = 600.0
     #: Tool calls running at once (0: as many as the plan allows).
     max_parallel: int = 0
+    #: Times a run may be planned again after a tool fails (the failure is the planner's observation).
+    max_replans: int = 1
 
 
 class ApprovalGate:
@@ -111,22 +113,27 @@ class Executor:
     async def execute(
         self, run_id: str, plan: Plan, gate: ApprovalGate, *, resume: bool = False
     ) -> AsyncIterator[Event]:
-        """Run ``plan`` as ``run_id`` (journaled before the first step), yielding events."""
-        if len(plan.steps) > self.budgets.max_steps:
-            raise InvalidArgument("plan", f"has {len(plan.steps)} steps; the budget is {self.budgets.max_steps}")
+        """Run ``plan`` as ``run_id`` (journaled before the first step), yielding events.
+
+        A replan's plan is numbered after the steps the run already took
+        (:meth:`Plan.renumbered`); their results stay available to it.
+        """
+        if plan.first - 1 + len(plan.steps) > self.budgets.max_steps:
+            raise InvalidArgument(
+                "plan", f"would take the run to {plan.first - 1 + len(plan.steps)} steps; the budget is {self.budgets.max_steps}"
+            )
         plan.check(self.tools)
         results: dict[int, Any] = {}
         approvals: dict[int, str] = {}
-        if resume:
-            for record in self.journal.run(run_id).steps:
-                if record.status == "done":
-                    results[record.step] = record.result
-                if record.approval:
-                    approvals[record.step] = record.approval
-        else:
+        if not resume:
             self.journal.set_plan(run_id, plan.to_json(), [(step.id, step.tool) for step in plan.steps])
+        for record in self.journal.run(run_id).steps:
+            if record.status == "done":
+                results[record.step] = record.result
+            if record.approval:
+                approvals[record.step] = record.approval
         yield PlanReady(run_id, plan.to_json())
-        for step_id in sorted(results):  # replayed, not re-run
+        for step_id in sorted(s for s in results if s >= plan.first):  # replayed, not re-run
             step = plan.step(step_id)
             yield StepFinished(run_id, step.id, step.tool, "done", result=results[step_id], replayed=True)
 
@@ -154,7 +161,11 @@ class Executor:
         queue: asyncio.Queue[Event | None],
     ) -> None:
         deadline = time.monotonic() + self.budgets.wall_time
-        failed: dict[int, str] = {}
+        # A step of an earlier plan that did not succeed blocks whatever here refers to it.
+        failed: dict[int, str] = {
+            dep: "an earlier plan's step that did not succeed"
+            for step in plan.steps for dep in step.dependencies if dep < plan.first and dep not in results
+        }
         running: dict[int, asyncio.Task[None]] = {}
         try:
             while True:
@@ -188,6 +199,7 @@ class Executor:
                 done, _ = await asyncio.wait(running.values(), timeout=remaining, return_when=asyncio.FIRST_COMPLETED)
                 for step_id in [sid for sid, task in running.items() if task in done]:
                     running.pop(step_id).result()
+            failed = {step: why for step, why in failed.items() if step >= plan.first}
             status = "done" if not failed else ("cancelled" if "rejected" in failed.values() else "failed")
             error = None if status == "done" else _failure_summary(plan, failed)
             self.journal.set_run_status(run_id, status, error=error)

@@ -81,15 +81,31 @@ class Plan:
     def __post_init__(self) -> None:
         if not self.steps:
             raise InvalidArgument("plan", "has no steps")
-        for index, step in enumerate(self.steps, start=1):
+        first = self.steps[0].id
+        if type(first) is not int or first < 1:
+            raise InvalidArgument("plan", f"steps are numbered from 1 (got {first!r})")
+        for index, step in enumerate(self.steps, start=first):
             if step.id != index:
-                raise InvalidArgument("plan", f"steps must be numbered 1..{len(self.steps)} in order (got {step.id} at {index})")
+                raise InvalidArgument(
+                    "plan", f"steps must be numbered {first}..{first + len(self.steps) - 1} in order (got {step.id} at {index})"
+                )
             later = sorted(dep for dep in step.dependencies if dep >= step.id or dep < 1)
             if later:
                 raise InvalidArgument("plan", f"step {step.id} refers to step {later[0]}, which is not an earlier step")
 
+    @property
+    def first(self) -> int:
+        """Number of the first step: 1, or where a replan carries on after the steps already taken."""
+        return self.steps[0].id
+
     def step(self, step_id: int) -> Step:
-        return self.steps[step_id - 1]
+        return self.steps[step_id - self.first]
+
+    def renumbered(self, first: int) -> Plan:
+        """The same plan numbered from ``first`` (references shifted with it): a replan's steps follow
+        the earlier plans' in one run, so every step keeps one journal row and one idempotency key."""
+        shift = first - self.first
+        return Plan(tuple(Step(step.id + shift, step.tool, _shift(dict(step.arguments), shift)) for step in self.steps))
 
     def check(self, tools: Mapping[str, Any]) -> None:
         """Every tool registered; arguments without references valid for its schema."""
@@ -139,6 +155,16 @@ def _refs(value: Any) -> Iterator[Ref]:
     elif isinstance(value, (list, tuple)):
         for item in value:
             yield from _refs(item)
+
+
+def _shift(value: Any, shift: int) -> Any:
+    if isinstance(value, Ref):
+        return Ref(value.step + shift, value.path)
+    if isinstance(value, Mapping):
+        return {key: _shift(item, shift) for key, item in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_shift(item, shift) for item in value]
+    return value
 
 
 def _substitute(value: Any, results: Mapping[int, Any]) -> Any:

@@ -11,6 +11,8 @@ rest run again with their ``run:step`` idempotency keys.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
+import json
 import logging
 import uuid
 from dataclasses import dataclass, field
@@ -171,17 +173,32 @@ class RunManager:
         try:
             resume = plan is not None
             if plan is None:
-                planned = await self._planner_instance().plan(context)
-                plan = planned.plan
-                run.publish(PlanReady(run.run_id, plan.to_json(), text=planned.text, completion_tokens=planned.completion_tokens))
-            async for event in executor.execute(run.run_id, plan, gate, resume=resume):
-                if isinstance(event, PlanReady) and not resume:
-                    continue  # already published, with the planner's text
-                if isinstance(event, RunFinished) and event.status == "done":
-                    answer = await self._planner_instance().answer(context, event.results)
+                plan = await self._plan(run, context)
+            replans = 0
+            while True:
+                finished: RunFinished | None = None
+                async for event in executor.execute(run.run_id, plan, gate, resume=resume):
+                    if isinstance(event, PlanReady) and not resume:
+                        continue  # already published, with the planner's text
+                    if isinstance(event, RunFinished):
+                        finished = event  # the last event: published below, once replanning is decided
+                        continue
+                    run.publish(event)
+                assert finished is not None
+                if finished.status == "failed" and replans < self.budgets.max_replans:
+                    # A tool failed: plan again with what happened as the observation. A rejection
+                    # (status "cancelled") is the user's no and is not replanned.
+                    replans += 1
+                    observation = self._observation(run.run_id, tools)
+                    plan = await self._plan(run, dataclasses.replace(context, observation=observation), first=plan.first + len(plan.steps))
+                    resume = False
+                    continue
+                if finished.status == "done":
+                    answer = await self._planner_instance().answer(context, finished.results)
                     self.journal.set_run_status(run.run_id, "done", answer=answer)
-                    event = RunFinished(run.run_id, "done", event.results, answer=answer)
-                run.publish(event)
+                    finished = RunFinished(run.run_id, "done", finished.results, answer=answer)
+                run.publish(finished)
+                break
         except asyncio.CancelledError:
             if not self._closing:  # CancelRun; a stopping daemon leaves the run to be resumed
                 self._end(run, "cancelled", "cancelled")
@@ -192,6 +209,28 @@ class RunManager:
             self._end(run, "failed", f"internal error: {type(exc).__name__}")
         finally:
             run.close()
+
+    async def _plan(self, run: LiveRun, context: PlanningContext, first: int = 1) -> Plan:
+        """Ask the planner, announce the plan, and number it after the run's earlier steps."""
+        planned = await self._planner_instance().plan(context)
+        plan = planned.plan.renumbered(first)
+        run.publish(PlanReady(run.run_id, plan.to_json(), text=planned.text, completion_tokens=planned.completion_tokens))
+        return plan
+
+    def _observation(self, run_id: str, tools: dict) -> str:
+        """What the steps so far did, for a replan. Untrusted tool output is left out, not paraphrased."""
+        lines = []
+        for step in self.journal.run(run_id).steps:
+            call = f"step {step.step}: {step.tool}({json.dumps(step.arguments or {}, sort_keys=True)})"
+            spec = tools.get(step.tool)
+            if step.status == "done":
+                if spec is not None and spec.untrusted_output:
+                    lines.append(f"{call} -> done (third-party text, not shown)")
+                else:
+                    lines.append(f"{call} -> done: {json.dumps(step.result, sort_keys=True)[:400]}")
+            else:
+                lines.append(f"{call} -> {step.status}: {step.error or ''}")
+        return "\n".join(lines)
 
     def _end(self, run: LiveRun, status: str, error: str) -> None:
         """Journal and announce the end of a run the executor did not finish itself."""
