@@ -35,6 +35,8 @@ from .retrieval import TOP_K, TextEmbeddings, ToolRetriever
 
 #: Tokens a plan may take (8 steps of ~30 tokens).
 MAX_PLAN_TOKENS = 256
+#: The retry's budget, in multiples of the first (a step's strings are at most 80 characters of <= 4 bytes).
+RETRY_BUDGET_FACTOR = 6
 #: In-context examples per prompt.
 EXAMPLES_SHOWN = 4
 #: Plans remembered for answer() (by PlanningContext identity).
@@ -66,14 +68,21 @@ class LLMCompilerPlanner:
         retrieval_done = time.perf_counter()
         messages = planning_messages(context.request, shown, context.facts, examples, context.observation)
         grammar = plan_grammar(shown, max_steps=self.max_steps)
-        stream = await context.client.chat(
-            messages,
-            model=context.model,
-            sampling=SamplingOptions(max_tokens=self.max_tokens, temperature=0.0, repetition_penalty=1.0),
-            constraint=Constraint.lark(grammar),
-        )
-        text = await stream.text()
-        tokens = stream.usage.completion_tokens if stream.usage is not None else 0
+        budget, tokens = self.max_tokens, 0
+        while True:
+            stream = await context.client.chat(
+                messages,
+                model=context.model,
+                sampling=SamplingOptions(max_tokens=budget, temperature=0.0, repetition_penalty=1.0),
+                constraint=Constraint.lark(grammar),
+            )
+            text = await stream.text()
+            tokens += stream.usage.completion_tokens if stream.usage is not None else 0
+            # A string of multi-byte characters can take a token per byte: a budget that ran out
+            # inside the first step gets one more try, long enough for any step the grammar allows.
+            if stream.finish_reason != "length" or "\n" in text or budget > self.max_tokens:
+                break
+            budget = self.max_tokens * RETRY_BUDGET_FACTOR
         self.last_timings = {"retrieval": retrieval_done - started, "generation": time.perf_counter() - retrieval_done}
         plan = self._parse(text, stream.finish_reason)
         plan.check({tool.name: tool for tool in shown})
