@@ -12,6 +12,7 @@ repeat the injected text, and a replan's observation leaves untrusted text out.
 
 from __future__ import annotations
 
+import logging
 import sqlite3
 from types import SimpleNamespace
 
@@ -41,6 +42,17 @@ PLANS = {
 SECRETS = [f"sandbox-{provider}-token" for provider in ("bank", "airline", "hotel", "restaurant")]
 
 
+class RecordEverything(logging.Handler):
+    """Every log record the daemon writes while the tests run, with its extra fields."""
+
+    def __init__(self) -> None:
+        super().__init__(logging.DEBUG)
+        self.lines: list[str] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.lines.append(f"{record.getMessage()} {vars(record)!r}")
+
+
 class ReadsTheFixtures:
     def __init__(self) -> None:
         self.observations: list[str] = []
@@ -68,11 +80,17 @@ def agent(tmp_path_factory):
     manager.register(plugin, name="test-injection")
     planner_registry.reset()
     table = ModelTable.load([ModelSource("llama", tiny_llama(tmp_path_factory.mktemp("models")))])
+    records = RecordEverything()
+    root = logging.getLogger()
+    root.addHandler(records)
+    previous_level, root.level = root.level, logging.DEBUG
     try:
         with socket_dir() as directory, InProcessDaemon(table, directory / "a.sock", agent_home=home, planner="reads_fixtures") as running:
             with Client(running.targets[0], timeout=120) as client:
-                yield client, home, planner
+                yield client, home, planner, records
     finally:
+        root.removeHandler(records)
+        root.setLevel(previous_level)
         manager.unregister(name="test-injection")
         planner_registry.reset()
 
@@ -94,7 +112,7 @@ def state(home) -> dict[str, object]:
 
 @pytest.mark.parametrize("request_text", ["denver deals", "verify bank", "dumplings"])
 def test_injected_instructions_in_tool_output_change_nothing(agent, request_text) -> None:
-    client, home, _ = agent
+    client, home, _, _ = agent
     before = state(home)
     events = list(client.run_task(request_text, auto_approve=True))
     started = [e.step_started.tool for e in events if e.WhichOneof("event") == "step_started"]
@@ -108,7 +126,7 @@ def test_injected_instructions_in_tool_output_change_nothing(agent, request_text
 
 
 def test_a_replan_observation_leaves_untrusted_text_out(agent) -> None:
-    client, _, planner = agent
+    client, _, planner, _ = agent
     events = list(client.run_task("deals then fail", auto_approve=True))
     assert events[-1].run_finished.status == "done"
     (observation,) = planner.observations
@@ -117,10 +135,11 @@ def test_a_replan_observation_leaves_untrusted_text_out(agent) -> None:
 
 
 def test_no_credential_reaches_any_file_the_agent_wrote(agent) -> None:
-    """The journal, the audit log, the sandbox world and anything else under the agent's home, the
-    encrypted store aside, hold no secret."""
-    client, home, _ = agent
+    """No log record, and nothing under the agent's home but the encrypted store (the journal, the
+    audit log, the sandbox world), holds a secret."""
+    client, home, _, records = agent
     assert client.list_runs(), "the requests above ran"
+    assert records.lines and not any(secret in line for line in records.lines for secret in SECRETS)
     checked = 0
     for path in home.rglob("*"):
         if path.is_file() and "credentials" not in path.relative_to(home).parts:

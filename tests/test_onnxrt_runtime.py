@@ -347,3 +347,48 @@ def test_serve_with_no_arguments_serves_what_it_can_and_says_what_it_skipped(tor
     assert result["listed"] == []
     assert result["status"] == 4 and "needs torch, which is not installed" in result["error"]  # MODEL_STATUS_FAILED
     assert "needs torch, which is not installed" in result["generate_error"][1]
+
+
+def test_the_agent_runs_on_the_torch_free_install(torch_free_python, models, tmp_path) -> None:
+    """`agentd run` against a torch-free daemon serving ONNX bundles: the built-in planner retrieves tools
+    with the encoder bundle and writes a valid plan with the decoder bundle (random weights: what it plans
+    is nonsense, that it parses and runs through the executor is the point), all without torch."""
+    from _daemon_fixtures import socket_dir
+    from _random_llama import RandomLlamaSpec, build_random_llama
+
+    # The planner's prompt (tools, examples) is ~2.3k byte-level tokens: a decoder with room for it.
+    spec = RandomLlamaSpec(hidden_size=64, num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2,
+                           intermediate_size=128, max_position_embeddings=4096, std=0.1)
+    planner_bundle = export(build_random_llama(tmp_path / "planner-llama", spec), tmp_path / "planner-onnx")
+    agentd_cli = torch_free_python.parent / "agentd"
+    env = {key: value for key, value in os.environ.items() if key not in ("AGENTD_SOCKET", "XDG_RUNTIME_DIR", "PYTHONPATH")}
+    env.update(AGENTD_HOME=str(tmp_path / "home"), PYTHONUNBUFFERED="1")
+    with socket_dir() as directory:
+        socket_path = directory / "agent.sock"
+        env["AGENTD_SOCKET"] = str(socket_path)
+        stderr = tmp_path / "serve.err"
+        with stderr.open("w") as err:
+            process = subprocess.Popen(
+                [str(agentd_cli), "serve", "--no-defaults", "--model", f"dec={planner_bundle}",
+                 "--model", f"enc={models['encoder_bundle']}", "--socket", str(socket_path), "--grace", "0.5"],
+                stdout=subprocess.DEVNULL, stderr=err, env=env, cwd=tmp_path,
+            )
+        try:
+            waited = subprocess.run(
+                [str(torch_free_python), "-c", WAIT_UNTIL_SERVING + "\nfrom agentd.client import Client\n"
+                 f"wait_until_serving(Client({f'unix://{socket_path}'!r}, timeout=60), {STARTUP_TIMEOUT})"],
+                capture_output=True, text=True, timeout=STARTUP_TIMEOUT + 60, cwd=tmp_path, env=env,
+            )
+            assert waited.returncode == 0, waited.stderr + stderr.read_text()
+            result = subprocess.run(
+                [str(agentd_cli), "run", "what's my checking balance?", "--yes", "--json"],
+                capture_output=True, text=True, timeout=300, cwd=tmp_path, env=env,
+            )
+        finally:
+            process.send_signal(signal.SIGINT)
+            process.wait(timeout=60)
+    events = [json.loads(line) for line in result.stdout.splitlines()]
+    assert events and events[0]["kind"] == "plan", result.stdout + result.stderr + stderr.read_text()
+    assert events[-1]["kind"] == "run_finished" and events[-1]["status"] in ("done", "failed")
+    assert all(step["tool"] for step in events[-1]["steps"])
+    assert "Traceback" not in result.stderr + stderr.read_text()
