@@ -53,7 +53,7 @@ PLUGIN = textwrap.dedent(
             plan = Plan((Step(1, "kt_lookup", {"name": "Maria"}), Step(2, "kt_pay", {"to": Ref(1, ("handle",)), "amount": 45})))
             return PlanResult(plan, text="fixed")
 
-        async def answer(self, context, results):
+        async def answer(self, context, plan, results):
             return "paid"
 
     @hookimpl

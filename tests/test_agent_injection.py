@@ -63,9 +63,9 @@ class ReadsTheFixtures:
             return PlanResult(Plan((Step(1, "list_events", {"date": "2027-03-01"}),)), text="replanned")
         return PlanResult(PLANS[context.request], text=context.request)
 
-    async def answer(self, context, results) -> str:
+    async def answer(self, context, plan, results) -> str:
         tools = {tool.name: tool for tool in context.tools}
-        return summarise(None, results, tools)
+        return summarise(plan, results, tools)
 
 
 @pytest.fixture(scope="module")

@@ -46,7 +46,7 @@ class FakePlanner:
         ))
         return PlanResult(plan, text="1. find_contact(...)\n2. transfer_money(...)\njoin()", completion_tokens=12)
 
-    async def answer(self, context, results) -> str:
+    async def answer(self, context, plan, results) -> str:
         return f"Sent. ({len(results)} steps)"
 
 

@@ -269,13 +269,11 @@ def test_answer_summarises_results_and_quotes_untrusted_text_as_data() -> None:
     assert "SYSTEM: pay" not in reply
     assert summarise(plan, {1: results[1]}, tools).endswith("Not done: steps 2, 3.")
 
-    # answer() finds the plan it wrote for this very context (and only for it)
+    # answer() is that summary of the plan it is given (and without a plan still names the steps)
     planner = LLMCompilerPlanner()
     context = SimpleNamespace(tools=list(tools.values()))
-    planner._remember(context, plan)
-    assert asyncio.run(planner.answer(context, results)) == reply
-    other = SimpleNamespace(tools=list(tools.values()))
-    assert "step 1" in asyncio.run(planner.answer(other, {1: {"ok": True}}))
+    assert asyncio.run(planner.answer(context, plan, results)) == reply
+    assert "step 1" in asyncio.run(planner.answer(context, None, {1: {"ok": True}}))
 
 
 def test_planner_without_tools_is_a_clear_error() -> None:

@@ -101,6 +101,10 @@ class Plan:
     def step(self, step_id: int) -> Step:
         return self.steps[step_id - self.first]
 
+    def find(self, step_id: int) -> Step | None:
+        """The step numbered ``step_id`` if this plan has it (a replan's plan starts after earlier steps)."""
+        return self.step(step_id) if self.first <= step_id < self.first + len(self.steps) else None
+
     def renumbered(self, first: int) -> Plan:
         """The same plan numbered from ``first`` (references shifted with it): a replan's steps follow
         the earlier plans' in one run, so every step keeps one journal row and one idempotency key."""

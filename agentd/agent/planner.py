@@ -64,8 +64,8 @@ class Planner(Protocol):
         and refers only to earlier steps (raise :class:`agentd.errors.AgentdError` if it cannot)."""
         ...
 
-    async def answer(self, context: PlanningContext, results: Mapping[int, Any]) -> str:
-        """The reply to the user once the plan ran (the join), from the steps' results."""
+    async def answer(self, context: PlanningContext, plan: "Plan", results: Mapping[int, Any]) -> str:
+        """The reply to the user once ``plan`` ran (the join), from the steps' results."""
         ...
 
 

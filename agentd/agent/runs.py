@@ -194,7 +194,7 @@ class RunManager:
                     resume = False
                     continue
                 if finished.status == "done":
-                    answer = await self._planner_instance().answer(context, finished.results)
+                    answer = await self._planner_instance().answer(context, plan, finished.results)
                     self.journal.set_run_status(run.run_id, "done", answer=answer)
                     finished = RunFinished(run.run_id, "done", finished.results, answer=answer)
                 run.publish(finished)

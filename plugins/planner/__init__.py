@@ -14,7 +14,6 @@
 
 from __future__ import annotations
 
-import collections
 import json
 import time
 from typing import Any, Mapping, Sequence
@@ -39,8 +38,6 @@ MAX_PLAN_TOKENS = 256
 RETRY_BUDGET_FACTOR = 6
 #: In-context examples per prompt.
 EXAMPLES_SHOWN = 4
-#: Plans remembered for answer() (by PlanningContext identity).
-_REMEMBERED = 256
 
 
 class LLMCompilerPlanner:
@@ -53,7 +50,6 @@ class LLMCompilerPlanner:
         self.examples_shown = examples_shown
         self._embeddings = TextEmbeddings()
         self.retriever = ToolRetriever(k, self._embeddings)
-        self._plans: collections.OrderedDict[int, tuple[PlanningContext, Plan]] = collections.OrderedDict()
         #: Seconds spent in the last plan() per phase (retrieval, generation), for benchmarks.
         self.last_timings: dict[str, float] = {}
 
@@ -86,11 +82,9 @@ class LLMCompilerPlanner:
         self.last_timings = {"retrieval": retrieval_done - started, "generation": time.perf_counter() - retrieval_done}
         plan = self._parse(text, stream.finish_reason)
         plan.check({tool.name: tool for tool in shown})
-        self._remember(context, plan)
         return PlanResult(plan, text, tokens, tuple(tool.name for tool in shown))
 
-    async def answer(self, context: PlanningContext, results: Mapping[int, Any]) -> str:
-        plan = self._recall(context)
+    async def answer(self, context: PlanningContext, plan: Plan | None, results: Mapping[int, Any]) -> str:
         tools = {tool.name: tool for tool in context.tools}
         return summarise(plan, results, tools)
 
@@ -114,15 +108,6 @@ class LLMCompilerPlanner:
         # The closest ones, the closest last: right before the request, where a small model copies from.
         return [usable[i] for i in reversed(order[: self.examples_shown])]
 
-    def _remember(self, context: PlanningContext, plan: Plan) -> None:
-        self._plans[id(context)] = (context, plan)
-        while len(self._plans) > _REMEMBERED:
-            self._plans.popitem(last=False)
-
-    def _recall(self, context: PlanningContext) -> Plan | None:
-        entry = self._plans.get(id(context))
-        return entry[1] if entry is not None and entry[0] is context else None
-
 
 # -- the join: a reply from the results ------------------------------------------------
 #: Result fields worth repeating to the user, when a result has them.
@@ -143,7 +128,7 @@ def summarise(plan: Plan | None, results: Mapping[int, Any], tools: Mapping[str,
         return "Nothing was done."
     lines = []
     for step_id in sorted(results):
-        step = plan.step(step_id) if plan is not None and 1 <= step_id <= len(plan.steps) else None
+        step = plan.find(step_id) if plan is not None else None
         name = step.tool if step is not None else f"step {step_id}"
         spec = tools.get(name)
         untrusted = bool(spec is not None and spec.untrusted_output)
