@@ -327,7 +327,7 @@ def _llg_tokenizer(tokenizer: "Tokenizer", vocab_size: int, eos: tuple[int, ...]
     import llguidance
 
     # The Tokenizer's encoder: a tokenizers.Tokenizer, or another TokenizerBackend.
-    backend = getattr(tokenizer, "_backend", None)
+    backend = tokenizer.backend
     n_vocab = max(vocab_size, tokenizer.vocab_size)
     to_str = getattr(backend, "to_str", None)
     if callable(to_str) and type(backend).__module__.startswith("tokenizers"):

@@ -226,6 +226,12 @@ class Tokenizer:
                 text = text.replace(before, after)
         return text
 
+    @property
+    def backend(self) -> TokenizerBackend:
+        """The encoder underneath: a Rust ``tokenizers.Tokenizer`` or another :class:`TokenizerBackend`
+        (constrained decoding hands the former's ``tokenizer.json`` to llguidance)."""
+        return self._backend
+
     def token_to_id(self, token: str) -> int | None:
         """Id of one vocabulary entry (added tokens included), or None."""
         return self._backend.token_to_id(token)

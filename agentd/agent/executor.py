@@ -77,10 +77,6 @@ class ApprovalGate:
             raise InvalidArgument("step", f"step {step} of run {run_id!r} is not waiting for approval")
         future.set_result(approved)
 
-    def waiting(self, run_id: str) -> list[int]:
-        """Steps of ``run_id`` waiting for a decision now."""
-        return sorted(step for (run, step) in self._pending if run == run_id)
-
 
 class AutoApprove(ApprovalGate):
     """Approves everything (``agentd run --yes``, scripts); still journaled and audited as approved."""

@@ -172,9 +172,9 @@ def chat(
     constraint = _constraint(json_schema, regex, grammar)
     history = [{"role": "system", "content": system}] if system else []
     with connect(socket, tcp, tls_ca, token_file, tls_cert, tls_key) as client:
-        model = model or client.default_model("decoder")
         if message is None and sys.stdin.isatty():
-            _chat_repl(client, model, history, sampling, session, constraint)
+            # The conversation names its model; a one-shot turn lets the daemon pick its default.
+            _chat_repl(client, model or client.default_model("decoder"), history, sampling, session, constraint)
             return
         if message is None:
             message = sys.stdin.read()
