@@ -151,13 +151,12 @@ def cpu_model() -> str:
 
 
 def tools_to_plan_over():
-    from agentd.plugins.planner.reference_tools import reference_tools
     from agentd.tools import tool_specs
 
     registered = tool_specs()
-    if {"search_flights", "order_food"} <= {t.name for t in registered}:
-        return registered, "registered tools (demo pack)"
-    return reference_tools(), "stand-in tools (agentd.plugins.planner.reference_tools)"
+    if not {"search_flights", "order_food"} <= {t.name for t in registered}:
+        sys.exit("the demo_tools plugin is not registered (AGENTD_DISABLE_PLUGINS?)")
+    return registered, "registered tools (demo pack)"
 
 
 class LocalDaemon:
