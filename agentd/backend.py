@@ -11,7 +11,9 @@ The engine never asks which architecture it drives. A decoder backend answers:
 * ``state_bytes(state)``, ``save_state(state)``, ``load_state(data)`` — for
   memory budgets and sessions.
 
-An encoder backend answers ``embed(batch)`` instead.
+An encoder backend answers ``embed(batch)`` instead, and a token classifier
+(an encoder with a per-token head, e.g. ``BertForTokenClassification``) also
+``classify(batch)``.
 
 The state is opaque to the engine: a transformer keeps a KV cache that grows
 with the context, an SSM or RWKV model a fixed-size recurrent state. That
@@ -70,6 +72,8 @@ class ModelInfo:
     #: How the weights are held, when it differs from the source, e.g.
     #: "GGUF Q4_1 dequantised to float32 at load".
     weight_note: str = ""
+    #: Token classifiers only: the label of each ``classify`` logit column, in id order.
+    labels: tuple[str, ...] = ()
 
 
 def check_token_ids(token_ids: Any, vocab_size: int, *, field: str = "token_ids", prefix: str = "") -> np.ndarray:
@@ -143,6 +147,14 @@ class Backend(abc.ABC):
         ``Normalize`` module (sentence-transformers semantics).
         """
         raise NotImplementedError(f"{self.info.architecture} does not embed")
+
+    def classify(self, batch: Sequence[Sequence[int]]) -> list[np.ndarray]:
+        """Per-token float32 logits, one ``(len(batch[i]), len(info.labels))`` array per input.
+
+        Column ``j`` scores ``info.labels[j]``; special tokens are scored like
+        any other (dropping them is the caller's business).
+        """
+        raise NotImplementedError(f"{self.info.architecture} does not classify tokens")
 
 
 @dataclass(frozen=True)

@@ -43,6 +43,14 @@ class OutOfRange(AgentdError):
     exit_code = 2
 
 
+class FailedPrecondition(AgentdError):
+    """The request is valid but the model or daemon is not in a state to serve it
+    (e.g. Classify on a model with no token-classification head)."""
+
+    grpc_code = "FAILED_PRECONDITION"
+    exit_code = 4
+
+
 class ModelLoadError(AgentdError):
     """A checkpoint or bundle cannot be loaded: names the file and the problem."""
 

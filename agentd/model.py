@@ -4,6 +4,7 @@
     model.logits([1, 2, 3])               # (3, vocab) float32, one causal forward
     model.generate(ids, max_new_tokens=32)  # new token ids (greedy by default)
     model.embed(["hello"])                # (1, dim) for encoders
+    model.classify(["send Maria 45"])     # per-token labels for token classifiers
     model.tokenizer.encode("hi")
 
 Everything here is torch-free: a format plugin opens the path, the backend
@@ -13,6 +14,7 @@ registered for the checkpoint's architecture does the maths.
 from __future__ import annotations
 
 import dataclasses
+from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
 from typing import TYPE_CHECKING, Callable, Iterator, Sequence
@@ -21,7 +23,7 @@ import numpy as np
 
 from agentd.backend import Backend, BackendSpec, ModelInfo, check_token_ids
 from agentd.checkpoint import Checkpoint
-from agentd.errors import InvalidArgument, OutOfRange
+from agentd.errors import FailedPrecondition, InvalidArgument, OutOfRange
 from agentd.generation import GenerationEvent, SamplingParams, generate_stream
 from agentd.formats import open_checkpoint
 from agentd.registry import available_spec_for
@@ -29,6 +31,30 @@ from agentd.tokenizer import Tokenizer
 
 if TYPE_CHECKING:
     from agentd.constraint import Constraint, Grammar
+
+
+@dataclass(frozen=True)
+class ClassifiedToken:
+    """One token of a classified text."""
+
+    #: ``text[start:end]`` is the token's text (Python ``str`` indices, code points).
+    start: int
+    end: int
+    #: The most likely label (argmax of ``logits``) and its index into the model's labels.
+    label: str
+    label_id: int
+    #: Softmax probability of ``label``.
+    score: float
+    #: Raw logits over every label, float32 ``(L,)``.
+    logits: np.ndarray
+
+
+@dataclass(frozen=True)
+class TokenLabels:
+    """A text's tokens with their labels; special tokens (``[CLS]``, ``[SEP]``) left out."""
+
+    text: str
+    tokens: list[ClassifiedToken]
 
 
 class Model:
@@ -123,6 +149,37 @@ class Model:
         batch = [self.tokenizer.encode(text, add_special_tokens=True)[:limit] for text in texts]
         return self.backend.embed(batch)
 
+    def classify(self, texts: Sequence[str]) -> list[TokenLabels]:
+        """Label every token of each text (token classifiers only, see ``info.labels``).
+
+        A text longer than the model's context is refused (OUT_OF_RANGE), not cut:
+        its tail would silently get no labels.
+        """
+        labels = self.info.labels
+        if not labels:
+            raise FailedPrecondition(f"{self.path}: not a token classifier (a {self.info.architecture} has no labels)")
+        if self.tokenizer is None:
+            raise InvalidArgument("texts", "model has no tokenizer")
+        if isinstance(texts, str):
+            texts = [texts]
+        encodings = [self.tokenizer.encode_with_offsets(text, add_special_tokens=True) for text in texts]
+        for index, encoding in enumerate(encodings):
+            if len(encoding.ids) > self.info.context_length:
+                raise OutOfRange(
+                    f"text {index} has {len(encoding.ids)} tokens; the model's context is {self.info.context_length}"
+                )
+        results = []
+        for text, encoding, logits in zip(texts, encodings, self.backend.classify([e.ids for e in encodings])):
+            probabilities = _softmax(logits)
+            best = logits.argmax(axis=-1)
+            tokens = [
+                ClassifiedToken(start, end, labels[int(best[i])], int(best[i]), float(probabilities[i, best[i]]), logits[i])
+                for i, ((start, end), special) in enumerate(zip(encoding.offsets, encoding.special))
+                if not special
+            ]
+            results.append(TokenLabels(text, tokens))
+        return results
+
     def _check_ids(self, token_ids: Sequence[int]) -> np.ndarray:
         ids = check_token_ids(token_ids, self.info.vocab_size, field="prompt")
         if ids.size == 0:
@@ -132,6 +189,13 @@ class Model:
                 f"prompt has {ids.size} tokens; the model's context is {self.info.context_length}"
             )
         return ids
+
+
+def _softmax(logits: np.ndarray) -> np.ndarray:
+    """Row-wise softmax, float64 for the exponent (stable for any logit scale)."""
+    shifted = logits.astype(np.float64) - logits.max(axis=-1, keepdims=True)
+    exp = np.exp(shifted)
+    return exp / exp.sum(axis=-1, keepdims=True)
 
 
 def backend_for(path: str | Path) -> tuple[Checkpoint, BackendSpec]:

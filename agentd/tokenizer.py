@@ -67,10 +67,24 @@ _CLEANUP_REPLACEMENTS = (
 
 
 class Encoding(Protocol):
-    """The result of :meth:`TokenizerBackend.encode`; only the ids are read."""
+    """The result of :meth:`TokenizerBackend.encode`; only the ids are read
+    (and, by :meth:`Tokenizer.encode_with_offsets`, ``offsets`` and
+    ``special_tokens_mask`` when the backend gives them)."""
 
     @property
     def ids(self) -> list[int]: ...
+
+
+@dataclass(frozen=True)
+class OffsetEncoding:
+    """Token ids with where each token came from in the text."""
+
+    ids: list[int]
+    #: ``(start, end)`` of each token as Python ``str`` indices (code points) into the text;
+    #: special tokens have ``(0, 0)``.
+    offsets: list[tuple[int, int]]
+    #: True at tokens the post-processor added (``[CLS]``, ``[SEP]``, BOS, ...).
+    special: list[bool]
 
 
 class TokenizerBackend(Protocol):
@@ -217,6 +231,20 @@ class Tokenizer:
         if not isinstance(text, str):
             raise InvalidArgument("text", f"expected a string, got {type(text).__name__}")
         return self._backend.encode(text, add_special_tokens=add_special_tokens).ids
+
+    def encode_with_offsets(self, text: str, add_special_tokens: bool = True) -> OffsetEncoding:
+        """:meth:`encode` plus each token's character span in ``text`` and which tokens are special."""
+        if not isinstance(text, str):
+            raise InvalidArgument("text", f"expected a string, got {type(text).__name__}")
+        encoding = self._backend.encode(text, add_special_tokens=add_special_tokens)
+        offsets = getattr(encoding, "offsets", None)
+        if offsets is None:
+            raise InvalidArgument("text", f"this model's tokenizer ({type(self._backend).__name__}) gives no token offsets")
+        spans = [(int(start), int(end)) for start, end in offsets]
+        mask = getattr(encoding, "special_tokens_mask", None)
+        # Without a mask, the empty span at 0 is what marks an added token.
+        special = [bool(flag) for flag in mask] if mask is not None else [span == (0, 0) for span in spans]
+        return OffsetEncoding(ids=list(encoding.ids), offsets=spans, special=special)
 
     def decode(self, ids: Sequence[int], skip_special_tokens: bool = True) -> str:
         """Text of ``ids``; special tokens are dropped unless ``skip_special_tokens`` is False."""

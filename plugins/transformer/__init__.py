@@ -1,4 +1,4 @@
-"""Transformer backends: Llama-family decoders and BERT-family encoders.
+"""Transformer backends: Llama-family decoders and BERT-family encoders (and token classifiers).
 
 Registered through the ``agentd`` entry-point group like any third-party
 plugin. Torch is imported only when a model is loaded.
@@ -37,9 +37,9 @@ def register_backends(register) -> None:
     register(
         BackendSpec(
             name="bert",
-            architectures=("BertModel",),
+            architectures=("BertModel", "BertForTokenClassification"),
             load=_load_encoder,
             requires=("torch",),
-            description="BERT-family encoder for sentence embeddings (mean pooling, L2 norm)",
+            description="BERT-family encoder for sentence embeddings (mean pooling, L2 norm) and token classification",
         )
     )

@@ -1,10 +1,15 @@
-"""BERT-family encoder (``BertModel``) for sentence embeddings.
+"""BERT-family encoder (``BertModel``) for sentence embeddings, and its token classifier.
 
 Reads a Hugging Face ``BertModel`` checkpoint (with or without the ``bert.``
 prefix; pooler and MLM heads are ignored) and answers the encoder half of the
 backend contract: ``embed(batch)`` runs a padded batch through the encoder
 with a key-padding mask, pools over the real tokens and L2-normalises, as
 sentence-transformers does.
+
+A ``BertForTokenClassification`` checkpoint adds its head (``classifier.weight``
+``(L, C)`` and ``classifier.bias``) over the same encoder: ``classify(batch)``
+returns each token's logits over the labels ``config.json`` ``id2label`` names
+(in id order). ``embed`` still pools the encoder's last hidden states.
 
 Pooling follows the sentence-transformers files when present
 (``modules.json`` -> the ``Pooling`` module's ``config.json``, default
@@ -169,15 +174,26 @@ def pool(hidden: torch.Tensor, mask: torch.Tensor, mode: Pooling) -> torch.Tenso
 
 
 class BertBackend(Backend):
-    """A loaded ``BertModel``: ``embed`` only (encoders do not generate)."""
+    """A loaded ``BertModel`` (``embed``) or ``BertForTokenClassification`` (``embed`` and ``classify``)."""
 
     def __init__(
-        self, encoder: BertEncoder, *, pooling: Pooling, normalize: bool, architecture: str, parameters: int
+        self,
+        encoder: BertEncoder,
+        *,
+        pooling: Pooling,
+        normalize: bool,
+        architecture: str,
+        parameters: int,
+        classifier: nn.Linear | None = None,
+        labels: tuple[str, ...] = (),
     ):
         self.encoder = encoder.eval()
         self.pooling: Pooling = pooling
         self.normalize = normalize
+        #: The token-classification head ``(C -> L)``, or None for a plain encoder.
+        self.classifier = classifier.eval() if classifier is not None else None
         config = encoder.config
+        held = [*encoder.parameters(), *encoder.buffers(), *(classifier.parameters() if classifier is not None else ())]
         self.info = ModelInfo(
             architecture=architecture,
             kind="encoder",
@@ -186,7 +202,8 @@ class BertBackend(Backend):
             vocab_size=config.vocab_size,
             dtype="float32",
             embedding_dim=config.hidden_size,
-            weight_bytes=resident_bytes([*encoder.parameters(), *encoder.buffers()]),
+            weight_bytes=resident_bytes(held),
+            labels=labels,
         )
 
     def embed(self, batch: Sequence[Sequence[int]]) -> np.ndarray:
@@ -200,18 +217,43 @@ class BertBackend(Backend):
             out[chunk] = self._embed_padded([sequences[i] for i in chunk])
         return out
 
+    def classify(self, batch: Sequence[Sequence[int]]) -> list[np.ndarray]:
+        """Per-token float32 logits ``(T_i, L)`` of each input, in request order."""
+        if self.classifier is None:
+            return super().classify(batch)
+        sequences = [self._check(index, ids) for index, ids in enumerate(batch)]
+        out: list[np.ndarray] = [np.empty(0)] * len(sequences)
+        order = sorted(range(len(sequences)), key=lambda i: len(sequences[i]))
+        for start in range(0, len(order), MAX_BATCH):
+            chunk = order[start : start + MAX_BATCH]
+            for index, logits in zip(chunk, self._classify_padded([sequences[i] for i in chunk])):
+                out[index] = logits
+        return out
+
     @torch.inference_mode()
     def _embed_padded(self, sequences: list[np.ndarray]) -> np.ndarray:
+        hidden, mask = self._encode_padded(sequences)
+        vectors = pool(hidden, mask, self.pooling)  # (B, C)
+        if self.normalize:
+            vectors = F.normalize(vectors, p=2.0, dim=-1)
+        return vectors.float().numpy()
+
+    @torch.inference_mode()
+    def _classify_padded(self, sequences: list[np.ndarray]) -> list[np.ndarray]:
+        hidden, _ = self._encode_padded(sequences)
+        assert self.classifier is not None
+        logits = self.classifier(hidden).float().numpy()  # (B, T, L)
+        return [np.ascontiguousarray(logits[row, : len(ids)]) for row, ids in enumerate(sequences)]
+
+    def _encode_padded(self, sequences: list[np.ndarray]) -> tuple[torch.Tensor, torch.Tensor]:
+        """Last hidden states ``(B, T, C)`` of a right-padded batch and its mask ``(B, T)``."""
         longest = max(len(ids) for ids in sequences)
         input_ids = torch.zeros((len(sequences), longest), dtype=torch.long)  # (B, T)
         mask = torch.zeros((len(sequences), longest), dtype=torch.bool)  # (B, T)
         for row, ids in enumerate(sequences):
             input_ids[row, : len(ids)] = torch.from_numpy(ids)
             mask[row, : len(ids)] = True
-        vectors = pool(self.encoder(input_ids, mask), mask, self.pooling)  # (B, C)
-        if self.normalize:
-            vectors = F.normalize(vectors, p=2.0, dim=-1)
-        return vectors.float().numpy()
+        return self.encoder(input_ids, mask), mask
 
     def _check(self, index: int, ids: Sequence[int]) -> np.ndarray:
         array = check_token_ids(ids, self.info.vocab_size, field="texts", prefix=f"input {index}: ")
@@ -305,13 +347,47 @@ def _state_dict(reader: WeightReader, encoder: BertEncoder) -> dict[str, torch.T
     return state
 
 
+#: The architecture whose checkpoints carry a token-classification head.
+TOKEN_CLASSIFICATION = "BertForTokenClassification"
+
+
+def read_labels(checkpoint: Checkpoint) -> tuple[str, ...]:
+    """``config.json`` ``id2label`` as labels in id order; ids must be 0..L-1, labels strings."""
+    path = checkpoint.where("config.json")
+    raw = checkpoint.config.get("id2label")
+    if not isinstance(raw, dict) or not raw:
+        raise ModelLoadError(path, f"{TOKEN_CLASSIFICATION} needs a non-empty 'id2label' object")
+    labels: dict[int, str] = {}
+    for key, label in raw.items():
+        try:
+            index = int(key)
+        except (TypeError, ValueError):
+            raise ModelLoadError(path, f"'id2label' key {key!r} is not an integer id") from None
+        if not isinstance(label, str) or not label:
+            raise ModelLoadError(path, f"'id2label' {key!r} must be a non-empty string (got {label!r})")
+        labels[index] = label
+    if sorted(labels) != list(range(len(labels))):
+        raise ModelLoadError(path, f"'id2label' ids must be 0..{len(labels) - 1} without gaps (got {sorted(labels)})")
+    return tuple(labels[i] for i in range(len(labels)))
+
+
 def load(checkpoint: Checkpoint) -> Backend:
-    """Build a :class:`BertBackend` from an HF ``BertModel`` checkpoint (pooler and MLM heads are ignored)."""
+    """Build a :class:`BertBackend` from an HF ``BertModel`` or ``BertForTokenClassification``
+    checkpoint (pooler and MLM heads are ignored)."""
     config = BertConfig.from_checkpoint(checkpoint)
+    labels = read_labels(checkpoint) if checkpoint.architecture == TOKEN_CLASSIFICATION else ()
     encoder = BertEncoder(config)
     reader = WeightReader(checkpoint, rename=_hf_name)
     encoder.load_state_dict(_state_dict(reader, encoder), strict=True)
     encoder.requires_grad_(False)
+    classifier = None
+    if labels:
+        classifier = nn.Linear(config.hidden_size, len(labels))
+        classifier.load_state_dict({
+            "weight": reader.take("classifier.weight", (len(labels), config.hidden_size)),
+            "bias": reader.take("classifier.bias", (len(labels),)),
+        })
+        classifier.requires_grad_(False)
     pooling, normalize = _read_pooling(checkpoint)
     return BertBackend(
         encoder,
@@ -319,4 +395,6 @@ def load(checkpoint: Checkpoint) -> Backend:
         normalize=normalize,
         architecture=checkpoint.architecture,
         parameters=reader.parameters,
+        classifier=classifier,
+        labels=labels,
     )
