@@ -25,7 +25,7 @@ from agentd.agent.planner import PlannerSpec, PlanResult
 from agentd.client import Client
 from agentd.hookspecs import hookimpl
 from agentd.plugin_manager import load_plugins
-from agentd.plugins.planner import summarise
+from agentd.agent.summary import summarise
 from agentd.server.served import ModelSource, ModelTable
 from tests._daemon_fixtures import InProcessDaemon, socket_dir, tiny_llama
 

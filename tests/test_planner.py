@@ -21,7 +21,8 @@ from agentd.agent.plan import Plan, Ref, Step
 from agentd.agent.planner import PlanningContext, planner_spec, reset
 from agentd.constraint import Constraint, compile_constraint
 from agentd.errors import InvalidArgument
-from agentd.plugins.planner import LLMCompilerPlanner, summarise
+from agentd.agent.summary import summarise
+from agentd.plugins.planner import LLMCompilerPlanner
 from agentd.plugins.planner.examples import EXAMPLES, render, usable_examples
 from agentd.plugins.planner.grammar import MAX_STEPS, arguments_in_order, plan_grammar
 from agentd.plugins.planner.parse import PlanSyntaxError, format_plan, parse_plan

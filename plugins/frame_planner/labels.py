@@ -1,0 +1,55 @@
+"""The trained planner's label set: intent triggers and argument roles, BIO-coded per token.
+
+A span label is ``INTENT:<intent>`` (the words that ask for an action) or a
+role (``place``, ``amount``, ...: the words that give an argument). The model
+tags tokens with ``B-<label>`` / ``I-<label>`` / ``O``; the order below is the
+classifier's output order, so changing it means retraining.
+"""
+
+from __future__ import annotations
+
+#: Every intent the planner knows, in a fixed order.
+INTENTS: tuple[str, ...] = (
+    "find_flights", "book_flight", "find_hotels", "book_hotel",
+    "find_restaurants", "order_food",
+    "check_balance", "list_transactions", "transfer_money", "pay_bill",
+    "create_event", "list_events",
+    "find_contact", "send_message", "web_search",
+    "afford", "remember",
+)
+
+#: Argument roles: what a span of the request gives (the assembler maps roles to tool arguments).
+ROLES: tuple[str, ...] = (
+    "origin", "place", "date", "nights", "passengers", "max_price", "near",
+    "cuisine", "dish", "item", "quantity",
+    "account", "person", "amount", "memo", "payee",
+    "title", "time", "duration", "location",
+    "message", "query", "category", "since", "until", "days",
+    "fact_city", "fact_account", "fact_diet", "usual",
+)
+
+INTENT_PREFIX = "INTENT:"
+
+#: Span labels: intents first, then roles.
+SPAN_LABELS: tuple[str, ...] = tuple(INTENT_PREFIX + intent for intent in INTENTS) + ROLES
+
+#: Token labels: ``O``, then ``B-`` and ``I-`` of every span label.
+TOKEN_LABELS: tuple[str, ...] = ("O",) + tuple(f"{prefix}-{label}" for label in SPAN_LABELS for prefix in ("B", "I"))
+
+LABEL_IDS: dict[str, int] = {label: index for index, label in enumerate(TOKEN_LABELS)}
+
+
+def is_intent(label: str) -> bool:
+    return label.startswith(INTENT_PREFIX)
+
+
+def intent_of(label: str) -> str:
+    return label.removeprefix(INTENT_PREFIX)
+
+
+def split_token_label(label: str) -> tuple[str, str]:
+    """``("B", "place")`` from ``"B-place"``; ``("O", "")`` for ``"O"``."""
+    if label == "O":
+        return "O", ""
+    prefix, _, span_label = label.partition("-")
+    return prefix, span_label
