@@ -29,7 +29,9 @@ from agentd.client import (
     Credentials,
     Kind,
     SamplingOptions,
+    Classification,
     chat_request,
+    classification,
     default_target,
     embeddings,
     error_from_rpc,
@@ -185,6 +187,11 @@ class AsyncClient:
         """L2-normalised embeddings, float32 of shape ``(len(texts), dim)``."""
         request = inference_pb2.EmbedRequest(model=model or "", texts=list(texts))
         return embeddings(await self._unary(self._inference.Embed, request))
+
+    async def classify(self, texts: Sequence[str], *, model: str | None = None) -> Classification:
+        """Labels of every token of each text (a token classifier; None: the default one)."""
+        request = inference_pb2.ClassifyRequest(model=model or "", texts=list(texts))
+        return classification(await self._unary(self._inference.Classify, request))
 
     async def tokenize(
         self, text: str, *, model: str | None = None, add_special_tokens: bool = True

@@ -6,6 +6,9 @@
         for chunk in client.generate("Once upon", sampling=SamplingOptions(max_tokens=20)):
             print(chunk.text, end="")
         vectors = client.embed(["hello", "world"])  # (2, dim) float32
+        labelled = client.classify(["send Maria 45"])  # per-token labels (a token classifier)
+        for token in labelled.results[0]:
+            print(token.start, token.end, token.label, token.score)
 
     # A daemon on another machine: TLS (CA file) and a bearer token.
     remote = Client("agentd.lan:7070", credentials=Credentials(ca_file="ca.pem", token_file="token"))
@@ -45,6 +48,7 @@ from agentd.constraint import Constraint
 from agentd.errors import (
     AgentdError,
     Cancelled,
+    FailedPrecondition,
     InvalidArgument,
     NotFound,
     OutOfRange,
@@ -250,6 +254,39 @@ def embeddings(response: inference_pb2.EmbedResponse) -> np.ndarray:
     return vectors.reshape(len(response.embeddings), response.dim)  # (N, dim) even when N == 0
 
 
+@dataclass(frozen=True)
+class LabelledToken:
+    """One token of a classified text (special tokens are left out)."""
+
+    #: ``text[start:end]`` is the token (Python ``str`` indices, code points).
+    start: int
+    end: int
+    #: The most likely label, its softmax probability and the logits over every label.
+    label: str
+    score: float
+    logits: np.ndarray
+
+
+@dataclass(frozen=True)
+class Classification:
+    """What Classify returned: the model's labels and, per text, its labelled tokens."""
+
+    labels: tuple[str, ...]
+    results: list[list[LabelledToken]]
+
+
+def classification(response: inference_pb2.ClassifyResponse) -> Classification:
+    labels = tuple(response.labels)
+    results = [
+        [
+            LabelledToken(t.start, t.end, labels[t.label], t.score, np.array(t.logits, dtype=np.float32))
+            for t in result.tokens
+        ]
+        for result in response.results
+    ]
+    return Classification(labels, results)
+
+
 def pick_default(models: Sequence[models_pb2.ModelInfo], kind: Kind | None, target: str) -> str:
     """The daemon's default model of ``kind`` (the first served one when None).
 
@@ -447,6 +484,11 @@ class Client:
         request = inference_pb2.EmbedRequest(model=model or "", texts=list(texts))
         return embeddings(self._unary(self._inference.Embed, request))
 
+    def classify(self, texts: Sequence[str], *, model: str | None = None) -> Classification:
+        """Labels of every token of each text (a token classifier; None: the default one)."""
+        request = inference_pb2.ClassifyRequest(model=model or "", texts=list(texts))
+        return classification(self._unary(self._inference.Classify, request))
+
     def tokenize(
         self, text: str, *, model: str | None = None, add_special_tokens: bool = True
     ) -> inference_pb2.TokenizeResponse:
@@ -520,6 +562,8 @@ def error_from_rpc(exc: grpc.RpcError | grpc.aio.AioRpcError, target: str) -> Ag
         return OutOfRange(details)
     if code == grpc.StatusCode.RESOURCE_EXHAUSTED:
         return ResourceExhausted(details)
+    if code == grpc.StatusCode.FAILED_PRECONDITION:
+        return FailedPrecondition(details)
     if code in (grpc.StatusCode.CANCELLED, grpc.StatusCode.DEADLINE_EXCEEDED):
         return Cancelled(details)
     if code == grpc.StatusCode.UNAUTHENTICATED:

@@ -129,7 +129,7 @@ def test_comment_check_catches_a_missing_comment(tmp_path) -> None:
         (
             "inference_pb2",
             "Inference",
-            {"Generate", "Embed", "Tokenize", "Detokenize", "SaveSession", "RestoreSession", "ListSessions", "DeleteSession"},
+            {"Generate", "Embed", "Classify", "Tokenize", "Detokenize", "SaveSession", "RestoreSession", "ListSessions", "DeleteSession"},
         ),
         ("models_pb2", "Models", {"ListModels", "GetModelInfo", "LoadModel", "UnloadModel"}),
         ("agent_pb2", "Agent", {"RunTask", "Approve", "CancelRun", "ListRuns", "GetRun"}),

@@ -1,4 +1,4 @@
-"""``agentd generate | chat | embed``: talk to a running daemon.
+"""``agentd generate | chat | embed | classify``: talk to a running daemon.
 
 ``chat --session ID`` keeps the conversation's model state in a daemon
 session, so each turn prefills only the new text; the interactive chat always
@@ -76,6 +76,15 @@ SessionOption = Annotated[
     Optional[str],
     typer.Option("--session", help="Keep the model state in this daemon session (1-128 of A-Z a-z 0-9 . _ -): later turns prefill only new text."),
 ]
+
+
+class ClassifyFormat(str, enum.Enum):
+    """How ``agentd classify`` prints its result."""
+
+    #: One line per token: its span, text, label and probability.
+    text = "text"
+    #: Every text's tokens as JSON objects (start, end, text, label, score).
+    json = "json"
 
 
 class EmbedFormat(str, enum.Enum):
@@ -216,6 +225,44 @@ def embed(
     # str(np.float32) is the shortest text that reads back as the same float32.
     rows = [[float(str(np.float32(value))) for value in row] for row in vectors]
     typer.echo(json.dumps(rows))
+
+
+@app.command()
+def classify(
+    texts: Annotated[list[str], typer.Argument(help="Texts whose tokens to label.")],
+    model: ModelOption = None,
+    output: Annotated[
+        ClassifyFormat, typer.Option("--format", help="text: one line per token; json: the tokens of each text.")
+    ] = ClassifyFormat.text,
+    socket: SocketOption = None,
+    tcp: TcpOption = None,
+    tls_ca: TlsCaOption = None,
+    token_file: TokenFileOption = None,
+    tls_cert: TlsCertOption = None,
+    tls_key: TlsKeyOption = None,
+) -> None:
+    """Label every token of TEXTS with a token-classification model (default: the daemon's first with labels)."""
+    import json
+
+    with connect(socket, tcp, tls_ca, token_file, tls_cert, tls_key) as client:
+        result = client.classify(texts, model=model)
+    if output is ClassifyFormat.json:
+        rows = [
+            {"text": text, "tokens": [
+                {"start": t.start, "end": t.end, "text": text[t.start : t.end], "label": t.label, "score": round(t.score, 4)}
+                for t in tokens
+            ]}
+            for text, tokens in zip(texts, result.results)
+        ]
+        typer.echo(json.dumps(rows, ensure_ascii=False))
+        return
+    for index, (text, tokens) in enumerate(zip(texts, result.results)):
+        if len(texts) > 1:
+            typer.echo(("\n" if index else "") + f"# {text}")
+        width = max((len(text[t.start : t.end]) for t in tokens), default=0)
+        for t in tokens:
+            span = f"{t.start}-{t.end}"
+            typer.echo(f"{span:>9}  {text[t.start : t.end]:<{width}}  {t.label}  {t.score:.3f}")
 
 
 def _sampling(

@@ -56,15 +56,16 @@ def list_models(
     tls_cert: TlsCertOption = None,
     tls_key: TlsKeyOption = None,
 ) -> None:
-    """List the models the daemon serves; requests naming no model go to the default of their kind."""
+    """List the models the daemon serves; requests naming no model go to the default of their kind
+    (Classify's to the first model with labels: LABELS counts a token classifier's)."""
     with connect(socket, tcp, tls_ca, token_file, tls_cert, tls_key) as client:
         infos = client.list_models()
-    rows = [("NAME", "KIND", "DEFAULT", "STATUS", "ARCHITECTURE", "PARAMS", "CONTEXT", "DESCRIPTION")]
+    rows = [("NAME", "KIND", "DEFAULT", "STATUS", "ARCHITECTURE", "PARAMS", "CONTEXT", "LABELS", "DESCRIPTION")]
     for info in infos:
         rows.append(
             (
                 info.name, _kind(info), "yes" if info.default else "", _status(info), info.architecture,
-                _count(info.parameters), str(info.context_length), info.description,
+                _count(info.parameters), str(info.context_length), str(len(info.labels) or ""), info.description,
             )
         )
     widths = [max(len(row[column]) for row in rows) for column in range(len(rows[0]) - 1)]

@@ -71,6 +71,7 @@ def model_info(served: ServedModel, table: ModelTable | None = None) -> pb.Model
         message.state_bytes_per_sequence = info.state_bytes_per_sequence
         message.embedding_dim = info.embedding_dim
         message.weight_note = info.weight_note
+        message.labels.extend(info.labels)
     return message
 
 

@@ -1,4 +1,4 @@
-"""``agentd.v1.Inference``: Generate, Embed, Tokenize, Detokenize, and sessions.
+"""``agentd.v1.Inference``: Generate, Embed, Classify, Tokenize, Detokenize, and sessions.
 
 Thin: each handler validates its request into typed arguments, runs the model
 work off the event loop (Generate through the model's batching engine) and
@@ -18,7 +18,7 @@ from grpc import aio
 
 from agentd.backend import check_token_ids
 from agentd.constraint import Constraint, compile_constraint
-from agentd.errors import InvalidArgument, OutOfRange
+from agentd.errors import FailedPrecondition, InvalidArgument, OutOfRange
 from agentd.server.interceptor import request_id
 from agentd.server.served import ModelTable, ServedModel
 from agentd.server.sessions import Session
@@ -36,7 +36,7 @@ log = logging.getLogger(__name__)
 
 #: Request fields that override the model's default sampling parameters when set.
 SAMPLING_FIELDS = ("max_tokens", "temperature", "top_k", "top_p", "min_p", "repetition_penalty", "seed")
-#: Most texts one Embed call may carry (bounds a request's memory).
+#: Most texts one Embed or Classify call may carry (bounds a request's memory).
 MAX_EMBED_TEXTS = 256
 #: Raw prompts offer the prefix cache a boundary every this many tokens.
 PREFIX_BLOCK = 64
@@ -102,17 +102,39 @@ class InferenceServicer(inference_pb2_grpc.InferenceServicer):
 
     async def Embed(self, request: pb.EmbedRequest, context: aio.ServicerContext) -> pb.EmbedResponse:
         async with self._models.use(request.model, "encoder") as served:
-            texts = list(request.texts)
-            if not texts:
-                raise InvalidArgument("texts", "is empty: give at least one text")
-            if len(texts) > MAX_EMBED_TEXTS:
-                raise InvalidArgument("texts", f"holds {len(texts)} texts; at most {MAX_EMBED_TEXTS} per call")
+            texts = _texts(request.texts)
             started = time.monotonic()
             model = served.model
             vectors = await run_exclusive(served, lambda: model.embed(texts))
         log.info("request %s Embed model=%s texts=%d %.3fs", request_id.get(), served.name, len(texts), time.monotonic() - started)
         dim = int(vectors.shape[1])
         return pb.EmbedResponse(embeddings=[pb.Embedding(values=row.tolist()) for row in vectors], dim=dim)
+
+    async def Classify(self, request: pb.ClassifyRequest, context: aio.ServicerContext) -> pb.ClassifyResponse:
+        name = request.model or self._models.default_classifier()
+        async with self._models.use(name, None) as served:
+            model = served.model
+            labels = model.info.labels
+            if not labels:
+                raise FailedPrecondition(
+                    f"model {served.name!r} is not a token classifier (it has no labels; see `agentd models list`)"
+                )
+            texts = _texts(request.texts)
+            started = time.monotonic()
+            results = await run_exclusive(served, lambda: model.classify(texts))
+        log.info("request %s Classify model=%s texts=%d %.3fs", request_id.get(), served.name, len(texts), time.monotonic() - started)
+        return pb.ClassifyResponse(
+            labels=labels,
+            results=[
+                pb.TokenClassification(
+                    tokens=[
+                        pb.ClassifiedToken(start=t.start, end=t.end, label=t.label_id, score=t.score, logits=t.logits.tolist())
+                        for t in result.tokens
+                    ]
+                )
+                for result in results
+            ],
+        )
 
     async def Tokenize(self, request: pb.TokenizeRequest, context: aio.ServicerContext) -> pb.TokenizeResponse:
         async with self._models.use(request.model, None) as served:
@@ -167,6 +189,16 @@ class InferenceServicer(inference_pb2_grpc.InferenceServicer):
 
 
 # -- request -> typed arguments ---------------------------------------------------
+def _texts(texts: Any) -> list[str]:
+    """Embed's and Classify's texts: at least one, at most :data:`MAX_EMBED_TEXTS`."""
+    texts = list(texts)
+    if not texts:
+        raise InvalidArgument("texts", "is empty: give at least one text")
+    if len(texts) > MAX_EMBED_TEXTS:
+        raise InvalidArgument("texts", f"holds {len(texts)} texts; at most {MAX_EMBED_TEXTS} per call")
+    return texts
+
+
 def _prompt_ids(served: ServedModel, request: pb.GenerateRequest) -> tuple[list[int], list[int]]:
     """Token ids of the request's prompt, messages or ids, checked against the context,
     and the prompt lengths worth offering the prefix cache."""

@@ -3,7 +3,9 @@
 A :class:`ModelTable` maps served names to :class:`ServedModel` entries. Each
 entry is ``loading``, ``ready``, ``evicted`` or ``failed``; a ready decoder has
 an :class:`~agentd.engine.Engine` (continuous batching) and a prefix cache,
-a ready encoder a lock that serialises its ``embed`` calls.
+a ready encoder a lock that serialises its ``embed`` and ``classify`` calls.
+Requests naming no model go to the first served model of their kind; Classify's
+to the first with labels (a token classifier, itself an encoder).
 
 Run-time changes (``load`` / ``unload``) happen on the daemon's event loop;
 weights are read in a worker thread. Readiness is reported through the gRPC
@@ -101,7 +103,7 @@ class ServedModel:
     #: RPCs using the model now; a model in use is never evicted.
     in_use: int = 0
     last_used: float = field(default_factory=time.monotonic)
-    #: Serialises an encoder's embed calls (one batch at a time).
+    #: Serialises an encoder's embed and classify calls (one batch at a time).
     lock: asyncio.Lock = field(default_factory=asyncio.Lock)
     _loading: "asyncio.Future[None] | None" = None
 
@@ -172,10 +174,25 @@ class ModelTable:
         what = f"no {kind} model" if kind else "no model"
         raise InvalidArgument(field_name, f"is empty and {what} is served to default to (see `agentd models list`)")
 
+    def default_classifier(self, *, field_name: str = "model") -> str:
+        """The default token classifier: the first served model with labels (Classify's default).
+
+        Like :meth:`default_name`, a model still loading for the first time is passed over.
+        """
+        for served in self._models.values():
+            if served.info is not None and served.info.labels:
+                return served.name
+        raise InvalidArgument(
+            field_name, "is empty and no token-classification model (one with labels) is served to default to"
+        )
+
     def is_default(self, served: ServedModel) -> bool:
-        """Whether requests naming no model of ``served``'s kind go to it."""
+        """Whether requests naming no model go to ``served``: the default of its kind,
+        or (a model with labels) the default token classifier."""
         if served.kind is None:
             return False
+        if served.info is not None and served.info.labels and self.default_classifier() == served.name:
+            return True
         return self.default_name(served.kind) == served.name
 
     @contextlib.asynccontextmanager

@@ -24,17 +24,17 @@ _sym_db = _symbol_database.Default()
 
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x19\x61gentd/v1/inference.proto\x12\tagentd.v1\",\n\x0b\x43hatMessage\x12\x0c\n\x04role\x18\x01 \x01(\t\x12\x0f\n\x07\x63ontent\x18\x02 \x01(\t\"8\n\x0c\x43hatMessages\x12(\n\x08messages\x18\x01 \x03(\x0b\x32\x16.agentd.v1.ChatMessage\"\x17\n\x08TokenIds\x12\x0b\n\x03ids\x18\x01 \x03(\x05\"\x89\x04\n\x0fGenerateRequest\x12\r\n\x05model\x18\x01 \x01(\t\x12\x10\n\x06prompt\x18\x02 \x01(\tH\x00\x12+\n\x08messages\x18\x03 \x01(\x0b\x32\x17.agentd.v1.ChatMessagesH\x00\x12/\n\x10prompt_token_ids\x18\x04 \x01(\x0b\x32\x13.agentd.v1.TokenIdsH\x00\x12\x17\n\nmax_tokens\x18\x05 \x01(\x05H\x02\x88\x01\x01\x12\x18\n\x0btemperature\x18\x06 \x01(\x02H\x03\x88\x01\x01\x12\x12\n\x05top_k\x18\x07 \x01(\x05H\x04\x88\x01\x01\x12\x12\n\x05top_p\x18\x08 \x01(\x02H\x05\x88\x01\x01\x12\x12\n\x05min_p\x18\t \x01(\x02H\x06\x88\x01\x01\x12\x1f\n\x12repetition_penalty\x18\n \x01(\x02H\x07\x88\x01\x01\x12\x11\n\x04seed\x18\x0b \x01(\x04H\x08\x88\x01\x01\x12\x0c\n\x04stop\x18\x0c \x03(\t\x12\x12\n\nsession_id\x18\r \x01(\t\x12\x15\n\x0bjson_schema\x18\x0e \x01(\tH\x01\x12\x0f\n\x05regex\x18\x0f \x01(\tH\x01\x12\x16\n\x0clark_grammar\x18\x10 \x01(\tH\x01\x42\x07\n\x05inputB\x0c\n\nconstraintB\r\n\x0b_max_tokensB\x0e\n\x0c_temperatureB\x08\n\x06_top_kB\x08\n\x06_top_pB\x08\n\x06_min_pB\x15\n\x13_repetition_penaltyB\x07\n\x05_seed\"W\n\x05Usage\x12\x15\n\rprompt_tokens\x18\x01 \x01(\x05\x12\x19\n\x11\x63ompletion_tokens\x18\x02 \x01(\x05\x12\x1c\n\x14\x63\x61\x63hed_prompt_tokens\x18\x03 \x01(\x05\"\xca\x01\n\x10GenerateResponse\x12\x0c\n\x04text\x18\x01 \x01(\t\x12\x11\n\ttoken_ids\x18\x02 \x03(\x05\x12\x10\n\x08logprobs\x18\x03 \x03(\x02\x12.\n\rfinish_reason\x18\x04 \x01(\x0e\x32\x17.agentd.v1.FinishReason\x12\x1f\n\x05usage\x18\x05 \x01(\x0b\x32\x10.agentd.v1.Usage\x12\x32\n\x0fsession_outcome\x18\x06 \x01(\x0e\x32\x19.agentd.v1.SessionOutcome\",\n\x0c\x45mbedRequest\x12\r\n\x05model\x18\x01 \x01(\t\x12\r\n\x05texts\x18\x02 \x03(\t\"\x1b\n\tEmbedding\x12\x0e\n\x06values\x18\x01 \x03(\x02\"F\n\rEmbedResponse\x12(\n\nembeddings\x18\x01 \x03(\x0b\x32\x14.agentd.v1.Embedding\x12\x0b\n\x03\x64im\x18\x02 \x01(\x05\"J\n\x0fTokenizeRequest\x12\r\n\x05model\x18\x01 \x01(\t\x12\x0c\n\x04text\x18\x02 \x01(\t\x12\x1a\n\x12\x61\x64\x64_special_tokens\x18\x03 \x01(\x08\"/\n\x10TokenizeResponse\x12\x0b\n\x03ids\x18\x01 \x03(\x05\x12\x0e\n\x06tokens\x18\x02 \x03(\t\"L\n\x11\x44\x65tokenizeRequest\x12\r\n\x05model\x18\x01 \x01(\t\x12\x0b\n\x03ids\x18\x02 \x03(\x05\x12\x1b\n\x13skip_special_tokens\x18\x03 \x01(\x08\"\"\n\x12\x44\x65tokenizeResponse\x12\x0c\n\x04text\x18\x01 \x01(\t\"(\n\x12SaveSessionRequest\x12\x12\n\nsession_id\x18\x01 \x01(\t\"G\n\x13SaveSessionResponse\x12\x0c\n\x04path\x18\x01 \x01(\t\x12\x12\n\nfile_bytes\x18\x02 \x01(\x04\x12\x0e\n\x06tokens\x18\x03 \x01(\x05\"+\n\x15RestoreSessionRequest\x12\x12\n\nsession_id\x18\x01 \x01(\t\"y\n\x0bSessionInfo\x12\x12\n\nsession_id\x18\x01 \x01(\t\x12\r\n\x05model\x18\x02 \x01(\t\x12\x0e\n\x06tokens\x18\x03 \x01(\x05\x12\x13\n\x0bstate_bytes\x18\x04 \x01(\x04\x12\x14\n\x0cidle_seconds\x18\x05 \x01(\x01\x12\x0c\n\x04\x62usy\x18\x06 \x01(\x08\"$\n\x13ListSessionsRequest\x12\r\n\x05model\x18\x01 \x01(\t\"@\n\x14ListSessionsResponse\x12(\n\x08sessions\x18\x01 \x03(\x0b\x32\x16.agentd.v1.SessionInfo\"@\n\x14\x44\x65leteSessionRequest\x12\x12\n\nsession_id\x18\x01 \x01(\t\x12\x14\n\x0c\x64\x65lete_saved\x18\x02 \x01(\x08\"?\n\x15\x44\x65leteSessionResponse\x12\x0f\n\x07\x64\x65leted\x18\x01 \x01(\x08\x12\x15\n\rdeleted_saved\x18\x02 \x01(\x08*|\n\x0c\x46inishReason\x12\x1d\n\x19\x46INISH_REASON_UNSPECIFIED\x10\x00\x12\x16\n\x12\x46INISH_REASON_STOP\x10\x01\x12\x18\n\x14\x46INISH_REASON_LENGTH\x10\x02\x12\x1b\n\x17\x46INISH_REASON_CANCELLED\x10\x03*\x8c\x01\n\x0eSessionOutcome\x12\x1f\n\x1bSESSION_OUTCOME_UNSPECIFIED\x10\x00\x12\x1b\n\x17SESSION_OUTCOME_CREATED\x10\x01\x12\x1d\n\x19SESSION_OUTCOME_CONTINUED\x10\x02\x12\x1d\n\x19SESSION_OUTCOME_RESTARTED\x10\x03\x32\xdd\x04\n\tInference\x12\x45\n\x08Generate\x12\x1a.agentd.v1.GenerateRequest\x1a\x1b.agentd.v1.GenerateResponse0\x01\x12:\n\x05\x45mbed\x12\x17.agentd.v1.EmbedRequest\x1a\x18.agentd.v1.EmbedResponse\x12\x43\n\x08Tokenize\x12\x1a.agentd.v1.TokenizeRequest\x1a\x1b.agentd.v1.TokenizeResponse\x12I\n\nDetokenize\x12\x1c.agentd.v1.DetokenizeRequest\x1a\x1d.agentd.v1.DetokenizeResponse\x12L\n\x0bSaveSession\x12\x1d.agentd.v1.SaveSessionRequest\x1a\x1e.agentd.v1.SaveSessionResponse\x12J\n\x0eRestoreSession\x12 .agentd.v1.RestoreSessionRequest\x1a\x16.agentd.v1.SessionInfo\x12O\n\x0cListSessions\x12\x1e.agentd.v1.ListSessionsRequest\x1a\x1f.agentd.v1.ListSessionsResponse\x12R\n\rDeleteSession\x12\x1f.agentd.v1.DeleteSessionRequest\x1a .agentd.v1.DeleteSessionResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x19\x61gentd/v1/inference.proto\x12\tagentd.v1\",\n\x0b\x43hatMessage\x12\x0c\n\x04role\x18\x01 \x01(\t\x12\x0f\n\x07\x63ontent\x18\x02 \x01(\t\"8\n\x0c\x43hatMessages\x12(\n\x08messages\x18\x01 \x03(\x0b\x32\x16.agentd.v1.ChatMessage\"\x17\n\x08TokenIds\x12\x0b\n\x03ids\x18\x01 \x03(\x05\"\x89\x04\n\x0fGenerateRequest\x12\r\n\x05model\x18\x01 \x01(\t\x12\x10\n\x06prompt\x18\x02 \x01(\tH\x00\x12+\n\x08messages\x18\x03 \x01(\x0b\x32\x17.agentd.v1.ChatMessagesH\x00\x12/\n\x10prompt_token_ids\x18\x04 \x01(\x0b\x32\x13.agentd.v1.TokenIdsH\x00\x12\x17\n\nmax_tokens\x18\x05 \x01(\x05H\x02\x88\x01\x01\x12\x18\n\x0btemperature\x18\x06 \x01(\x02H\x03\x88\x01\x01\x12\x12\n\x05top_k\x18\x07 \x01(\x05H\x04\x88\x01\x01\x12\x12\n\x05top_p\x18\x08 \x01(\x02H\x05\x88\x01\x01\x12\x12\n\x05min_p\x18\t \x01(\x02H\x06\x88\x01\x01\x12\x1f\n\x12repetition_penalty\x18\n \x01(\x02H\x07\x88\x01\x01\x12\x11\n\x04seed\x18\x0b \x01(\x04H\x08\x88\x01\x01\x12\x0c\n\x04stop\x18\x0c \x03(\t\x12\x12\n\nsession_id\x18\r \x01(\t\x12\x15\n\x0bjson_schema\x18\x0e \x01(\tH\x01\x12\x0f\n\x05regex\x18\x0f \x01(\tH\x01\x12\x16\n\x0clark_grammar\x18\x10 \x01(\tH\x01\x42\x07\n\x05inputB\x0c\n\nconstraintB\r\n\x0b_max_tokensB\x0e\n\x0c_temperatureB\x08\n\x06_top_kB\x08\n\x06_top_pB\x08\n\x06_min_pB\x15\n\x13_repetition_penaltyB\x07\n\x05_seed\"W\n\x05Usage\x12\x15\n\rprompt_tokens\x18\x01 \x01(\x05\x12\x19\n\x11\x63ompletion_tokens\x18\x02 \x01(\x05\x12\x1c\n\x14\x63\x61\x63hed_prompt_tokens\x18\x03 \x01(\x05\"\xca\x01\n\x10GenerateResponse\x12\x0c\n\x04text\x18\x01 \x01(\t\x12\x11\n\ttoken_ids\x18\x02 \x03(\x05\x12\x10\n\x08logprobs\x18\x03 \x03(\x02\x12.\n\rfinish_reason\x18\x04 \x01(\x0e\x32\x17.agentd.v1.FinishReason\x12\x1f\n\x05usage\x18\x05 \x01(\x0b\x32\x10.agentd.v1.Usage\x12\x32\n\x0fsession_outcome\x18\x06 \x01(\x0e\x32\x19.agentd.v1.SessionOutcome\",\n\x0c\x45mbedRequest\x12\r\n\x05model\x18\x01 \x01(\t\x12\r\n\x05texts\x18\x02 \x03(\t\"\x1b\n\tEmbedding\x12\x0e\n\x06values\x18\x01 \x03(\x02\"F\n\rEmbedResponse\x12(\n\nembeddings\x18\x01 \x03(\x0b\x32\x14.agentd.v1.Embedding\x12\x0b\n\x03\x64im\x18\x02 \x01(\x05\"/\n\x0f\x43lassifyRequest\x12\r\n\x05model\x18\x01 \x01(\t\x12\r\n\x05texts\x18\x02 \x03(\t\"[\n\x0f\x43lassifiedToken\x12\r\n\x05start\x18\x01 \x01(\x05\x12\x0b\n\x03\x65nd\x18\x02 \x01(\x05\x12\r\n\x05label\x18\x03 \x01(\x05\x12\r\n\x05score\x18\x04 \x01(\x02\x12\x0e\n\x06logits\x18\x05 \x03(\x02\"A\n\x13TokenClassification\x12*\n\x06tokens\x18\x01 \x03(\x0b\x32\x1a.agentd.v1.ClassifiedToken\"S\n\x10\x43lassifyResponse\x12\x0e\n\x06labels\x18\x01 \x03(\t\x12/\n\x07results\x18\x02 \x03(\x0b\x32\x1e.agentd.v1.TokenClassification\"J\n\x0fTokenizeRequest\x12\r\n\x05model\x18\x01 \x01(\t\x12\x0c\n\x04text\x18\x02 \x01(\t\x12\x1a\n\x12\x61\x64\x64_special_tokens\x18\x03 \x01(\x08\"/\n\x10TokenizeResponse\x12\x0b\n\x03ids\x18\x01 \x03(\x05\x12\x0e\n\x06tokens\x18\x02 \x03(\t\"L\n\x11\x44\x65tokenizeRequest\x12\r\n\x05model\x18\x01 \x01(\t\x12\x0b\n\x03ids\x18\x02 \x03(\x05\x12\x1b\n\x13skip_special_tokens\x18\x03 \x01(\x08\"\"\n\x12\x44\x65tokenizeResponse\x12\x0c\n\x04text\x18\x01 \x01(\t\"(\n\x12SaveSessionRequest\x12\x12\n\nsession_id\x18\x01 \x01(\t\"G\n\x13SaveSessionResponse\x12\x0c\n\x04path\x18\x01 \x01(\t\x12\x12\n\nfile_bytes\x18\x02 \x01(\x04\x12\x0e\n\x06tokens\x18\x03 \x01(\x05\"+\n\x15RestoreSessionRequest\x12\x12\n\nsession_id\x18\x01 \x01(\t\"y\n\x0bSessionInfo\x12\x12\n\nsession_id\x18\x01 \x01(\t\x12\r\n\x05model\x18\x02 \x01(\t\x12\x0e\n\x06tokens\x18\x03 \x01(\x05\x12\x13\n\x0bstate_bytes\x18\x04 \x01(\x04\x12\x14\n\x0cidle_seconds\x18\x05 \x01(\x01\x12\x0c\n\x04\x62usy\x18\x06 \x01(\x08\"$\n\x13ListSessionsRequest\x12\r\n\x05model\x18\x01 \x01(\t\"@\n\x14ListSessionsResponse\x12(\n\x08sessions\x18\x01 \x03(\x0b\x32\x16.agentd.v1.SessionInfo\"@\n\x14\x44\x65leteSessionRequest\x12\x12\n\nsession_id\x18\x01 \x01(\t\x12\x14\n\x0c\x64\x65lete_saved\x18\x02 \x01(\x08\"?\n\x15\x44\x65leteSessionResponse\x12\x0f\n\x07\x64\x65leted\x18\x01 \x01(\x08\x12\x15\n\rdeleted_saved\x18\x02 \x01(\x08*|\n\x0c\x46inishReason\x12\x1d\n\x19\x46INISH_REASON_UNSPECIFIED\x10\x00\x12\x16\n\x12\x46INISH_REASON_STOP\x10\x01\x12\x18\n\x14\x46INISH_REASON_LENGTH\x10\x02\x12\x1b\n\x17\x46INISH_REASON_CANCELLED\x10\x03*\x8c\x01\n\x0eSessionOutcome\x12\x1f\n\x1bSESSION_OUTCOME_UNSPECIFIED\x10\x00\x12\x1b\n\x17SESSION_OUTCOME_CREATED\x10\x01\x12\x1d\n\x19SESSION_OUTCOME_CONTINUED\x10\x02\x12\x1d\n\x19SESSION_OUTCOME_RESTARTED\x10\x03\x32\xa2\x05\n\tInference\x12\x45\n\x08Generate\x12\x1a.agentd.v1.GenerateRequest\x1a\x1b.agentd.v1.GenerateResponse0\x01\x12:\n\x05\x45mbed\x12\x17.agentd.v1.EmbedRequest\x1a\x18.agentd.v1.EmbedResponse\x12\x43\n\x08\x43lassify\x12\x1a.agentd.v1.ClassifyRequest\x1a\x1b.agentd.v1.ClassifyResponse\x12\x43\n\x08Tokenize\x12\x1a.agentd.v1.TokenizeRequest\x1a\x1b.agentd.v1.TokenizeResponse\x12I\n\nDetokenize\x12\x1c.agentd.v1.DetokenizeRequest\x1a\x1d.agentd.v1.DetokenizeResponse\x12L\n\x0bSaveSession\x12\x1d.agentd.v1.SaveSessionRequest\x1a\x1e.agentd.v1.SaveSessionResponse\x12J\n\x0eRestoreSession\x12 .agentd.v1.RestoreSessionRequest\x1a\x16.agentd.v1.SessionInfo\x12O\n\x0cListSessions\x12\x1e.agentd.v1.ListSessionsRequest\x1a\x1f.agentd.v1.ListSessionsResponse\x12R\n\rDeleteSession\x12\x1f.agentd.v1.DeleteSessionRequest\x1a .agentd.v1.DeleteSessionResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'agentd.v1.inference_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_FINISHREASON']._serialized_start=1891
-  _globals['_FINISHREASON']._serialized_end=2015
-  _globals['_SESSIONOUTCOME']._serialized_start=2018
-  _globals['_SESSIONOUTCOME']._serialized_end=2158
+  _globals['_FINISHREASON']._serialized_start=2185
+  _globals['_FINISHREASON']._serialized_end=2309
+  _globals['_SESSIONOUTCOME']._serialized_start=2312
+  _globals['_SESSIONOUTCOME']._serialized_end=2452
   _globals['_CHATMESSAGE']._serialized_start=40
   _globals['_CHATMESSAGE']._serialized_end=84
   _globals['_CHATMESSAGES']._serialized_start=86
@@ -53,30 +53,38 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_EMBEDDING']._serialized_end=1060
   _globals['_EMBEDRESPONSE']._serialized_start=1062
   _globals['_EMBEDRESPONSE']._serialized_end=1132
-  _globals['_TOKENIZEREQUEST']._serialized_start=1134
-  _globals['_TOKENIZEREQUEST']._serialized_end=1208
-  _globals['_TOKENIZERESPONSE']._serialized_start=1210
-  _globals['_TOKENIZERESPONSE']._serialized_end=1257
-  _globals['_DETOKENIZEREQUEST']._serialized_start=1259
-  _globals['_DETOKENIZEREQUEST']._serialized_end=1335
-  _globals['_DETOKENIZERESPONSE']._serialized_start=1337
-  _globals['_DETOKENIZERESPONSE']._serialized_end=1371
-  _globals['_SAVESESSIONREQUEST']._serialized_start=1373
-  _globals['_SAVESESSIONREQUEST']._serialized_end=1413
-  _globals['_SAVESESSIONRESPONSE']._serialized_start=1415
-  _globals['_SAVESESSIONRESPONSE']._serialized_end=1486
-  _globals['_RESTORESESSIONREQUEST']._serialized_start=1488
-  _globals['_RESTORESESSIONREQUEST']._serialized_end=1531
-  _globals['_SESSIONINFO']._serialized_start=1533
-  _globals['_SESSIONINFO']._serialized_end=1654
-  _globals['_LISTSESSIONSREQUEST']._serialized_start=1656
-  _globals['_LISTSESSIONSREQUEST']._serialized_end=1692
-  _globals['_LISTSESSIONSRESPONSE']._serialized_start=1694
-  _globals['_LISTSESSIONSRESPONSE']._serialized_end=1758
-  _globals['_DELETESESSIONREQUEST']._serialized_start=1760
-  _globals['_DELETESESSIONREQUEST']._serialized_end=1824
-  _globals['_DELETESESSIONRESPONSE']._serialized_start=1826
-  _globals['_DELETESESSIONRESPONSE']._serialized_end=1889
-  _globals['_INFERENCE']._serialized_start=2161
-  _globals['_INFERENCE']._serialized_end=2766
+  _globals['_CLASSIFYREQUEST']._serialized_start=1134
+  _globals['_CLASSIFYREQUEST']._serialized_end=1181
+  _globals['_CLASSIFIEDTOKEN']._serialized_start=1183
+  _globals['_CLASSIFIEDTOKEN']._serialized_end=1274
+  _globals['_TOKENCLASSIFICATION']._serialized_start=1276
+  _globals['_TOKENCLASSIFICATION']._serialized_end=1341
+  _globals['_CLASSIFYRESPONSE']._serialized_start=1343
+  _globals['_CLASSIFYRESPONSE']._serialized_end=1426
+  _globals['_TOKENIZEREQUEST']._serialized_start=1428
+  _globals['_TOKENIZEREQUEST']._serialized_end=1502
+  _globals['_TOKENIZERESPONSE']._serialized_start=1504
+  _globals['_TOKENIZERESPONSE']._serialized_end=1551
+  _globals['_DETOKENIZEREQUEST']._serialized_start=1553
+  _globals['_DETOKENIZEREQUEST']._serialized_end=1629
+  _globals['_DETOKENIZERESPONSE']._serialized_start=1631
+  _globals['_DETOKENIZERESPONSE']._serialized_end=1665
+  _globals['_SAVESESSIONREQUEST']._serialized_start=1667
+  _globals['_SAVESESSIONREQUEST']._serialized_end=1707
+  _globals['_SAVESESSIONRESPONSE']._serialized_start=1709
+  _globals['_SAVESESSIONRESPONSE']._serialized_end=1780
+  _globals['_RESTORESESSIONREQUEST']._serialized_start=1782
+  _globals['_RESTORESESSIONREQUEST']._serialized_end=1825
+  _globals['_SESSIONINFO']._serialized_start=1827
+  _globals['_SESSIONINFO']._serialized_end=1948
+  _globals['_LISTSESSIONSREQUEST']._serialized_start=1950
+  _globals['_LISTSESSIONSREQUEST']._serialized_end=1986
+  _globals['_LISTSESSIONSRESPONSE']._serialized_start=1988
+  _globals['_LISTSESSIONSRESPONSE']._serialized_end=2052
+  _globals['_DELETESESSIONREQUEST']._serialized_start=2054
+  _globals['_DELETESESSIONREQUEST']._serialized_end=2118
+  _globals['_DELETESESSIONRESPONSE']._serialized_start=2120
+  _globals['_DELETESESSIONRESPONSE']._serialized_end=2183
+  _globals['_INFERENCE']._serialized_start=2455
+  _globals['_INFERENCE']._serialized_end=3129
 # @@protoc_insertion_point(module_scope)

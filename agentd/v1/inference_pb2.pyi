@@ -133,6 +133,42 @@ class EmbedResponse(_message.Message):
     dim: int
     def __init__(self, embeddings: _Optional[_Iterable[_Union[Embedding, _Mapping]]] = ..., dim: _Optional[int] = ...) -> None: ...
 
+class ClassifyRequest(_message.Message):
+    __slots__ = ("model", "texts")
+    MODEL_FIELD_NUMBER: _ClassVar[int]
+    TEXTS_FIELD_NUMBER: _ClassVar[int]
+    model: str
+    texts: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, model: _Optional[str] = ..., texts: _Optional[_Iterable[str]] = ...) -> None: ...
+
+class ClassifiedToken(_message.Message):
+    __slots__ = ("start", "end", "label", "score", "logits")
+    START_FIELD_NUMBER: _ClassVar[int]
+    END_FIELD_NUMBER: _ClassVar[int]
+    LABEL_FIELD_NUMBER: _ClassVar[int]
+    SCORE_FIELD_NUMBER: _ClassVar[int]
+    LOGITS_FIELD_NUMBER: _ClassVar[int]
+    start: int
+    end: int
+    label: int
+    score: float
+    logits: _containers.RepeatedScalarFieldContainer[float]
+    def __init__(self, start: _Optional[int] = ..., end: _Optional[int] = ..., label: _Optional[int] = ..., score: _Optional[float] = ..., logits: _Optional[_Iterable[float]] = ...) -> None: ...
+
+class TokenClassification(_message.Message):
+    __slots__ = ("tokens",)
+    TOKENS_FIELD_NUMBER: _ClassVar[int]
+    tokens: _containers.RepeatedCompositeFieldContainer[ClassifiedToken]
+    def __init__(self, tokens: _Optional[_Iterable[_Union[ClassifiedToken, _Mapping]]] = ...) -> None: ...
+
+class ClassifyResponse(_message.Message):
+    __slots__ = ("labels", "results")
+    LABELS_FIELD_NUMBER: _ClassVar[int]
+    RESULTS_FIELD_NUMBER: _ClassVar[int]
+    labels: _containers.RepeatedScalarFieldContainer[str]
+    results: _containers.RepeatedCompositeFieldContainer[TokenClassification]
+    def __init__(self, labels: _Optional[_Iterable[str]] = ..., results: _Optional[_Iterable[_Union[TokenClassification, _Mapping]]] = ...) -> None: ...
+
 class TokenizeRequest(_message.Message):
     __slots__ = ("model", "text", "add_special_tokens")
     MODEL_FIELD_NUMBER: _ClassVar[int]

@@ -46,6 +46,11 @@ class InferenceStub:
                 request_serializer=agentd_dot_v1_dot_inference__pb2.EmbedRequest.SerializeToString,
                 response_deserializer=agentd_dot_v1_dot_inference__pb2.EmbedResponse.FromString,
                 _registered_method=True)
+        self.Classify = channel.unary_unary(
+                '/agentd.v1.Inference/Classify',
+                request_serializer=agentd_dot_v1_dot_inference__pb2.ClassifyRequest.SerializeToString,
+                response_deserializer=agentd_dot_v1_dot_inference__pb2.ClassifyResponse.FromString,
+                _registered_method=True)
         self.Tokenize = channel.unary_unary(
                 '/agentd.v1.Inference/Tokenize',
                 request_serializer=agentd_dot_v1_dot_inference__pb2.TokenizeRequest.SerializeToString,
@@ -94,6 +99,16 @@ class InferenceServicer:
 
     def Embed(self, request, context):
         """Embeds texts with an encoder model (L2-normalised vectors).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def Classify(self, request, context):
+        """Labels every token of each text with a token-classification model (one
+        whose ModelInfo lists labels): character offsets into the text, the most
+        likely label, its probability and the raw logits. A model without labels
+        is FAILED_PRECONDITION.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -156,6 +171,11 @@ def add_InferenceServicer_to_server(servicer, server):
                     servicer.Embed,
                     request_deserializer=agentd_dot_v1_dot_inference__pb2.EmbedRequest.FromString,
                     response_serializer=agentd_dot_v1_dot_inference__pb2.EmbedResponse.SerializeToString,
+            ),
+            'Classify': grpc.unary_unary_rpc_method_handler(
+                    servicer.Classify,
+                    request_deserializer=agentd_dot_v1_dot_inference__pb2.ClassifyRequest.FromString,
+                    response_serializer=agentd_dot_v1_dot_inference__pb2.ClassifyResponse.SerializeToString,
             ),
             'Tokenize': grpc.unary_unary_rpc_method_handler(
                     servicer.Tokenize,
@@ -244,6 +264,33 @@ class Inference:
             '/agentd.v1.Inference/Embed',
             agentd_dot_v1_dot_inference__pb2.EmbedRequest.SerializeToString,
             agentd_dot_v1_dot_inference__pb2.EmbedResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Classify(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/agentd.v1.Inference/Classify',
+            agentd_dot_v1_dot_inference__pb2.ClassifyRequest.SerializeToString,
+            agentd_dot_v1_dot_inference__pb2.ClassifyResponse.FromString,
             options,
             channel_credentials,
             insecure,

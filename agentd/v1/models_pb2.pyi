@@ -46,7 +46,7 @@ class GetModelInfoRequest(_message.Message):
     def __init__(self, name: _Optional[str] = ...) -> None: ...
 
 class ModelInfo(_message.Message):
-    __slots__ = ("name", "architecture", "kind", "parameters", "context_length", "vocab_size", "dtype", "state_bytes_per_token", "state_bytes_per_sequence", "embedding_dim", "description", "source", "status", "health_service", "weight_bytes", "state_bytes", "error", "default", "weight_note")
+    __slots__ = ("name", "architecture", "kind", "parameters", "context_length", "vocab_size", "dtype", "state_bytes_per_token", "state_bytes_per_sequence", "embedding_dim", "description", "source", "status", "health_service", "weight_bytes", "state_bytes", "error", "default", "weight_note", "labels")
     NAME_FIELD_NUMBER: _ClassVar[int]
     ARCHITECTURE_FIELD_NUMBER: _ClassVar[int]
     KIND_FIELD_NUMBER: _ClassVar[int]
@@ -66,6 +66,7 @@ class ModelInfo(_message.Message):
     ERROR_FIELD_NUMBER: _ClassVar[int]
     DEFAULT_FIELD_NUMBER: _ClassVar[int]
     WEIGHT_NOTE_FIELD_NUMBER: _ClassVar[int]
+    LABELS_FIELD_NUMBER: _ClassVar[int]
     name: str
     architecture: str
     kind: ModelKind
@@ -85,7 +86,8 @@ class ModelInfo(_message.Message):
     error: str
     default: bool
     weight_note: str
-    def __init__(self, name: _Optional[str] = ..., architecture: _Optional[str] = ..., kind: _Optional[_Union[ModelKind, str]] = ..., parameters: _Optional[int] = ..., context_length: _Optional[int] = ..., vocab_size: _Optional[int] = ..., dtype: _Optional[str] = ..., state_bytes_per_token: _Optional[int] = ..., state_bytes_per_sequence: _Optional[int] = ..., embedding_dim: _Optional[int] = ..., description: _Optional[str] = ..., source: _Optional[str] = ..., status: _Optional[_Union[ModelStatus, str]] = ..., health_service: _Optional[str] = ..., weight_bytes: _Optional[int] = ..., state_bytes: _Optional[int] = ..., error: _Optional[str] = ..., default: _Optional[bool] = ..., weight_note: _Optional[str] = ...) -> None: ...
+    labels: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, name: _Optional[str] = ..., architecture: _Optional[str] = ..., kind: _Optional[_Union[ModelKind, str]] = ..., parameters: _Optional[int] = ..., context_length: _Optional[int] = ..., vocab_size: _Optional[int] = ..., dtype: _Optional[str] = ..., state_bytes_per_token: _Optional[int] = ..., state_bytes_per_sequence: _Optional[int] = ..., embedding_dim: _Optional[int] = ..., description: _Optional[str] = ..., source: _Optional[str] = ..., status: _Optional[_Union[ModelStatus, str]] = ..., health_service: _Optional[str] = ..., weight_bytes: _Optional[int] = ..., state_bytes: _Optional[int] = ..., error: _Optional[str] = ..., default: _Optional[bool] = ..., weight_note: _Optional[str] = ..., labels: _Optional[_Iterable[str]] = ...) -> None: ...
 
 class LoadModelRequest(_message.Message):
     __slots__ = ("name", "path", "description", "wait")
