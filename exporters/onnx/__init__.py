@@ -69,9 +69,9 @@ def register_exporters(register: Callable[[ExporterSpec], None]) -> None:
         ExporterSpec(
             name="onnx-encoder",
             target="onnx",
-            architectures=("BertModel",),
+            architectures=("BertModel", "BertForTokenClassification"),
             export=_export,
             quantizations=QUANTIZATIONS,
-            description="BERT-family sentence encoder: pooled, normalised embeddings",
+            description="BERT-family sentence encoder: pooled, normalised embeddings (and per-token label logits)",
         )
     )

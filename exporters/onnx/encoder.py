@@ -1,15 +1,20 @@
-"""The BERT-family sentence encoder as one ONNX graph: token ids in, pooled embedding out.
+"""The BERT-family sentence encoder as one ONNX graph: token ids in, pooled embedding out
+(and, for a ``BertForTokenClassification``, per-token label logits).
 
 Built with ``onnx.helper`` on onnxruntime's fused CPU kernels::
 
     word + position + type embeddings ─ LayerNorm ─┬─ Attention (fused QKV, key padding mask)
                                                    └─ SkipLayerNorm(+bias) ─ MatMul ─ act ─ MatMul ─ SkipLayerNorm(+bias) ...
     ... ─ pooling over real tokens (mean / cls / max / mean_sqrt_len) ─ [L2 normalise] ─ sentence_embedding
+        └─ [token classifier] MatMul ─ Add ─ token_logits (batch, sequence, labels)
 
 The weights, pooling mode and normalisation come from agentd's own BERT loader
 (:mod:`agentd.plugins.transformer.bert`), so the graph computes what the torch
 backend computes. Inputs are a right-padded batch: ``input_ids`` and
 ``attention_mask`` (1 at real tokens), both ``(batch, sequence)`` int64.
+A token classifier's manifest section lists its ``labels`` (in id order); its
+head's MatMul stays float32 under ``--quant int8/int4`` (it is tiny, and it is
+where labels are decided).
 """
 
 from __future__ import annotations
@@ -23,7 +28,9 @@ from agentd.errors import UnsupportedArchitecture
 
 from .graph import CONTRIB, GraphBuilder
 
-ARCHITECTURES = ("BertModel",)
+ARCHITECTURES = ("BertModel", "BertForTokenClassification")
+#: The token-classification head's MatMul (kept float32 by the quantiser).
+CLASSIFIER_MATMUL = "/classifier/MatMul"
 #: ``torch.finfo(torch.float32).min``: what max pooling fills padding with.
 _FLOAT32_MIN = float(np.finfo(np.float32).min)
 
@@ -86,6 +93,12 @@ def build_encoder_graph(checkpoint: Checkpoint, *, weight_dtype: str) -> tuple[A
         pooled = g.node("LpNormalization", [pooled], name="/pooling/LpNormalization", axis=-1, p=2)
     g.node("Identity", [pooled], name="/output/Identity", outputs=["sentence_embedding"])
     g.output("sentence_embedding", "float32", ["batch_size", hidden])
+    labels = backend.info.labels
+    if backend.classifier is not None:
+        head = {name: tensor.detach().float().numpy() for name, tensor in backend.classifier.state_dict().items()}
+        logits = g.node("MatMul", [x, g.weight("classifier.weight", head["weight"].T)], name=CLASSIFIER_MATMUL)
+        g.node("Add", [logits, g.param("classifier.bias", head["bias"])], name="/classifier/Add", outputs=["token_logits"])
+        g.output("token_logits", "float32", ["batch_size", "sequence_length", len(labels)])
 
     description = {
         "kind": "encoder",
@@ -97,6 +110,9 @@ def build_encoder_graph(checkpoint: Checkpoint, *, weight_dtype: str) -> tuple[A
         "parameters": backend.info.parameters,
         "state": [],
     }
+    if labels:
+        description["labels"] = list(labels)
+        description["keep_float32_nodes"] = [CLASSIFIER_MATMUL]
     return g.model("agentd"), description
 
 

@@ -28,6 +28,7 @@ SERVED = (
     "RwkvForCausalLM",
     "Rwkv7ForCausalLM",
     "BertModel",
+    "BertForTokenClassification",
 )
 
 
