@@ -27,10 +27,13 @@ import re
 import threading
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Mapping
+from typing import TYPE_CHECKING, Any, Callable, Mapping
 
 from agentd.errors import AgentdError, InvalidArgument, NotFound
 from agentd.plugin_manager import load_plugins
+
+if TYPE_CHECKING:
+    from agentd.agent.memory import UserMemory
 
 #: Tool names the planner grammar can spell: a letter, then letters, digits, underscores.
 TOOL_NAME = re.compile(r"^[a-z][a-z0-9_]{0,63}$")
@@ -55,6 +58,10 @@ class ToolContext:
     data_dir: Path
     #: Returns the secret for a provider the tool declared in ``credential_scopes``.
     credential: Callable[[str], str] | None = None
+    #: Who the run is for (``RunTaskRequest.user``).
+    user: str = "default"
+    #: That user's memory (profile facts, past runs), scoped to them; None when the daemon keeps none.
+    memory: "UserMemory | None" = None
 
     @property
     def idempotency_key(self) -> str:

@@ -36,6 +36,7 @@ from agentd.tools import ToolContext, ToolSpec, validate_arguments
 
 if TYPE_CHECKING:
     from agentd.agent.credentials import CredentialStore
+    from agentd.agent.memory import UserMemory
 
 
 @dataclass(frozen=True)
@@ -98,6 +99,8 @@ class Executor:
         *,
         budgets: Budgets = Budgets(),
         credentials: "CredentialStore | None" = None,
+        user: str = "default",
+        memory: "UserMemory | None" = None,
     ):
         self.journal = journal
         self.tools = tools
@@ -105,6 +108,9 @@ class Executor:
         self.budgets = budgets
         #: Where tools get their providers' secrets, by handle, at call time.
         self.credentials = credentials
+        #: Whose run this executor carries out, and that user's memory: tools see only theirs.
+        self.user = user
+        self.memory = memory
 
     async def execute(
         self, run_id: str, plan: Plan, gate: ApprovalGate, *, resume: bool = False
@@ -251,7 +257,7 @@ class Executor:
         self.journal.set_step(run_id, step.id, "running", arguments=arguments, attempt=True)
         await queue.put(StepStarted(run_id, step.id, step.tool, arguments))
         credential = self.credentials.for_tool(spec.name, spec.credential_scopes) if self.credentials is not None else None
-        context = ToolContext(run_id, step.id, self.data_dir, credential)
+        context = ToolContext(run_id, step.id, self.data_dir, credential, user=self.user, memory=self.memory)
         try:
             result = await asyncio.wait_for(asyncio.to_thread(spec.call, arguments, context), self.budgets.step_timeout)
             _check_result(spec, result)

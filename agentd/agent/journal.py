@@ -3,7 +3,7 @@
 Tables (one file, WAL, ``synchronous=FULL`` so a committed step survives a
 ``kill -9`` or a power cut):
 
-* ``runs`` — one row per run: the request, its plan, status, answer.
+* ``runs`` — one row per run: the request, its user, its plan, status, answer.
 * ``steps`` — per step: status (``pending``, ``waiting_approval``, ``running``,
   ``done``, ``failed``, ``rejected``, ``skipped``), the arguments as resolved and
   sent, the result or error. A ``done`` step is never run again: a resumed run
@@ -42,7 +42,8 @@ CREATE TABLE IF NOT EXISTS runs (
     error TEXT,
     auto_approve INTEGER NOT NULL DEFAULT 0,
     created REAL NOT NULL,
-    updated REAL NOT NULL
+    updated REAL NOT NULL,
+    user TEXT NOT NULL DEFAULT 'default'
 );
 CREATE TABLE IF NOT EXISTS steps (
     run_id TEXT NOT NULL REFERENCES runs(run_id),
@@ -105,6 +106,8 @@ class RunRecord:
     created: float
     updated: float
     steps: tuple[StepRecord, ...]
+    #: Who the run is for (``default`` for runs journaled before there were users).
+    user: str = "default"
 
 
 def arguments_digest(arguments: dict[str, Any]) -> str:
@@ -122,17 +125,24 @@ class Journal:
         self._db.execute("PRAGMA journal_mode=WAL")
         self._db.execute("PRAGMA synchronous=FULL")
         self._db.executescript(_SCHEMA)
+        self._migrate()
         self._lock = threading.Lock()
+
+    def _migrate(self) -> None:
+        """Bring a journal written by an older agentd up to this schema."""
+        columns = {row[1] for row in self._db.execute("PRAGMA table_info(runs)")}
+        if "user" not in columns:  # runs had no user before memory: they were the default user's
+            self._db.execute("ALTER TABLE runs ADD COLUMN user TEXT NOT NULL DEFAULT 'default'")
 
     def close(self) -> None:
         self._db.close()
 
     # -- writes (each one its own committed transaction) -------------------------
-    def create_run(self, run_id: str, request: str, *, auto_approve: bool = False) -> None:
+    def create_run(self, run_id: str, request: str, *, auto_approve: bool = False, user: str = "default") -> None:
         now = time.time()
         self._write(
-            "INSERT INTO runs (run_id, request, status, auto_approve, created, updated) VALUES (?, ?, 'planning', ?, ?, ?)",
-            (run_id, request, int(auto_approve), now, now),
+            "INSERT INTO runs (run_id, request, status, auto_approve, created, updated, user) VALUES (?, ?, 'planning', ?, ?, ?, ?)",
+            (run_id, request, int(auto_approve), now, now, user),
         )
 
     def set_plan(self, run_id: str, plan: dict[str, Any], steps: list[tuple[int, str]]) -> None:
@@ -201,7 +211,7 @@ class Journal:
     def run(self, run_id: str) -> RunRecord:
         with self._lock:
             row = self._db.execute(
-                "SELECT run_id, request, plan, status, answer, error, auto_approve, created, updated FROM runs WHERE run_id = ?",
+                "SELECT run_id, request, plan, status, answer, error, auto_approve, created, updated, user FROM runs WHERE run_id = ?",
                 (run_id,),
             ).fetchone()
             if row is None:
@@ -212,7 +222,7 @@ class Journal:
             ).fetchall()
         return RunRecord(
             run_id=row[0], request=row[1], plan=json.loads(row[2]) if row[2] else None, status=row[3], answer=row[4],
-            error=row[5], auto_approve=bool(row[6]), created=row[7], updated=row[8],
+            error=row[5], auto_approve=bool(row[6]), created=row[7], updated=row[8], user=row[9],
             steps=tuple(
                 StepRecord(s[0], s[1], s[2], json.loads(s[3]) if s[3] else None, json.loads(s[4]) if s[4] else None, s[5], s[6], s[7])
                 for s in steps

@@ -18,6 +18,7 @@ from agentd.plugin_manager import load_plugins
 if TYPE_CHECKING:
     from pathlib import Path
 
+    from agentd.agent.memory import UserMemory
     from agentd.agent.plan import Plan
     from agentd.aio_client import AsyncClient
     from agentd.tools import ToolSpec
@@ -31,7 +32,8 @@ class PlanningContext:
     request: str
     #: Every registered tool; the planner chooses which to show the model.
     tools: Sequence["ToolSpec"]
-    #: Facts tool packs contribute (``planner_facts`` hook), e.g. ``today``, ``home_city``.
+    #: Facts tool packs contribute (``planner_facts`` hook), e.g. ``today``, ``home_city``,
+    #: with the user's own profile facts (memory) over them.
     facts: Mapping[str, str]
     #: The daemon serving the models.
     client: "AsyncClient"
@@ -41,6 +43,27 @@ class PlanningContext:
     embed_model: str | None = None
     #: When replanning: what happened to the previous plan (results, the error), as text.
     observation: str | None = None
+    #: The requesting user's memory (``recall`` past runs), or None when the daemon keeps none.
+    memory: "UserMemory | None" = None
+
+
+#: What an argument's text is, so a template can turn new words into a value of the same kind.
+SOURCE_KINDS = ("text", "date", "amount", "integer", "time", "duration", "account")
+
+
+@dataclass(frozen=True)
+class ArgumentSource:
+    """Where in the request a literal argument came from: ``request[start:end]``, read as ``kind``."""
+
+    start: int
+    end: int
+    kind: str = "text"
+
+    def __post_init__(self) -> None:
+        if self.kind not in SOURCE_KINDS:
+            raise AgentdError(f"argument source kind {self.kind!r} is not one of {', '.join(SOURCE_KINDS)}")
+        if not 0 <= self.start < self.end:
+            raise AgentdError(f"argument source span [{self.start}, {self.end}) is empty or negative")
 
 
 @dataclass(frozen=True)
@@ -54,6 +77,9 @@ class PlanResult:
     completion_tokens: int = 0
     #: Tools shown to the model (after retrieval).
     tools_shown: tuple[str, ...] = ()
+    #: ``(step id, argument name) -> ArgumentSource`` for literal arguments the planner read from
+    #: the request (planners that know fill it; the template cache locates the rest itself).
+    sources: Mapping[tuple[int, str], ArgumentSource] = field(default_factory=dict)
 
 
 class Planner(Protocol):

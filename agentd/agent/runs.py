@@ -6,24 +6,35 @@ attaches late, sees the whole story) and fanned out to every watcher. When the
 daemon starts, :meth:`RunManager.resume_unfinished` picks up every run the
 journal says was not finished: done steps are replayed from the journal, the
 rest run again with their ``run:step`` idempotency keys.
+
+Every run is some user's (``RunTaskRequest.user``). The manager keeps their
+memory (:mod:`.memory`): their profile facts go into the planner's facts, a
+``done`` run becomes an episode, and a plan the planner wrote becomes a template
+(:mod:`.templates`) that plans a similar later request of theirs without the planner.
 """
 
 from __future__ import annotations
 
 import asyncio
 import dataclasses
+import datetime as dt
 import json
 import logging
+import time
 import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, AsyncIterator
 
+import numpy as np
+
 from agentd.agent.events import Event, PlanReady, RunFinished
 from agentd.agent.executor import ApprovalGate, AutoApprove, Budgets, Executor
 from agentd.agent.journal import Journal
+from agentd.agent.memory import MemoryStore, user_name
 from agentd.agent.plan import Plan
-from agentd.agent.planner import PlanningContext, planner_facts, planner_spec
+from agentd.agent.planner import PlanningContext, PlanResult, planner_facts, planner_spec
+from agentd.agent.templates import TemplateCache
 from agentd.errors import AgentdError, InvalidArgument
 from agentd.tools import tool_specs
 
@@ -67,9 +78,19 @@ class RunManager:
         planner: str | None = None,
         budgets: Budgets = Budgets(),
         credentials: "CredentialStore | None" = None,
+        memory_path: Path | None = None,
+        plan_cache: bool = True,
+        embed_model: str | None = None,
     ):
         self.journal = Journal(journal_path)
         self.credentials = credentials
+        #: Users' facts, episodes and templates (next to the journal unless told otherwise).
+        self.memory = MemoryStore(memory_path or Path(journal_path).with_name("memory.sqlite"), secrets=self._secrets)
+        self.templates = TemplateCache(self.memory)
+        #: False: every request is planned by the planner (``--no-plan-cache``).
+        self.plan_cache = plan_cache
+        #: Encoder for episodes and templates (None: the daemon's default).
+        self.embed_model = embed_model
         self.data_dir = data_dir
         #: The daemon's own address: the planner reaches models through it, like any client.
         self.target = target
@@ -83,13 +104,20 @@ class RunManager:
         self._closing = False
 
     # -- lifecycle ---------------------------------------------------------------------
-    def start(self, request: str, *, model: str | None = None, auto_approve: bool = False) -> str:
-        """Journal a new run and start planning it; returns its id."""
+    def start(
+        self, request: str, *, model: str | None = None, auto_approve: bool = False, user: str = "default",
+        plan_cache: bool = True,
+    ) -> str:
+        """Journal a new run of ``user`` and start planning it; returns its id.
+
+        ``plan_cache=False`` plans this request with the planner even if a template fits (benchmarks).
+        """
         if not request.strip():
             raise InvalidArgument("request", "is empty")
+        user = user_name(user)
         run_id = uuid.uuid4().hex[:12]
-        self.journal.create_run(run_id, request, auto_approve=auto_approve)
-        self._launch(run_id, request, None, model=model, auto_approve=auto_approve)
+        self.journal.create_run(run_id, request, auto_approve=auto_approve, user=user)
+        self._launch(run_id, request, None, model=model, auto_approve=auto_approve, user=user, plan_cache=plan_cache)
         return run_id
 
     def resume_unfinished(self) -> list[str]:
@@ -99,7 +127,7 @@ class RunManager:
             record = self.journal.run(run_id)
             plan = Plan.from_json(record.plan) if record.plan else None
             log.info("resuming run %s (%s)", run_id, record.status)
-            self._launch(run_id, record.request, plan, model=None, auto_approve=record.auto_approve)
+            self._launch(run_id, record.request, plan, model=None, auto_approve=record.auto_approve, user=record.user)
             resumed.append(run_id)
         return resumed
 
@@ -112,6 +140,7 @@ class RunManager:
         if self._client is not None:
             await self._client.close()
         self.journal.close()
+        self.memory.close()
 
     def client(self) -> "AsyncClient":
         """The client the planner uses, opened on first use (inside the daemon's event loop)."""
@@ -160,20 +189,43 @@ class RunManager:
         return True
 
     # -- the run itself ------------------------------------------------------------------
-    def _launch(self, run_id: str, request: str, plan: Plan | None, *, model: str | None, auto_approve: bool) -> None:
+    def _launch(
+        self, run_id: str, request: str, plan: Plan | None, *, model: str | None, auto_approve: bool, user: str,
+        plan_cache: bool = True,
+    ) -> None:
         run = LiveRun(run_id)
         self._runs[run_id] = run
-        run.task = asyncio.ensure_future(self._carry_out(run, request, plan, model, auto_approve))
+        run.task = asyncio.ensure_future(self._carry_out(run, request, plan, model, auto_approve, user, plan_cache))
 
-    async def _carry_out(self, run: LiveRun, request: str, plan: Plan | None, model: str | None, auto_approve: bool) -> None:
+    async def _carry_out(
+        self, run: LiveRun, request: str, plan: Plan | None, model: str | None, auto_approve: bool, user: str,
+        plan_cache: bool,
+    ) -> None:
         tools = {spec.name: spec for spec in tool_specs()}
-        context = PlanningContext(request, list(tools.values()), planner_facts(self.data_dir), self.client(), model=model)
+        memory = self.memory.for_user(user)
+        # The user's own facts override what tool packs say (their home city over the demo's).
+        facts = {**planner_facts(self.data_dir), **memory.facts()}
+        context = PlanningContext(
+            request, list(tools.values()), facts, self.client(), model=model, embed_model=self.embed_model, memory=memory
+        )
         gate = AutoApprove() if auto_approve else self.gate
-        executor = Executor(self.journal, tools, self.data_dir, budgets=self.budgets, credentials=self.credentials)
+        executor = Executor(
+            self.journal, tools, self.data_dir, budgets=self.budgets, credentials=self.credentials, user=user, memory=memory
+        )
+        embedding: np.ndarray | None = None
+        planned: PlanResult | None = None  # the planner's first plan, kept as a template if it works
         try:
             resume = plan is not None
             if plan is None:
-                plan = await self._plan(run, context)
+                embedding = await self._embed(run.run_id, request)
+                hit = None
+                if self.plan_cache and plan_cache and embedding is not None:
+                    hit = self.templates.find(user, request, embedding, tools, _today(facts))
+                if hit is not None:
+                    plan = hit.plan
+                    run.publish(PlanReady(run.run_id, plan.to_json(), text=f"template {hit.template_id}"))
+                else:
+                    plan, planned = await self._plan(run, context)
             replans = 0
             while True:
                 finished: RunFinished | None = None
@@ -190,13 +242,15 @@ class RunManager:
                     # (status "cancelled") is the user's no and is not replanned.
                     replans += 1
                     observation = self._observation(run.run_id, tools)
-                    plan = await self._plan(run, dataclasses.replace(context, observation=observation), first=plan.first + len(plan.steps))
+                    plan, _ = await self._plan(run, dataclasses.replace(context, observation=observation), first=plan.first + len(plan.steps))
+                    planned = None  # what ran is not the plan the planner first wrote
                     resume = False
                     continue
                 if finished.status == "done":
                     answer = await self._planner_instance().answer(context, plan, finished.results)
                     self.journal.set_run_status(run.run_id, "done", answer=answer)
                     finished = RunFinished(run.run_id, "done", finished.results, answer=answer)
+                    await self._remember(run.run_id, user, request, embedding, planned)
                 run.publish(finished)
                 break
         except asyncio.CancelledError:
@@ -210,12 +264,50 @@ class RunManager:
         finally:
             run.close()
 
-    async def _plan(self, run: LiveRun, context: PlanningContext, first: int = 1) -> Plan:
+    async def _plan(self, run: LiveRun, context: PlanningContext, first: int = 1) -> tuple[Plan, PlanResult]:
         """Ask the planner, announce the plan, and number it after the run's earlier steps."""
         planned = await self._planner_instance().plan(context)
         plan = planned.plan.renumbered(first)
         run.publish(PlanReady(run.run_id, plan.to_json(), text=planned.text, completion_tokens=planned.completion_tokens))
-        return plan
+        return plan, planned
+
+    # -- memory ------------------------------------------------------------------------
+    async def _embed(self, run_id: str, request: str) -> np.ndarray | None:
+        """The request's embedding, or None if the daemon cannot embed (memory is then skipped, not the run)."""
+        try:
+            vectors = await self.client().embed([request], model=self.embed_model)
+            return np.asarray(vectors, np.float32)[0]
+        except Exception as exc:  # no encoder served, a busy daemon: the run goes on without memory
+            # The error's type only: a message might quote the request, which logs never hold.
+            log.warning("run %s: no embedding, so nothing is remembered of it (%s)", run_id, type(exc).__name__)
+            return None
+
+    async def _remember(self, run_id: str, user: str, request: str, embedding: np.ndarray | None, planned: PlanResult | None) -> None:
+        """A done run becomes an episode; the planner's plan for it, a template. Failures are logged, not raised."""
+        if embedding is None:
+            embedding = await self._embed(run_id, request)
+            if embedding is None:
+                return
+        try:
+            record = self.journal.run(run_id)
+            calls = [{"step": s.step, "tool": s.tool, "arguments": s.arguments} for s in record.steps if s.status == "done"]
+            self.memory.add_episode(user, run_id, request, embedding, record.plan or {}, calls, record.status)
+            if planned is not None and self.plan_cache:
+                self.templates.keep(user, request, embedding, planned.plan, planned.sources)
+        except Exception as exc:  # memory is a convenience: the run is done either way
+            log.warning("run %s: not remembered (%s)", run_id, type(exc).__name__)
+
+    def _secrets(self) -> list[str]:
+        """The stored credentials' secrets, scrubbed from whatever memory writes."""
+        if self.credentials is None:
+            return []
+        secrets = []
+        for provider in self.credentials.providers():
+            try:
+                secrets.append(self.credentials.get(provider))
+            except AgentdError:
+                pass
+        return secrets
 
     def _observation(self, run_id: str, tools: dict) -> str:
         """What the steps so far did, for a replan. Untrusted tool output is left out, not paraphrased."""
@@ -242,3 +334,12 @@ class RunManager:
         if self._planner is None:
             self._planner = planner_spec(self.planner_name).make()
         return self._planner
+
+
+def _today(facts: dict[str, str]) -> dt.date:
+    """The day relative dates are read against: the ``today`` fact (``2027-03-01 (Monday)``), else the clock."""
+    try:
+        return dt.date.fromisoformat(facts.get("today", "")[:10])
+    except ValueError:
+        return dt.date.fromtimestamp(time.time())
+
