@@ -172,3 +172,40 @@ def test_models_formats_lists_the_adapter_format() -> None:
     # Asked before the catch-all Hugging Face directory format, which would claim the directory.
     order = [name for name, _ in format_plugins()]
     assert order.index("adapter") < order.index("hf")
+
+
+def test_planner_default_is_served_once_written_and_never_becomes_the_embedding_default(tmp_path, monkeypatch, caplog) -> None:
+    import dataclasses
+    import logging
+
+    from agentd import default_models
+    from agentd.server.served import ModelSource, ModelTable
+
+    missing = dataclasses.replace(default_models.PLANNER, relative_path=str(tmp_path / "not-written-yet"))
+    monkeypatch.setattr(default_models, "DEFAULT_MODELS", (default_models.MINILM, missing))
+    with caplog.at_level(logging.DEBUG, logger="agentd.default_models"):
+        assert [d.name for d, _ in default_models.installed_defaults()] == ["all-minilm-l6-v2"]
+    assert not [r for r in caplog.records if r.levelno >= logging.WARNING]  # skipped quietly
+    assert any("agentd-planner" in r.getMessage() for r in caplog.records)
+
+    minilm = open_checkpoint(MINILM_DIR)
+    config = {**minilm.config, "architectures": ["BertForTokenClassification"], "id2label": {"0": "O", "1": "B-x"}}
+    written = write_adapter(tmp_path / "planner", "all-minilm-l6-v2", config,
+                            {"classifier.weight": np.zeros((2, 384), np.float32), "classifier.bias": np.zeros(2, np.float32)})
+    present = dataclasses.replace(default_models.PLANNER, relative_path=str(written))
+    monkeypatch.setattr(default_models, "DEFAULT_MODELS", (default_models.MINILM, present))
+    found = default_models.installed_defaults()
+    assert [d.name for d, _ in found] == ["all-minilm-l6-v2", "agentd-planner"]
+    table = ModelTable.load([ModelSource(d.name, path, d.description) for d, path in found])
+    assert table.default_name("encoder") == "all-minilm-l6-v2"
+    assert table.default_classifier() == "agentd-planner"
+    assert all(table.is_default(served) for served in table)
+
+
+def test_planner_default_lives_in_the_agentd_plugins_package() -> None:
+    import agentd.plugins
+    from agentd.default_models import PLANNER
+
+    assert PLANNER.name == "agentd-planner"
+    expected = Path(agentd.plugins.__file__).parent / "frame_planner" / "model"
+    assert (PLANNER.path() or expected) == expected
