@@ -377,10 +377,13 @@ class Client:
 
     # -- agent -----------------------------------------------------------------
     def run_task(
-        self, request: str = "", *, run_id: str | None = None, model: str | None = None, auto_approve: bool = False
+        self, request: str = "", *, run_id: str | None = None, model: str | None = None, auto_approve: bool = False,
+        user: str = "", no_plan_cache: bool = False,
     ) -> Iterator[agent_pb2.RunEvent]:
-        """Start a run of ``request`` (or re-attach to ``run_id``) and iterate over its events."""
-        message = agent_pb2.RunTaskRequest(request=request, run_id=run_id or "", auto_approve=auto_approve)
+        """Start a run of ``request`` for ``user`` (or re-attach to ``run_id``) and iterate over its events."""
+        message = agent_pb2.RunTaskRequest(
+            request=request, run_id=run_id or "", auto_approve=auto_approve, user=user, no_plan_cache=no_plan_cache
+        )
         if model is not None:
             message.model = model
         call = self._agent.RunTask(message, metadata=self._metadata)
@@ -404,6 +407,16 @@ class Client:
 
     def get_run(self, run_id: str) -> agent_pb2.RunInfo:
         return self._unary(self._agent.GetRun, agent_pb2.GetRunRequest(run_id=run_id))
+
+    # -- agent memory ------------------------------------------------------------
+    def list_memories(self, user: str = "", kind: str = "") -> list[agent_pb2.Memory]:
+        """What the agent remembers about ``user`` ("": the default user), newest first; ``kind`` filters."""
+        return list(self._unary(self._agent.ListMemories, agent_pb2.ListMemoriesRequest(user=user, kind=kind)).memories)
+
+    def forget(self, user: str = "", *, id: str = "", kind: str = "", all: bool = False) -> int:
+        """Delete one of ``user``'s memories, every one of a kind, or all; returns how many."""
+        request = agent_pb2.ForgetRequest(user=user, id=id, kind=kind, all=all)
+        return self._unary(self._agent.Forget, request).forgotten
 
     # -- models ----------------------------------------------------------------
     def list_models(self) -> list[models_pb2.ModelInfo]:

@@ -152,6 +152,7 @@ class ServeConfig:
     metrics_host: str = "127.0.0.1"
     metrics_port: int | None = None
     planner: str | None = None
+    plan_cache: bool = True
 
     @property
     def tls(self) -> bool:
@@ -318,6 +319,7 @@ KEYS: tuple[Key, ...] = (
     Key("metrics_host", _text, "Address the Prometheus metrics endpoint binds."),
     Key("metrics_port", _port, "Port of the Prometheus /metrics endpoint (unset: no metrics server; 0: any free port)."),
     Key("planner", _text, "Planner the agent plans requests with, by the name its plugin registers (not set: the first registered)."),
+    Key("plan_cache", _bool, "Plan a request from one of the user's plan templates (a plan that worked for a similar request) without the planner when one fits; false: always ask the planner."),
 )
 KEYS_BY_NAME: dict[str, Key] = {key.name: key for key in KEYS}
 assert set(KEYS_BY_NAME) == {f.name for f in dataclasses.fields(ServeConfig)}, "KEYS and ServeConfig disagree"

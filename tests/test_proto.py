@@ -132,7 +132,7 @@ def test_comment_check_catches_a_missing_comment(tmp_path) -> None:
             {"Generate", "Embed", "Classify", "Tokenize", "Detokenize", "SaveSession", "RestoreSession", "ListSessions", "DeleteSession"},
         ),
         ("models_pb2", "Models", {"ListModels", "GetModelInfo", "LoadModel", "UnloadModel"}),
-        ("agent_pb2", "Agent", {"RunTask", "Approve", "CancelRun", "ListRuns", "GetRun"}),
+        ("agent_pb2", "Agent", {"RunTask", "Approve", "CancelRun", "ListRuns", "GetRun", "ListMemories", "Forget"}),
     ],
 )
 def test_generated_modules_expose_the_services(module, service, methods) -> None:

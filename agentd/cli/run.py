@@ -4,13 +4,18 @@ Streams the plan and every step; when a step needs approval it shows the exact
 call and asks at the terminal (``--yes`` approves everything, for scripts).
 ``--json`` prints one JSON object per event instead; the last one lists every
 executed step with its tool, resolved arguments, result and status.
+
+``--user NAME`` (default ``$AGENTD_USER``, else ``default``) runs the request as
+that user: their remembered facts fill the plan and the run becomes their memory
+(``agentd memory``).
 """
 
 from __future__ import annotations
 
 import json
+import os
 import sys
-from typing import Annotated, Any
+from typing import Annotated, Any, Optional
 
 import typer
 
@@ -27,11 +32,27 @@ from agentd.cli.client_cmds import (
 )
 
 
+#: Who a command acts for; the memory commands use it too.
+UserOption = Annotated[
+    Optional[str],
+    typer.Option("--user", "-u", metavar="NAME", help="Act as this user (default: $AGENTD_USER, else \"default\")."),
+]
+
+
+def user_option(user: str | None) -> str:
+    """The ``--user`` value, else ``$AGENTD_USER``, else "" (the daemon's default user)."""
+    return user if user is not None else os.environ.get("AGENTD_USER", "")
+
+
 @app.command("run")
 def run_command(
     request: Annotated[str, typer.Argument(help="What you want done, e.g. \"send Maria 45 bucks for the concert tickets\".")],
     yes: Annotated[bool, typer.Option("--yes", "-y", help="Approve every step that needs approval without asking.")] = False,
     as_json: Annotated[bool, typer.Option("--json", help="One JSON object per event (the last one sums up the run).")] = False,
+    user: UserOption = None,
+    no_plan_cache: Annotated[
+        bool, typer.Option("--no-plan-cache", help="Ask the planner even if one of your plan templates fits the request.")
+    ] = False,
     model: ModelOption = None,
     socket: SocketOption = None,
     tcp: TcpOption = None,
@@ -44,7 +65,7 @@ def run_command(
     steps: dict[int, dict[str, Any]] = {}
     status = "failed"
     with connect(socket, tcp, tls_ca, token_file, tls_cert, tls_key) as client:
-        for message in client.run_task(request, model=model, auto_approve=yes):
+        for message in client.run_task(request, model=model, auto_approve=yes, user=user_option(user), no_plan_cache=no_plan_cache):
             which = message.WhichOneof("event")
             event = getattr(message, which)
             record = _event_json(message.run_id, which, event)

@@ -129,6 +129,10 @@ def serve(
     planner: Annotated[
         Optional[str], typer.Option("--planner", help="Planner the agent uses, by name (default: the first registered).")
     ] = None,
+    plan_cache: Annotated[
+        Optional[bool],
+        typer.Option("--plan-cache/--no-plan-cache", show_default=False, help="Plan from a user's plan template when one fits (default: on)."),
+    ] = None,
 ) -> None:
     """Serve models over gRPC until SIGTERM or SIGINT (then drain for --grace seconds)."""
     from agentd.config import config_to_toml, load_serve_config
@@ -141,7 +145,7 @@ def serve(
         "max_batch": max_batch, "max_queue": max_queue, "prefill_chunk": prefill_chunk,
         "memory_budget": memory_budget, "prefix_cache_budget": prefix_cache_budget,
         "session_budget": session_budget, "session_ttl": session_ttl, "threads": threads, "metrics_host": metrics_host,
-        "metrics_port": metrics_port, "planner": planner,
+        "metrics_port": metrics_port, "planner": planner, "plan_cache": plan_cache,
     }
     config = load_serve_config(config_file, flags=flags)
     if print_config:
@@ -212,6 +216,7 @@ def _serve(config: ServeConfig) -> None:
         metrics=(config.metrics_host, config.metrics_port) if config.metrics_port is not None else None,
         agent_home=agentd_home() / "agent",
         planner=config.planner or None,
+        plan_cache=config.plan_cache,
     )
     for served in table:
         info = served.model.info

@@ -9,6 +9,7 @@ from grpc import aio
 
 from agentd.agent.events import ApprovalNeeded, Event, PlanReady, RunFinished, StepFinished, StepStarted
 from agentd.agent.journal import RunRecord
+from agentd.agent.memory import MemoryItem, user_name
 from agentd.agent.runs import RunManager
 from agentd.errors import InvalidArgument
 from agentd.v1 import agent_pb2 as pb
@@ -28,7 +29,8 @@ class AgentServicer(agent_pb2_grpc.AgentServicer):
             if not request.request.strip():
                 raise InvalidArgument("request", "is required (or run_id to re-attach to a run)")
             run_id = self._runs.start(
-                request.request, model=request.model if request.HasField("model") else None, auto_approve=request.auto_approve
+                request.request, model=request.model if request.HasField("model") else None, auto_approve=request.auto_approve,
+                user=user_name(request.user), plan_cache=not request.no_plan_cache,
             )
         async for event in self._runs.watch(run_id):
             yield event_message(event)
@@ -46,6 +48,14 @@ class AgentServicer(agent_pb2_grpc.AgentServicer):
 
     async def GetRun(self, request: pb.GetRunRequest, context: aio.ServicerContext) -> pb.RunInfo:
         return run_info(self._runs.journal.run(_run_id(request.run_id)))
+
+    async def ListMemories(self, request: pb.ListMemoriesRequest, context: aio.ServicerContext) -> pb.ListMemoriesResponse:
+        memory = self._runs.memory.for_user(user_name(request.user))
+        return pb.ListMemoriesResponse(memories=[memory_message(item) for item in memory.list(request.kind or None)])
+
+    async def Forget(self, request: pb.ForgetRequest, context: aio.ServicerContext) -> pb.ForgetResponse:
+        memory = self._runs.memory.for_user(user_name(request.user))
+        return pb.ForgetResponse(forgotten=memory.forget(request.id or None, kind=request.kind or None, all=request.all))
 
 
 def _run_id(value: str) -> str:
@@ -86,6 +96,7 @@ def run_info(record: RunRecord, *, steps: bool = True) -> pb.RunInfo:
     info = pb.RunInfo(
         run_id=record.run_id, request=record.request, status=record.status, plan_json=_json(record.plan),
         answer=record.answer or "", error=record.error or "", created=record.created, updated=record.updated,
+        user=record.user,
     )
     if steps:
         info.steps.extend(
@@ -96,3 +107,8 @@ def run_info(record: RunRecord, *, steps: bool = True) -> pb.RunInfo:
             for s in record.steps
         )
     return info
+
+
+def memory_message(item: MemoryItem) -> pb.Memory:
+    """The wire form of one memory."""
+    return pb.Memory(id=item.id, kind=item.kind, user=item.user, summary=item.summary, created=item.created, uses=item.uses)

@@ -79,6 +79,7 @@ class Daemon:
         metrics: tuple[str, int] | None = None,
         agent_home: Path | None = None,
         planner: str | None = None,
+        plan_cache: bool = True,
     ):
         if socket_path is None and tcp is None:
             raise InvalidArgument("--socket", "the daemon needs a Unix socket or a TCP address to listen on")
@@ -104,6 +105,8 @@ class Daemon:
         self.agent_home = agent_home if socket_path is not None else None
         self.runs: RunManager | None = None
         self.planner = planner
+        #: False: the agent never plans from a user's plan templates (``--no-plan-cache``).
+        self.plan_cache = plan_cache
 
     async def start(self) -> list[str]:
         """Bind, start serving and report SERVING; returns the targets listened on."""
@@ -115,6 +118,7 @@ class Daemon:
             self.runs = RunManager(
                 self.agent_home / "journal.sqlite", self.agent_home / "tools", unix_target(self.socket_path),
                 credentials=CredentialStore(self.agent_home / "credentials"), planner=self.planner,
+                plan_cache=self.plan_cache,
             )
         servicers = (InferenceServicer(self.models), ModelsServicer(self.models))
         try:

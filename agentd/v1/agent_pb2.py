@@ -24,45 +24,55 @@ _sym_db = _symbol_database.Default()
 
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x15\x61gentd/v1/agent.proto\x12\tagentd.v1\"e\n\x0eRunTaskRequest\x12\x0f\n\x07request\x18\x01 \x01(\t\x12\x0e\n\x06run_id\x18\x02 \x01(\t\x12\x12\n\x05model\x18\x03 \x01(\tH\x00\x88\x01\x01\x12\x14\n\x0c\x61uto_approve\x18\x04 \x01(\x08\x42\x08\n\x06_model\"\x91\x02\n\x08RunEvent\x12\x0e\n\x06run_id\x18\x01 \x01(\t\x12$\n\x04plan\x18\x02 \x01(\x0b\x32\x14.agentd.v1.PlanReadyH\x00\x12.\n\x0cstep_started\x18\x03 \x01(\x0b\x32\x16.agentd.v1.StepStartedH\x00\x12\x30\n\rstep_finished\x18\x04 \x01(\x0b\x32\x17.agentd.v1.StepFinishedH\x00\x12\x34\n\x0f\x61pproval_needed\x18\x05 \x01(\x0b\x32\x19.agentd.v1.ApprovalNeededH\x00\x12.\n\x0crun_finished\x18\x06 \x01(\x0b\x32\x16.agentd.v1.RunFinishedH\x00\x42\x07\n\x05\x65vent\"G\n\tPlanReady\x12\x11\n\tplan_json\x18\x01 \x01(\t\x12\x0c\n\x04text\x18\x02 \x01(\t\x12\x19\n\x11\x63ompletion_tokens\x18\x03 \x01(\x05\"A\n\x0bStepStarted\x12\x0c\n\x04step\x18\x01 \x01(\x05\x12\x0c\n\x04tool\x18\x02 \x01(\t\x12\x16\n\x0e\x61rguments_json\x18\x03 \x01(\t\"p\n\x0cStepFinished\x12\x0c\n\x04step\x18\x01 \x01(\x05\x12\x0c\n\x04tool\x18\x02 \x01(\t\x12\x0e\n\x06status\x18\x03 \x01(\t\x12\x13\n\x0bresult_json\x18\x04 \x01(\t\x12\r\n\x05\x65rror\x18\x05 \x01(\t\x12\x10\n\x08replayed\x18\x06 \x01(\x08\"Y\n\x0e\x41pprovalNeeded\x12\x0c\n\x04step\x18\x01 \x01(\x05\x12\x0c\n\x04tool\x18\x02 \x01(\t\x12\x16\n\x0e\x61rguments_json\x18\x03 \x01(\t\x12\x13\n\x0b\x64\x65scription\x18\x04 \x01(\t\"<\n\x0bRunFinished\x12\x0e\n\x06status\x18\x01 \x01(\t\x12\x0e\n\x06\x61nswer\x18\x02 \x01(\t\x12\r\n\x05\x65rror\x18\x03 \x01(\t\"@\n\x0e\x41pproveRequest\x12\x0e\n\x06run_id\x18\x01 \x01(\t\x12\x0c\n\x04step\x18\x02 \x01(\x05\x12\x10\n\x08\x61pproved\x18\x03 \x01(\x08\"\x11\n\x0f\x41pproveResponse\"\"\n\x10\x43\x61ncelRunRequest\x12\x0e\n\x06run_id\x18\x01 \x01(\t\"&\n\x11\x43\x61ncelRunResponse\x12\x11\n\tcancelled\x18\x01 \x01(\x08\"\x11\n\x0fListRunsRequest\"4\n\x10ListRunsResponse\x12 \n\x04runs\x18\x01 \x03(\x0b\x32\x12.agentd.v1.RunInfo\"\x1f\n\rGetRunRequest\x12\x0e\n\x06run_id\x18\x01 \x01(\t\"\xb2\x01\n\x07RunInfo\x12\x0e\n\x06run_id\x18\x01 \x01(\t\x12\x0f\n\x07request\x18\x02 \x01(\t\x12\x0e\n\x06status\x18\x03 \x01(\t\x12\x11\n\tplan_json\x18\x04 \x01(\t\x12\x0e\n\x06\x61nswer\x18\x05 \x01(\t\x12\r\n\x05\x65rror\x18\x06 \x01(\t\x12\"\n\x05steps\x18\x07 \x03(\x0b\x32\x13.agentd.v1.StepInfo\x12\x0f\n\x07\x63reated\x18\x08 \x01(\x01\x12\x0f\n\x07updated\x18\t \x01(\x01\"\x96\x01\n\x08StepInfo\x12\x0c\n\x04step\x18\x01 \x01(\x05\x12\x0c\n\x04tool\x18\x02 \x01(\t\x12\x0e\n\x06status\x18\x03 \x01(\t\x12\x16\n\x0e\x61rguments_json\x18\x04 \x01(\t\x12\x13\n\x0bresult_json\x18\x05 \x01(\t\x12\r\n\x05\x65rror\x18\x06 \x01(\t\x12\x10\n\x08\x61ttempts\x18\x07 \x01(\x05\x12\x10\n\x08\x61pproval\x18\x08 \x01(\t2\xcb\x02\n\x05\x41gent\x12;\n\x07RunTask\x12\x19.agentd.v1.RunTaskRequest\x1a\x13.agentd.v1.RunEvent0\x01\x12@\n\x07\x41pprove\x12\x19.agentd.v1.ApproveRequest\x1a\x1a.agentd.v1.ApproveResponse\x12\x46\n\tCancelRun\x12\x1b.agentd.v1.CancelRunRequest\x1a\x1c.agentd.v1.CancelRunResponse\x12\x43\n\x08ListRuns\x12\x1a.agentd.v1.ListRunsRequest\x1a\x1b.agentd.v1.ListRunsResponse\x12\x36\n\x06GetRun\x12\x18.agentd.v1.GetRunRequest\x1a\x12.agentd.v1.RunInfob\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x15\x61gentd/v1/agent.proto\x12\tagentd.v1\"\x8a\x01\n\x0eRunTaskRequest\x12\x0f\n\x07request\x18\x01 \x01(\t\x12\x0e\n\x06run_id\x18\x02 \x01(\t\x12\x12\n\x05model\x18\x03 \x01(\tH\x00\x88\x01\x01\x12\x14\n\x0c\x61uto_approve\x18\x04 \x01(\x08\x12\x0c\n\x04user\x18\x05 \x01(\t\x12\x15\n\rno_plan_cache\x18\x06 \x01(\x08\x42\x08\n\x06_model\"\x91\x02\n\x08RunEvent\x12\x0e\n\x06run_id\x18\x01 \x01(\t\x12$\n\x04plan\x18\x02 \x01(\x0b\x32\x14.agentd.v1.PlanReadyH\x00\x12.\n\x0cstep_started\x18\x03 \x01(\x0b\x32\x16.agentd.v1.StepStartedH\x00\x12\x30\n\rstep_finished\x18\x04 \x01(\x0b\x32\x17.agentd.v1.StepFinishedH\x00\x12\x34\n\x0f\x61pproval_needed\x18\x05 \x01(\x0b\x32\x19.agentd.v1.ApprovalNeededH\x00\x12.\n\x0crun_finished\x18\x06 \x01(\x0b\x32\x16.agentd.v1.RunFinishedH\x00\x42\x07\n\x05\x65vent\"G\n\tPlanReady\x12\x11\n\tplan_json\x18\x01 \x01(\t\x12\x0c\n\x04text\x18\x02 \x01(\t\x12\x19\n\x11\x63ompletion_tokens\x18\x03 \x01(\x05\"A\n\x0bStepStarted\x12\x0c\n\x04step\x18\x01 \x01(\x05\x12\x0c\n\x04tool\x18\x02 \x01(\t\x12\x16\n\x0e\x61rguments_json\x18\x03 \x01(\t\"p\n\x0cStepFinished\x12\x0c\n\x04step\x18\x01 \x01(\x05\x12\x0c\n\x04tool\x18\x02 \x01(\t\x12\x0e\n\x06status\x18\x03 \x01(\t\x12\x13\n\x0bresult_json\x18\x04 \x01(\t\x12\r\n\x05\x65rror\x18\x05 \x01(\t\x12\x10\n\x08replayed\x18\x06 \x01(\x08\"Y\n\x0e\x41pprovalNeeded\x12\x0c\n\x04step\x18\x01 \x01(\x05\x12\x0c\n\x04tool\x18\x02 \x01(\t\x12\x16\n\x0e\x61rguments_json\x18\x03 \x01(\t\x12\x13\n\x0b\x64\x65scription\x18\x04 \x01(\t\"<\n\x0bRunFinished\x12\x0e\n\x06status\x18\x01 \x01(\t\x12\x0e\n\x06\x61nswer\x18\x02 \x01(\t\x12\r\n\x05\x65rror\x18\x03 \x01(\t\"@\n\x0e\x41pproveRequest\x12\x0e\n\x06run_id\x18\x01 \x01(\t\x12\x0c\n\x04step\x18\x02 \x01(\x05\x12\x10\n\x08\x61pproved\x18\x03 \x01(\x08\"\x11\n\x0f\x41pproveResponse\"\"\n\x10\x43\x61ncelRunRequest\x12\x0e\n\x06run_id\x18\x01 \x01(\t\"&\n\x11\x43\x61ncelRunResponse\x12\x11\n\tcancelled\x18\x01 \x01(\x08\"\x11\n\x0fListRunsRequest\"4\n\x10ListRunsResponse\x12 \n\x04runs\x18\x01 \x03(\x0b\x32\x12.agentd.v1.RunInfo\"\x1f\n\rGetRunRequest\x12\x0e\n\x06run_id\x18\x01 \x01(\t\"\xc0\x01\n\x07RunInfo\x12\x0e\n\x06run_id\x18\x01 \x01(\t\x12\x0f\n\x07request\x18\x02 \x01(\t\x12\x0e\n\x06status\x18\x03 \x01(\t\x12\x11\n\tplan_json\x18\x04 \x01(\t\x12\x0e\n\x06\x61nswer\x18\x05 \x01(\t\x12\r\n\x05\x65rror\x18\x06 \x01(\t\x12\"\n\x05steps\x18\x07 \x03(\x0b\x32\x13.agentd.v1.StepInfo\x12\x0f\n\x07\x63reated\x18\x08 \x01(\x01\x12\x0f\n\x07updated\x18\t \x01(\x01\x12\x0c\n\x04user\x18\n \x01(\t\"\x96\x01\n\x08StepInfo\x12\x0c\n\x04step\x18\x01 \x01(\x05\x12\x0c\n\x04tool\x18\x02 \x01(\t\x12\x0e\n\x06status\x18\x03 \x01(\t\x12\x16\n\x0e\x61rguments_json\x18\x04 \x01(\t\x12\x13\n\x0bresult_json\x18\x05 \x01(\t\x12\r\n\x05\x65rror\x18\x06 \x01(\t\x12\x10\n\x08\x61ttempts\x18\x07 \x01(\x05\x12\x10\n\x08\x61pproval\x18\x08 \x01(\t\"1\n\x13ListMemoriesRequest\x12\x0c\n\x04user\x18\x01 \x01(\t\x12\x0c\n\x04kind\x18\x02 \x01(\t\";\n\x14ListMemoriesResponse\x12#\n\x08memories\x18\x01 \x03(\x0b\x32\x11.agentd.v1.Memory\"`\n\x06Memory\x12\n\n\x02id\x18\x01 \x01(\t\x12\x0c\n\x04kind\x18\x02 \x01(\t\x12\x0c\n\x04user\x18\x03 \x01(\t\x12\x0f\n\x07summary\x18\x04 \x01(\t\x12\x0f\n\x07\x63reated\x18\x05 \x01(\x01\x12\x0c\n\x04uses\x18\x06 \x01(\x05\"D\n\rForgetRequest\x12\x0c\n\x04user\x18\x01 \x01(\t\x12\n\n\x02id\x18\x02 \x01(\t\x12\x0c\n\x04kind\x18\x03 \x01(\t\x12\x0b\n\x03\x61ll\x18\x04 \x01(\x08\"#\n\x0e\x46orgetResponse\x12\x11\n\tforgotten\x18\x01 \x01(\x05\x32\xdb\x03\n\x05\x41gent\x12;\n\x07RunTask\x12\x19.agentd.v1.RunTaskRequest\x1a\x13.agentd.v1.RunEvent0\x01\x12@\n\x07\x41pprove\x12\x19.agentd.v1.ApproveRequest\x1a\x1a.agentd.v1.ApproveResponse\x12\x46\n\tCancelRun\x12\x1b.agentd.v1.CancelRunRequest\x1a\x1c.agentd.v1.CancelRunResponse\x12\x43\n\x08ListRuns\x12\x1a.agentd.v1.ListRunsRequest\x1a\x1b.agentd.v1.ListRunsResponse\x12\x36\n\x06GetRun\x12\x18.agentd.v1.GetRunRequest\x1a\x12.agentd.v1.RunInfo\x12O\n\x0cListMemories\x12\x1e.agentd.v1.ListMemoriesRequest\x1a\x1f.agentd.v1.ListMemoriesResponse\x12=\n\x06\x46orget\x12\x18.agentd.v1.ForgetRequest\x1a\x19.agentd.v1.ForgetResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'agentd.v1.agent_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_RUNTASKREQUEST']._serialized_start=36
-  _globals['_RUNTASKREQUEST']._serialized_end=137
-  _globals['_RUNEVENT']._serialized_start=140
-  _globals['_RUNEVENT']._serialized_end=413
-  _globals['_PLANREADY']._serialized_start=415
-  _globals['_PLANREADY']._serialized_end=486
-  _globals['_STEPSTARTED']._serialized_start=488
-  _globals['_STEPSTARTED']._serialized_end=553
-  _globals['_STEPFINISHED']._serialized_start=555
-  _globals['_STEPFINISHED']._serialized_end=667
-  _globals['_APPROVALNEEDED']._serialized_start=669
-  _globals['_APPROVALNEEDED']._serialized_end=758
-  _globals['_RUNFINISHED']._serialized_start=760
-  _globals['_RUNFINISHED']._serialized_end=820
-  _globals['_APPROVEREQUEST']._serialized_start=822
-  _globals['_APPROVEREQUEST']._serialized_end=886
-  _globals['_APPROVERESPONSE']._serialized_start=888
-  _globals['_APPROVERESPONSE']._serialized_end=905
-  _globals['_CANCELRUNREQUEST']._serialized_start=907
-  _globals['_CANCELRUNREQUEST']._serialized_end=941
-  _globals['_CANCELRUNRESPONSE']._serialized_start=943
-  _globals['_CANCELRUNRESPONSE']._serialized_end=981
-  _globals['_LISTRUNSREQUEST']._serialized_start=983
-  _globals['_LISTRUNSREQUEST']._serialized_end=1000
-  _globals['_LISTRUNSRESPONSE']._serialized_start=1002
-  _globals['_LISTRUNSRESPONSE']._serialized_end=1054
-  _globals['_GETRUNREQUEST']._serialized_start=1056
-  _globals['_GETRUNREQUEST']._serialized_end=1087
-  _globals['_RUNINFO']._serialized_start=1090
-  _globals['_RUNINFO']._serialized_end=1268
-  _globals['_STEPINFO']._serialized_start=1271
-  _globals['_STEPINFO']._serialized_end=1421
-  _globals['_AGENT']._serialized_start=1424
-  _globals['_AGENT']._serialized_end=1755
+  _globals['_RUNTASKREQUEST']._serialized_start=37
+  _globals['_RUNTASKREQUEST']._serialized_end=175
+  _globals['_RUNEVENT']._serialized_start=178
+  _globals['_RUNEVENT']._serialized_end=451
+  _globals['_PLANREADY']._serialized_start=453
+  _globals['_PLANREADY']._serialized_end=524
+  _globals['_STEPSTARTED']._serialized_start=526
+  _globals['_STEPSTARTED']._serialized_end=591
+  _globals['_STEPFINISHED']._serialized_start=593
+  _globals['_STEPFINISHED']._serialized_end=705
+  _globals['_APPROVALNEEDED']._serialized_start=707
+  _globals['_APPROVALNEEDED']._serialized_end=796
+  _globals['_RUNFINISHED']._serialized_start=798
+  _globals['_RUNFINISHED']._serialized_end=858
+  _globals['_APPROVEREQUEST']._serialized_start=860
+  _globals['_APPROVEREQUEST']._serialized_end=924
+  _globals['_APPROVERESPONSE']._serialized_start=926
+  _globals['_APPROVERESPONSE']._serialized_end=943
+  _globals['_CANCELRUNREQUEST']._serialized_start=945
+  _globals['_CANCELRUNREQUEST']._serialized_end=979
+  _globals['_CANCELRUNRESPONSE']._serialized_start=981
+  _globals['_CANCELRUNRESPONSE']._serialized_end=1019
+  _globals['_LISTRUNSREQUEST']._serialized_start=1021
+  _globals['_LISTRUNSREQUEST']._serialized_end=1038
+  _globals['_LISTRUNSRESPONSE']._serialized_start=1040
+  _globals['_LISTRUNSRESPONSE']._serialized_end=1092
+  _globals['_GETRUNREQUEST']._serialized_start=1094
+  _globals['_GETRUNREQUEST']._serialized_end=1125
+  _globals['_RUNINFO']._serialized_start=1128
+  _globals['_RUNINFO']._serialized_end=1320
+  _globals['_STEPINFO']._serialized_start=1323
+  _globals['_STEPINFO']._serialized_end=1473
+  _globals['_LISTMEMORIESREQUEST']._serialized_start=1475
+  _globals['_LISTMEMORIESREQUEST']._serialized_end=1524
+  _globals['_LISTMEMORIESRESPONSE']._serialized_start=1526
+  _globals['_LISTMEMORIESRESPONSE']._serialized_end=1585
+  _globals['_MEMORY']._serialized_start=1587
+  _globals['_MEMORY']._serialized_end=1683
+  _globals['_FORGETREQUEST']._serialized_start=1685
+  _globals['_FORGETREQUEST']._serialized_end=1753
+  _globals['_FORGETRESPONSE']._serialized_start=1755
+  _globals['_FORGETRESPONSE']._serialized_end=1790
+  _globals['_AGENT']._serialized_start=1793
+  _globals['_AGENT']._serialized_end=2268
 # @@protoc_insertion_point(module_scope)

@@ -7,16 +7,20 @@ from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
 DESCRIPTOR: _descriptor.FileDescriptor
 
 class RunTaskRequest(_message.Message):
-    __slots__ = ("request", "run_id", "model", "auto_approve")
+    __slots__ = ("request", "run_id", "model", "auto_approve", "user", "no_plan_cache")
     REQUEST_FIELD_NUMBER: _ClassVar[int]
     RUN_ID_FIELD_NUMBER: _ClassVar[int]
     MODEL_FIELD_NUMBER: _ClassVar[int]
     AUTO_APPROVE_FIELD_NUMBER: _ClassVar[int]
+    USER_FIELD_NUMBER: _ClassVar[int]
+    NO_PLAN_CACHE_FIELD_NUMBER: _ClassVar[int]
     request: str
     run_id: str
     model: str
     auto_approve: bool
-    def __init__(self, request: _Optional[str] = ..., run_id: _Optional[str] = ..., model: _Optional[str] = ..., auto_approve: _Optional[bool] = ...) -> None: ...
+    user: str
+    no_plan_cache: bool
+    def __init__(self, request: _Optional[str] = ..., run_id: _Optional[str] = ..., model: _Optional[str] = ..., auto_approve: _Optional[bool] = ..., user: _Optional[str] = ..., no_plan_cache: _Optional[bool] = ...) -> None: ...
 
 class RunEvent(_message.Message):
     __slots__ = ("run_id", "plan", "step_started", "step_finished", "approval_needed", "run_finished")
@@ -135,7 +139,7 @@ class GetRunRequest(_message.Message):
     def __init__(self, run_id: _Optional[str] = ...) -> None: ...
 
 class RunInfo(_message.Message):
-    __slots__ = ("run_id", "request", "status", "plan_json", "answer", "error", "steps", "created", "updated")
+    __slots__ = ("run_id", "request", "status", "plan_json", "answer", "error", "steps", "created", "updated", "user")
     RUN_ID_FIELD_NUMBER: _ClassVar[int]
     REQUEST_FIELD_NUMBER: _ClassVar[int]
     STATUS_FIELD_NUMBER: _ClassVar[int]
@@ -145,6 +149,7 @@ class RunInfo(_message.Message):
     STEPS_FIELD_NUMBER: _ClassVar[int]
     CREATED_FIELD_NUMBER: _ClassVar[int]
     UPDATED_FIELD_NUMBER: _ClassVar[int]
+    USER_FIELD_NUMBER: _ClassVar[int]
     run_id: str
     request: str
     status: str
@@ -154,7 +159,8 @@ class RunInfo(_message.Message):
     steps: _containers.RepeatedCompositeFieldContainer[StepInfo]
     created: float
     updated: float
-    def __init__(self, run_id: _Optional[str] = ..., request: _Optional[str] = ..., status: _Optional[str] = ..., plan_json: _Optional[str] = ..., answer: _Optional[str] = ..., error: _Optional[str] = ..., steps: _Optional[_Iterable[_Union[StepInfo, _Mapping]]] = ..., created: _Optional[float] = ..., updated: _Optional[float] = ...) -> None: ...
+    user: str
+    def __init__(self, run_id: _Optional[str] = ..., request: _Optional[str] = ..., status: _Optional[str] = ..., plan_json: _Optional[str] = ..., answer: _Optional[str] = ..., error: _Optional[str] = ..., steps: _Optional[_Iterable[_Union[StepInfo, _Mapping]]] = ..., created: _Optional[float] = ..., updated: _Optional[float] = ..., user: _Optional[str] = ...) -> None: ...
 
 class StepInfo(_message.Message):
     __slots__ = ("step", "tool", "status", "arguments_json", "result_json", "error", "attempts", "approval")
@@ -175,3 +181,51 @@ class StepInfo(_message.Message):
     attempts: int
     approval: str
     def __init__(self, step: _Optional[int] = ..., tool: _Optional[str] = ..., status: _Optional[str] = ..., arguments_json: _Optional[str] = ..., result_json: _Optional[str] = ..., error: _Optional[str] = ..., attempts: _Optional[int] = ..., approval: _Optional[str] = ...) -> None: ...
+
+class ListMemoriesRequest(_message.Message):
+    __slots__ = ("user", "kind")
+    USER_FIELD_NUMBER: _ClassVar[int]
+    KIND_FIELD_NUMBER: _ClassVar[int]
+    user: str
+    kind: str
+    def __init__(self, user: _Optional[str] = ..., kind: _Optional[str] = ...) -> None: ...
+
+class ListMemoriesResponse(_message.Message):
+    __slots__ = ("memories",)
+    MEMORIES_FIELD_NUMBER: _ClassVar[int]
+    memories: _containers.RepeatedCompositeFieldContainer[Memory]
+    def __init__(self, memories: _Optional[_Iterable[_Union[Memory, _Mapping]]] = ...) -> None: ...
+
+class Memory(_message.Message):
+    __slots__ = ("id", "kind", "user", "summary", "created", "uses")
+    ID_FIELD_NUMBER: _ClassVar[int]
+    KIND_FIELD_NUMBER: _ClassVar[int]
+    USER_FIELD_NUMBER: _ClassVar[int]
+    SUMMARY_FIELD_NUMBER: _ClassVar[int]
+    CREATED_FIELD_NUMBER: _ClassVar[int]
+    USES_FIELD_NUMBER: _ClassVar[int]
+    id: str
+    kind: str
+    user: str
+    summary: str
+    created: float
+    uses: int
+    def __init__(self, id: _Optional[str] = ..., kind: _Optional[str] = ..., user: _Optional[str] = ..., summary: _Optional[str] = ..., created: _Optional[float] = ..., uses: _Optional[int] = ...) -> None: ...
+
+class ForgetRequest(_message.Message):
+    __slots__ = ("user", "id", "kind", "all")
+    USER_FIELD_NUMBER: _ClassVar[int]
+    ID_FIELD_NUMBER: _ClassVar[int]
+    KIND_FIELD_NUMBER: _ClassVar[int]
+    ALL_FIELD_NUMBER: _ClassVar[int]
+    user: str
+    id: str
+    kind: str
+    all: bool
+    def __init__(self, user: _Optional[str] = ..., id: _Optional[str] = ..., kind: _Optional[str] = ..., all: _Optional[bool] = ...) -> None: ...
+
+class ForgetResponse(_message.Message):
+    __slots__ = ("forgotten",)
+    FORGOTTEN_FIELD_NUMBER: _ClassVar[int]
+    forgotten: int
+    def __init__(self, forgotten: _Optional[int] = ...) -> None: ...

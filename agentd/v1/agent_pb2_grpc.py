@@ -63,6 +63,16 @@ class AgentStub:
                 request_serializer=agentd_dot_v1_dot_agent__pb2.GetRunRequest.SerializeToString,
                 response_deserializer=agentd_dot_v1_dot_agent__pb2.RunInfo.FromString,
                 _registered_method=True)
+        self.ListMemories = channel.unary_unary(
+                '/agentd.v1.Agent/ListMemories',
+                request_serializer=agentd_dot_v1_dot_agent__pb2.ListMemoriesRequest.SerializeToString,
+                response_deserializer=agentd_dot_v1_dot_agent__pb2.ListMemoriesResponse.FromString,
+                _registered_method=True)
+        self.Forget = channel.unary_unary(
+                '/agentd.v1.Agent/Forget',
+                request_serializer=agentd_dot_v1_dot_agent__pb2.ForgetRequest.SerializeToString,
+                response_deserializer=agentd_dot_v1_dot_agent__pb2.ForgetResponse.FromString,
+                _registered_method=True)
 
 
 class AgentServicer:
@@ -111,6 +121,24 @@ class AgentServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def ListMemories(self, request, context):
+        """Lists what the agent remembers about one user, newest first: profile
+        facts, past runs (episodes) and plan templates. Never another user's.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def Forget(self, request, context):
+        """Deletes one memory, every memory of a kind, or all of a user's memories,
+        from the memory file and from the in-memory search index.
+        INVALID_ARGUMENT unless exactly one of `id`, `kind`, `all` is given;
+        NOT_FOUND for an id that is not one of the user's memories.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_AgentServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -138,6 +166,16 @@ def add_AgentServicer_to_server(servicer, server):
                     servicer.GetRun,
                     request_deserializer=agentd_dot_v1_dot_agent__pb2.GetRunRequest.FromString,
                     response_serializer=agentd_dot_v1_dot_agent__pb2.RunInfo.SerializeToString,
+            ),
+            'ListMemories': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListMemories,
+                    request_deserializer=agentd_dot_v1_dot_agent__pb2.ListMemoriesRequest.FromString,
+                    response_serializer=agentd_dot_v1_dot_agent__pb2.ListMemoriesResponse.SerializeToString,
+            ),
+            'Forget': grpc.unary_unary_rpc_method_handler(
+                    servicer.Forget,
+                    request_deserializer=agentd_dot_v1_dot_agent__pb2.ForgetRequest.FromString,
+                    response_serializer=agentd_dot_v1_dot_agent__pb2.ForgetResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -279,6 +317,60 @@ class Agent:
             '/agentd.v1.Agent/GetRun',
             agentd_dot_v1_dot_agent__pb2.GetRunRequest.SerializeToString,
             agentd_dot_v1_dot_agent__pb2.RunInfo.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListMemories(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/agentd.v1.Agent/ListMemories',
+            agentd_dot_v1_dot_agent__pb2.ListMemoriesRequest.SerializeToString,
+            agentd_dot_v1_dot_agent__pb2.ListMemoriesResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Forget(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/agentd.v1.Agent/Forget',
+            agentd_dot_v1_dot_agent__pb2.ForgetRequest.SerializeToString,
+            agentd_dot_v1_dot_agent__pb2.ForgetResponse.FromString,
             options,
             channel_credentials,
             insecure,
