@@ -117,6 +117,8 @@ def test_a_template_plans_a_similar_request_without_the_planner(agent) -> None:
 
     again = run(agent, "send Sam 20 dollars for coffee", "tpl")
     assert len(agent.planner.contexts) == calls  # the planner was not asked
+    # Not even for the answer: the shared template join (agentd.agent.summary) wrote it.
+    assert "transfer money" in again[-1].run_finished.answer and "amount 20.0" in again[-1].run_finished.answer
     [template] = agent.client.list_memories("tpl", "template")
     assert plan_text(again) == f"template {template.id}" and template.uses == 1
     plan = json.loads(next(e.plan.plan_json for e in again if e.WhichOneof("event") == "plan"))

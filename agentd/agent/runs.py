@@ -34,6 +34,7 @@ from agentd.agent.journal import Journal
 from agentd.agent.memory import MemoryStore, user_name
 from agentd.agent.plan import Plan
 from agentd.agent.planner import PlanningContext, PlanResult, planner_facts, planner_spec
+from agentd.agent.summary import summarise
 from agentd.agent.templates import TemplateCache
 from agentd.errors import AgentdError, InvalidArgument
 from agentd.tools import tool_specs
@@ -214,6 +215,7 @@ class RunManager:
         )
         embedding: np.ndarray | None = None
         planned: PlanResult | None = None  # the planner's first plan, kept as a template if it works
+        templated = False  # the plan came from a template: the planner is not asked at all, not even to answer
         try:
             resume = plan is not None
             if plan is None:
@@ -222,7 +224,7 @@ class RunManager:
                 if self.plan_cache and plan_cache and embedding is not None:
                     hit = self.templates.find(user, request, embedding, tools, _today(facts))
                 if hit is not None:
-                    plan = hit.plan
+                    plan, templated = hit.plan, True
                     run.publish(PlanReady(run.run_id, plan.to_json(), text=f"template {hit.template_id}"))
                 else:
                     plan, planned = await self._plan(run, context)
@@ -243,11 +245,14 @@ class RunManager:
                     replans += 1
                     observation = self._observation(run.run_id, tools)
                     plan, _ = await self._plan(run, dataclasses.replace(context, observation=observation), first=plan.first + len(plan.steps))
-                    planned = None  # what ran is not the plan the planner first wrote
+                    planned, templated = None, False  # what ran is not the plan the planner first wrote
                     resume = False
                     continue
                 if finished.status == "done":
-                    answer = await self._planner_instance().answer(context, plan, finished.results)
+                    if templated:
+                        answer = summarise(plan, finished.results, tools)
+                    else:
+                        answer = await self._planner_instance().answer(context, plan, finished.results)
                     self.journal.set_run_status(run.run_id, "done", answer=answer)
                     finished = RunFinished(run.run_id, "done", finished.results, answer=answer)
                     await self._remember(run.run_id, user, request, embedding, planned)

@@ -106,7 +106,8 @@ def _event_json(run_id: str, which: str, event: Any) -> dict[str, Any]:
 def _show(which: str, event: Any) -> None:
     if which == "plan":
         plan = json.loads(event.plan_json)
-        typer.echo("plan:")
+        # A plan refilled from one of the user's templates says so (`agentd memory list` shows it).
+        typer.echo(f"plan (from {event.text}):" if event.text.startswith("template ") else "plan:")
         for step in plan["steps"]:
             typer.echo(f"  {step['id']}. {step['tool']}({_arguments(step['arguments'])})")
     elif which == "step_started":
