@@ -35,6 +35,20 @@ CONTACTS: tuple[Contact, ...] = (
     Contact("priya-patel", "Priya", "Patel", "manager", "+1-415-555-0155", "priya.patel@example.com"),
     Contact("emily-stone", "Emily", "Stone", "dentist", "+1-415-555-0104", "office@stonedental.example.com"),
     Contact("tom-becker", "Tom", "Becker", "neighbour", "+1-415-555-0186", "tom.becker@example.com"),
+    # Added for the trained planner's corpus, which holds out a third of the contacts (and their
+    # relationships) for its test split: each first name and relationship is again unique.
+    Contact("diego-ramirez", "Diego", "Ramirez", "brother", "+1-213-555-0131", "diego.ramirez@example.com"),
+    Contact("hannah-wright", "Hannah", "Wright", "cousin", "+1-206-555-0119", "hannah.wright@example.com"),
+    Contact("omar-haddad", "Omar", "Haddad", "trainer", "+1-415-555-0173", "omar@missionfit.example.com"),
+    Contact("ines-duarte", "Ines", "Duarte", "mom", "+1-619-555-0108", "ines.duarte@example.com"),
+    Contact("kenji-watanabe", "Kenji", "Watanabe", "accountant", "+1-415-555-0147", "kenji@watanabe-cpa.example.com"),
+    Contact("sofia-rossi", "Sofia", "Rossi", "babysitter", "+1-415-555-0162", "sofia.rossi@example.com"),
+    Contact("marcus-lee", "Marcus", "Lee", "plumber", "+1-415-555-0195", "marcus@leeplumbing.example.com"),
+    Contact("nina-kowalski", "Nina", "Kowalski", "aunt", "+1-312-555-0124", "nina.kowalski@example.com"),
+    Contact("ravi-shah", "Ravi", "Shah", "doctor", "+1-415-555-0139", "dr.shah@example.com"),
+    Contact("zoe-adams", "Zoe", "Adams", "tutor", "+1-510-555-0158", "zoe.adams@example.com"),
+    Contact("felix-novak", "Felix", "Novak", "dad", "+1-619-555-0166", "felix.novak@example.com"),
+    Contact("chloe-dubois", "Chloe", "Dubois", "coach", "+1-415-555-0181", "chloe.dubois@example.com"),
 )
 
 #: (id, name, masked number, balance in dollars on the world's first day).
