@@ -217,11 +217,17 @@ def test_bad_requests_have_their_status_codes(agent) -> None:
 
 
 def test_memory_cli(agent) -> None:
-    run(agent, "I live in Denver now", "erin")
     env = {**os.environ, "AGENTD_SOCKET": str(agent.socket), "AGENTD_USER": "erin"}
 
-    def cli(*args: str) -> subprocess.CompletedProcess[str]:
-        return subprocess.run([*AGENTD, "memory", *args], capture_output=True, text=True, env=env, timeout=120)
+    def cli(*args: str, command: str = "memory") -> subprocess.CompletedProcess[str]:
+        return subprocess.run([*AGENTD, command, *args], capture_output=True, text=True, env=env, timeout=120)
+
+    assert cli("I live in Denver now", "--yes", command="run").returncode == 0  # as $AGENTD_USER
+    moved = cli("I live in Reno now", "--yes", "--user", "gina", command="run")
+    assert moved.returncode == 0 and moved.stdout.startswith("plan:")
+    assert memories(agent, "gina", "fact") == [("fact", "home_city = Reno")]
+    again = cli("I live in Tahoe now", "--yes", "--user", "gina", command="run")
+    assert again.stdout.startswith("plan (from template-")
 
     listed = cli("list", "--json")
     assert listed.returncode == 0, listed.stderr
@@ -240,3 +246,24 @@ def test_memory_cli(agent) -> None:
     assert both.returncode != 0 and "exactly one" in both.stderr and "Traceback" not in both.stderr
     assert cli("forget", "--all").stdout.strip() == "forgot 2 memories"
     assert agent.client.list_memories("erin") == []
+
+
+def test_a_failed_embedding_skips_memory_not_the_run(agent, caplog) -> None:
+    from agentd.errors import Unavailable
+
+    client = agent.runs.client()
+
+    async def no_encoder(texts, *, model=None):
+        raise Unavailable(f"encoder gone while embedding {texts[0]!r}")
+
+    client.embed = no_encoder  # an instance attribute: only this test's runs see it
+    try:
+        with caplog.at_level("WARNING", logger="agentd.agent.runs"):
+            events = run(agent, "send Maria 45 dollars for the secret party", "frank")
+    finally:
+        del client.embed
+    assert plan_text(events) == "stub transfer"  # planned by the planner: no embedding, no template search
+    assert memories(agent, "frank") == []
+    warnings = [r.getMessage() for r in caplog.records if r.name == "agentd.agent.runs"]
+    assert warnings and all("no embedding" in w and "Unavailable" in w for w in warnings)
+    assert not any("secret party" in w for w in warnings)

@@ -107,7 +107,8 @@ def _show(which: str, event: Any) -> None:
     if which == "plan":
         plan = json.loads(event.plan_json)
         # A plan refilled from one of the user's templates says so (`agentd memory list` shows it).
-        typer.echo(f"plan (from {event.text}):" if event.text.startswith("template ") else "plan:")
+        template = event.text.removeprefix("template ") if event.text.startswith("template ") else None
+        typer.echo(f"plan (from {template}):" if template else "plan:")
         for step in plan["steps"]:
             typer.echo(f"  {step['id']}. {step['tool']}({_arguments(step['arguments'])})")
     elif which == "step_started":
