@@ -147,7 +147,8 @@ def execute(plan: Plan, tools: Mapping[str, ToolSpec] | None = None) -> Executio
         root = Path(scratch)
         data_dir = fresh_data_dir(root / "tools")
         journal = Journal(root / "journal.sqlite")
-        memory_store, options = _memory(root)
+        # Only a plan that remembers something needs a memory (opening one costs as much as a step).
+        memory_store, options = _memory(root) if any(s.tool == "remember_fact" for s in plan.steps) else (None, {})
         try:
             executor = Executor(journal, tools, data_dir, **options)
             journal.create_run("eval", "", auto_approve=True)
@@ -161,8 +162,7 @@ def execute(plan: Plan, tools: Mapping[str, ToolSpec] | None = None) -> Executio
                 Call(s.step, s.tool, s.arguments, s.status, s.error) for s in record.steps if s.arguments is not None
             )
             state = world_state(data_dir)
-            if memory_store is not None:
-                state["facts"] = memory_store.facts("default")
+            state["facts"] = memory_store.facts("default") if memory_store is not None else {}
             return Execution(calls, record.status, error or record.error, state)
         finally:
             journal.close()

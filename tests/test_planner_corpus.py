@@ -1,0 +1,165 @@
+"""The frame planner's synthetic corpus: exact spans, plans that run, and a clean train/test split."""
+
+from __future__ import annotations
+
+import random
+import re
+from collections import Counter
+from datetime import date, timedelta
+
+import pytest
+
+from agentd.agent.evaluation import sandbox_tools, score
+from agentd.agent.plan import Plan
+from agentd.plugins.frame_planner import normalise
+from agentd.plugins.frame_planner.corpus import generate, read_jsonl, write_jsonl
+from agentd.plugins.frame_planner.corpus import values, vocabulary
+from agentd.plugins.frame_planner.corpus.__main__ import main
+from agentd.plugins.frame_planner.corpus.generate import span_problem
+from agentd.plugins.frame_planner.corpus.pattern import choose, parse, render
+from agentd.plugins.frame_planner.corpus.templates import TEMPLATES, of_split
+from agentd.plugins.frame_planner.labels import INTENTS, SPAN_LABELS
+
+
+@pytest.fixture(scope="module")
+def corpus():
+    """A small checked corpus: every test template drawn at least once."""
+    return generate(120, seed=5, n_test=len(of_split("test")) + 4, n_memory=2)
+
+
+def test_enough_templates_for_every_intent_in_both_splits() -> None:
+    assert len(of_split("train")) >= 60 and len(of_split("test")) >= 30
+    ids = [t.id for t in TEMPLATES]
+    assert len(ids) == len(set(ids))
+    for split in ("train", "test"):
+        covered = {intent for t in of_split(split) for intent in t.intents}
+        assert covered == set(INTENTS), set(INTENTS) - covered
+    styles = Counter(t.style for t in of_split("test"))
+    assert {"casual", "terse", "polite", "indirect", "misspelt", "multi", "condition"} <= set(styles)
+
+
+def test_test_phrasings_are_not_training_phrasings() -> None:
+    def skeleton(pattern: str) -> str:  # the pattern with its slots blanked out
+        return re.sub(r"\{!?[a-z_0-9:]+\}", "_", pattern).lower()
+
+    train = {skeleton(t.pattern) for t in of_split("train")}
+    assert not [t.id for t in of_split("test") if skeleton(t.pattern) in train]
+
+
+def test_the_design_doc_example_renders_with_its_exact_spans() -> None:
+    nodes = parse("hey can u [send](transfer_money) {person} {amount} for {memo}")
+    said = {"person": values.Said("Maria", None), "amount": values.Said("forty-five bucks", 45),
+            "memo": values.Said("the concert tix", None)}
+    text, spans = render(choose(nodes, random.Random(0)), said, random.Random(0))
+    assert text == "hey can u send Maria forty-five bucks for the concert tix"
+    assert spans == [{"start": 10, "end": 14, "label": "INTENT:transfer_money"}, {"start": 15, "end": 20, "label": "person"},
+                     {"start": 21, "end": 37, "label": "amount"}, {"start": 42, "end": 57, "label": "memo"}]
+
+
+def test_every_example_has_exact_spans_and_a_valid_plan(corpus) -> None:
+    tools = sandbox_tools()
+    for example in corpus[0] + corpus[1]:
+        assert span_problem(example) == "", example
+        assert {s["label"] for s in example["spans"]} <= set(SPAN_LABELS)
+        for span in example["spans"]:
+            words = example["request"][span["start"]:span["end"]]
+            assert words and words == words.strip()
+        plan = Plan.from_json(example["plan"])
+        plan.check(tools)
+        needs_approval = any(tools[s.tool].needs_approval for s in plan.steps)
+        assert example["irreversible"] == needs_approval
+        assert example["today"] == "2027-03-01" and example["split"] in ("train", "test")
+
+
+def test_every_held_out_example_scores_full_marks_with_its_own_plan(corpus) -> None:
+    tools = sandbox_tools()
+    for example in corpus[1]:
+        result = score(example, Plan.from_json(example["plan"]), tools=tools)
+        assert result.expected_error is None and result.success and result.structure_ok, (example["request"], result)
+
+
+def test_the_split_holds_out_templates_and_vocabulary() -> None:
+    train, test = generate(2500, seed=11, n_test=300, n_memory=0, check=False)
+    train_templates = {e["template"] for e in train}
+    test_templates = {e["template"] for e in test}
+    assert not train_templates & test_templates
+    assert train_templates <= {t.id for t in of_split("train")} and test_templates <= {t.id for t in of_split("test")}
+    assert all(e["split"] == "train" for e in train) and all(e["split"] == "test" for e in test)
+    requests = "\n".join(e["request"] for e in train)
+    leaked = [word for word in vocabulary.held_out_strings()
+              if re.search(r"(?<![A-Za-z0-9])" + re.escape(word) + r"(?![A-Za-z0-9])", requests, re.IGNORECASE)]
+    assert leaked == []
+    # ...and the held-out words are actually used by the test requests.
+    used = "\n".join(e["request"] for e in test).lower()
+    assert sum(word.lower() in used for word in vocabulary.held_out_strings()) > 60
+
+
+def test_vocabulary_splits_are_disjoint_and_in_the_world() -> None:
+    from agentd.plugins.demo_tools import catalog_food, catalog_people, catalog_places
+
+    for name in ("CITIES", "NEIGHBOURHOODS", "CUISINES", "DISH_WORDS", "ITEMS", "PEOPLE", "PAYEES", "ACCOUNTS",
+                 "CATEGORIES", "MEMOS", "TITLES", "LOCATIONS", "MESSAGES", "QUERIES", "FACT_CITIES", "DIETS"):
+        pool = getattr(vocabulary, name)
+        assert not set(pool.train) & set(pool.test), name
+        assert len(pool.test) >= len(pool.train + pool.test) / 5, name  # roughly a third held out
+    cities = {c.id for c in catalog_places.CITIES}
+    assert {c.city_id for c in vocabulary.CITIES.train + vocabulary.CITIES.test} <= cities
+    contacts = {c.name for c in catalog_people.CONTACTS}
+    assert {p.full for p in vocabulary.PEOPLE.train + vocabulary.PEOPLE.test} == contacts
+    assert {cuisine for _, cuisine in vocabulary.CUISINES.train + vocabulary.CUISINES.test} == set(catalog_food.DISHES)
+    assert {p.bill_id for p in vocabulary.PAYEES.test} == {b.id for b in catalog_people.BILLS}
+
+
+def test_generation_is_deterministic_and_the_test_set_does_not_depend_on_the_seed() -> None:
+    first = generate(30, seed=3, n_test=12, n_memory=1)
+    again = generate(30, seed=3, n_test=12, n_memory=1)
+    assert first == again
+    other_train, other_test = generate(30, seed=4, n_test=12, n_memory=1, check=False)
+    assert other_train != first[0]
+    unchecked_test = generate(30, seed=3, n_test=12, n_memory=1, check=False)[1]
+    assert other_test == unchecked_test
+
+
+def test_memory_examples_carry_the_items_their_plan_orders(corpus) -> None:
+    memory = [e for e in corpus[1] if e.get("needs_memory")]
+    assert len(memory) == 2
+    for example in memory:
+        assert any(s["label"] == "usual" for s in example["spans"])
+        assert example["plan"]["steps"][-1]["arguments"]["items"] == example["usual_items"]
+    assert not [e for e in corpus[1] if not e.get("needs_memory") and e["template"] == "h190"]
+
+
+@pytest.mark.parametrize("offset", range(0, 46))
+def test_spoken_dates_mean_what_the_normaliser_reads(offset: int) -> None:
+    day = values.TODAY + timedelta(days=offset)
+    for form in values.date_forms(day):
+        assert normalise.parse_date(form.text, values.TODAY) == form.value == day.isoformat(), form
+    # The weekday of each relative form agrees with the calendar, not just with the normaliser.
+    for form in values.date_forms(day):
+        if form.text.startswith(("next ", "this ")) and form.text.split()[1] in values.WEEKDAYS:
+            assert values.WEEKDAYS[date.fromisoformat(form.value).weekday()] == form.text.split()[1]
+
+
+def test_spoken_amounts_counts_times_and_durations_read_back() -> None:
+    for amount in values.TRANSFER_AMOUNTS + values.PRICE_CAPS:
+        for form in values.amount_forms(amount):
+            assert normalise.parse_amount(form.text) == pytest.approx(amount), form
+    for n in range(1, 8):
+        for form in values.count_forms(n):
+            assert normalise.parse_count(form.text) == n, form
+    for hour in range(8, 23):
+        for minute in (0, 15, 30):
+            for form in values.time_forms(hour, minute):
+                assert normalise.parse_time(form.text) == f"{hour:02d}:{minute:02d}", form
+    for words, minutes in values.DURATIONS:
+        assert normalise.parse_duration_minutes(words) == minutes
+    assert values.number_words(45) == "forty-five" and values.number_words(120) == "a hundred and twenty"
+
+
+def test_the_command_writes_both_files(tmp_path) -> None:
+    assert main([str(tmp_path), "--train", "12", "--test", "6", "--memory", "1"]) == 0
+    train, test = read_jsonl(tmp_path / "train.jsonl"), read_jsonl(tmp_path / "test.jsonl")
+    assert len(train) == 12 and len(test) == 7
+    write_jsonl(tmp_path / "again.jsonl", train)
+    assert read_jsonl(tmp_path / "again.jsonl") == train
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["again.jsonl", "test.jsonl", "train.jsonl"]
