@@ -318,7 +318,7 @@ KEYS: tuple[Key, ...] = (
     Key("threads", _count(0), "Intra-op threads for model work, torch and onnxruntime alike (0: one less than the cores, at least 1: on small machines the gRPC loop and the OS need a core)."),
     Key("metrics_host", _text, "Address the Prometheus metrics endpoint binds."),
     Key("metrics_port", _port, "Port of the Prometheus /metrics endpoint (unset: no metrics server; 0: any free port)."),
-    Key("planner", _text, "Planner the agent plans requests with, by the name its plugin registers (not set: the first registered)."),
+    Key("planner", _text, "Planner the agent plans requests with, by the name its plugin registers (not set: the highest-ranked registered planner — `frames`, the trained one, when its adapter is installed)."),
     Key("plan_cache", _bool, "Plan a request from one of the user's plan templates (a plan that worked for a similar request) without the planner when one fits; false: always ask the planner."),
 )
 KEYS_BY_NAME: dict[str, Key] = {key.name: key for key in KEYS}

@@ -110,7 +110,7 @@ def register_planners(register: Callable[["PlannerSpec"], None]) -> None:
     :class:`agentd.agent.planner.Planner`). A planner reaches models only
     through ``context.client`` (the daemon's API), so it also runs on the
     torch-free install. The daemon uses the planner its configuration names,
-    else the first registered.
+    else the registered planner with the highest ``rank`` (ties: the first registered).
 
     :param register: callback taking one ``PlannerSpec``; names must be unique.
     """

@@ -103,6 +103,9 @@ class PlannerSpec:
     #: Builds the planner (called once per daemon).
     make: Callable[[], Planner]
     description: str = ""
+    #: With no planner configured, the registered planner with the highest rank plans
+    #: (ties: the first registered), so a better planner takes over by saying so, not by load order.
+    rank: int = 0
     plugin: str = field(default="", compare=False)
 
 
@@ -115,12 +118,12 @@ def planner_specs() -> list[PlannerSpec]:
 
 
 def planner_spec(name: str | None = None) -> PlannerSpec:
-    """The planner called ``name`` (None: the first registered)."""
+    """The planner called ``name`` (None: the highest-ranked one registered)."""
     specs = _by_name()
     if not specs:
         raise NotFound("no planner is registered (the built-in one is the 'planner' plugin)")
     if name is None:
-        return next(iter(specs.values()))
+        return max(specs.values(), key=lambda spec: spec.rank)
     if name not in specs:
         raise NotFound(f"no planner named {name!r} (registered: {', '.join(specs)})")
     return specs[name]

@@ -127,7 +127,7 @@ def serve(
         Optional[int], typer.Option("--metrics-port", help="Port of the Prometheus endpoint (unset: off).", rich_help_panel=ENGINE)
     ] = None,
     planner: Annotated[
-        Optional[str], typer.Option("--planner", help="Planner the agent uses, by name (default: the first registered).")
+        Optional[str], typer.Option("--planner", help="Planner the agent uses, by name (default: the highest-ranked registered planner).")
     ] = None,
     plan_cache: Annotated[
         Optional[bool],

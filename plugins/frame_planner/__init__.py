@@ -18,6 +18,7 @@ the run is the shared template join (:mod:`agentd.agent.summary`).
 from __future__ import annotations
 
 import time
+from pathlib import Path
 from typing import Any, Mapping, Sequence
 
 import numpy as np
@@ -33,6 +34,8 @@ from .spans import Span, Token, decode_spans
 
 #: The served token classifier the planner asks (None: the daemon's default classifier).
 PLANNER_MODEL: str | None = None
+#: The adapter ``agentd train-planner`` wrote and agentd ships (the daemon serves it as ``agentd-planner``).
+SHIPPED_MODEL = Path(__file__).parent / "model"
 
 
 class FramePlanner:
@@ -131,6 +134,8 @@ def register_planners(register) -> None:
         make=FramePlanner,
         description="trained MiniLM token tagger (agentd train-planner) + frame assembly in code: "
                     "arguments are spans of the request or references, one Classify call per plan",
+        # The default planner when its trained model ships; otherwise only when asked for.
+        rank=10 if (SHIPPED_MODEL / "adapter_config.json").is_file() else -1,
     ))
 
 
