@@ -31,6 +31,7 @@ class Resample(Exception):
 _ORDER = ("origin", "place", "payee", "cuisine", "dish", "near", "person")
 
 _ROUTES = {frozenset((a, b)) for a, b, _ in catalog_places.ROUTES}
+_AIRPORTS = {code for city in catalog_places.CITIES for code in city.airports}
 
 
 def fill(slots: list[Slot], split: str, rng: random.Random) -> tuple[dict[str, Said], dict[str, Any]]:
@@ -84,7 +85,10 @@ def _sample(slot: Slot, split: str, rng: random.Random, chosen: dict[str, Said],
             raise Resample("no route from the origin")
         city = rng.choice(cities)
         facts["city:place" + n] = city.city_id
-        return Said(rng.choice(city.names), None)
+        names = city.names
+        if kind == "city":  # a hotel is "in Denver", not "in DEN"
+            names = tuple(name for name in names if name not in _AIRPORTS) or names
+        return Said(rng.choice(names), None)
     if label == "date":
         first, last = {"any": (0, 20), "soon": (1, 7), "far": (8, 45)}.get(kind, (1, 30))
         value = said.sample_date(rng, first, last)
