@@ -147,7 +147,6 @@ class _Checker:
         return span_problem(example) or normalise_problem(notes) or self.plan_problem(example["plan"])
 
     def plan_problem(self, plan_json: dict[str, Any]) -> str:
-        from agentd.agent.evaluation import execute
         from agentd.errors import AgentdError
 
         key = json.dumps(plan_json, sort_keys=True)
@@ -155,13 +154,47 @@ class _Checker:
             try:
                 plan = Plan.from_json(plan_json)
                 plan.check(self.tools)
-                run = execute(plan, self.tools)
-                failed = [c for c in run.calls if c.status != "done"]
-                self.runs[key] = "" if run.status == "done" else (
-                    f"expected plan failed: {failed[0].tool}: {failed[0].error}" if failed else f"run {run.status}: {run.error}")
+                self.runs[key] = run_problem(plan, self.tools)
             except AgentdError as exc:
                 self.runs[key] = f"expected plan invalid: {exc}"
         return self.runs[key]
+
+
+def run_problem(plan: Plan, tools: dict[str, Any]) -> str:
+    """Why ``plan`` fails in a fresh sandbox world ("" if every step succeeds).
+
+    The tools are called in step order, as the executor would call them, but
+    without its journal and threads (a few times faster; the evaluation
+    harness runs the real executor). A plan that only reads shares the
+    pristine world instead of copying it.
+    """
+    from agentd.agent.evaluation import fresh_data_dir, pristine_world
+    from agentd.errors import AgentdError
+    from agentd.tools import ToolContext, validate_arguments
+
+    read_only = all(tools[step.tool].read_only for step in plan.steps)
+    with tempfile.TemporaryDirectory(prefix="agentd-corpus-") as scratch:
+        data_dir = pristine_world().parent.parent if read_only else fresh_data_dir(Path(scratch) / "tools")
+        memory = None
+        if any(step.tool == "remember_fact" for step in plan.steps):
+            from agentd.agent.memory import MemoryStore
+
+            memory = MemoryStore(Path(scratch) / "memory.sqlite")
+        try:
+            results: dict[int, Any] = {}
+            for step in plan.steps:
+                context = ToolContext("corpus", step.id, data_dir)
+                if memory is not None:
+                    context = ToolContext("corpus", step.id, data_dir, memory=memory.for_user("default"))
+                try:
+                    arguments = validate_arguments(tools[step.tool], step.resolve(results))
+                    results[step.id] = tools[step.tool].call(arguments, context)
+                except AgentdError as exc:
+                    return f"expected plan failed at step {step.id} ({step.tool}): {exc}"
+            return ""
+        finally:
+            if memory is not None:
+                memory.close()
 
 
 def span_problem(example: dict[str, Any]) -> str:
