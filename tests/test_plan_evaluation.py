@@ -187,3 +187,14 @@ def test_summary_and_report(tools) -> None:
     assert summary["wrong_arguments"] == {"transfer_money.amount": 1}
     report = markdown_report(summary, results)
     assert "| argument exact success | 1 | 33.3% |" in report and "t017-00042" in report
+
+
+def test_remembered_facts_are_part_of_the_final_state(tools) -> None:
+    pytest.importorskip("agentd.agent.memory")
+    if "remember_fact" not in tools:
+        pytest.skip("no memory tool pack on this install")
+    example = {"id": "t150-00001", "template": "t150", "request": "I live in Denver now", "irreversible": False,
+               "plan": {"steps": [{"id": 1, "tool": "remember_fact", "arguments": {"key": "home_city", "value": "Denver"}}]}}
+    assert score(example, plan_of(example), tools=tools).success
+    wrong = score(example, plan_of(example, lambda s: s[0]["arguments"].update(value="Austin")), tools=tools)
+    assert kinds(wrong) == ["wrong_argument"] and not wrong.state_ok
