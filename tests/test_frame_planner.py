@@ -58,10 +58,37 @@ def test_viterbi_never_starts_a_span_inside() -> None:
 def test_decode_spans_joins_word_pieces_and_widens_to_whole_words() -> None:
     request = "fly to Honolulu"
     # "honolulu" as word pieces "hono" "##lulu": only the first is labelled.
-    tokens = [Token(0, 3, one_hot("B-INTENT:find_flights")), Token(4, 6, one_hot("O")),
+    tokens = [Token(0, 3, one_hot("INTENT:find_flights")), Token(4, 6, one_hot("INTENT:find_flights")),
               Token(7, 11, one_hot("B-place")), Token(11, 15, one_hot("O"))]
     spans = decode_spans(request, tokens, TOKEN_LABELS)
-    assert [(s.text(request), s.label) for s in spans] == [("fly", "INTENT:find_flights"), ("Honolulu", "place")]
+    assert [(s.text(request), s.label) for s in spans] == [("fly to Honolulu", "INTENT:find_flights"), ("Honolulu", "place")]
+
+
+def test_every_word_of_a_clause_votes_for_its_intent() -> None:
+    request = "please could you book flights to Denver and then text Sam"
+    words = [(0, 6), (7, 12), (13, 16), (17, 21), (22, 29), (30, 32), (33, 39), (40, 43), (44, 48), (49, 53), (54, 57)]
+    labels = ["INTENT:book_flight", "INTENT:find_flights", "INTENT:book_flight", "INTENT:book_flight",
+              "INTENT:find_flights", "INTENT:book_flight", "B-place", "O", "O", "INTENT:send_message", "B-person"]
+    spans = decode_spans(request, [Token(s, e, one_hot(l)) for (s, e), l in zip(words, labels)], TOKEN_LABELS)
+    assert [(s.label, s.text(request)) for s in spans] == [
+        ("INTENT:book_flight", "please could you book flights to Denver"), ("place", "Denver"),
+        ("INTENT:send_message", "text Sam"), ("person", "Sam")]
+
+
+def test_two_spans_of_one_role_side_by_side_are_one() -> None:
+    request = "Middle Eastern"
+    tokens = [Token(0, 6, one_hot("B-cuisine")), Token(7, 14, one_hot("B-cuisine"))]
+    assert [(s.text(request), s.label) for s in decode_spans(request, tokens, TOKEN_LABELS)] == [("Middle Eastern", "cuisine")]
+
+
+def test_clause_labels_follow_the_corpus_spans() -> None:
+    from agentd.plugins.frame_planner.train import clause_ranges
+
+    request = "book a flight to Austin and text Sam the code"
+    spans = [{"start": s.start, "end": s.end, "label": s.label} for s in spans_of(
+        request, ("book", "INTENT:book_flight"), ("Austin", "place"), ("text", "INTENT:send_message"), ("Sam", "person"))]
+    assert [(request[a:b], label) for a, b, label in clause_ranges(request, spans)] == [
+        ("book a flight to Austin", "INTENT:book_flight"), ("text Sam the code", "INTENT:send_message")]
 
 
 # -- assembly -------------------------------------------------------------------------------

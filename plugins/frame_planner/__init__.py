@@ -30,6 +30,7 @@ from agentd.errors import AgentdError
 from agentd.hookspecs import hookimpl
 
 from .assemble import Assembly, Frame, assemble, frames_of
+from .labels import intent_of, is_intent
 from .spans import Span, Token, decode_spans
 
 #: The served token classifier the planner asks (None: the daemon's default classifier).
@@ -114,14 +115,15 @@ def _today(facts: Mapping[str, str]):
 
 
 def _result(request: str, spans: Sequence[Span], assembly: Assembly, used: tuple[str, ...]) -> PlanResult:
-    """The plan with, as its text, the request marked up with the spans the tagger found."""
+    """The plan with, as its text, the clauses' intents and the request with its argument spans marked."""
     marked, last = [], 0
-    for span in spans:
+    for span in (s for s in spans if not is_intent(s.label)):
         marked.append(request[last : span.start])
         marked.append(f"[{span.text(request)}]({span.label})")
         last = span.end
     marked.append(request[last:])
-    fields: dict[str, Any] = {"plan": assembly.plan, "text": "".join(marked), "tools_shown": used}
+    intents = ", ".join(intent_of(s.label) for s in spans if is_intent(s.label))
+    fields: dict[str, Any] = {"plan": assembly.plan, "text": f"{intents}: {''.join(marked)}", "tools_shown": used}
     if "sources" in PlanResult.__dataclass_fields__:
         fields["sources"] = dict(assembly.sources)
     return PlanResult(**fields)

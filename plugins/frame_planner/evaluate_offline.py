@@ -17,7 +17,7 @@ from agentd.agent.plan import Plan
 from agentd.errors import AgentdError
 
 from .assemble import assemble
-from .labels import TOKEN_LABELS
+from .labels import TOKEN_LABELS, is_intent
 from .spans import Span, Token, decode_spans
 
 
@@ -56,8 +56,11 @@ def offline_score(model: Any, examples: Sequence[dict[str, Any]]) -> dict[str, A
     spans = tag(model, [e["request"] for e in examples])
     counts: Counter[str] = Counter()
     for example, found in zip(examples, spans):
-        gold = sorted((s["start"], s["end"], s["label"]) for s in example["spans"])
-        counts["spans_exact"] += gold == sorted((s.start, s.end, s.label) for s in found)
+        gold_roles = sorted((s["start"], s["end"], s["label"]) for s in example["spans"] if not is_intent(s["label"]))
+        found_roles = sorted((s.start, s.end, s.label) for s in found if not is_intent(s.label))
+        counts["roles_exact"] += gold_roles == found_roles
+        gold_intents = [s["label"] for s in sorted(example["spans"], key=lambda s: s["start"]) if is_intent(s["label"])]
+        counts["intents_exact"] += gold_intents == [s.label for s in found if is_intent(s.label)]
         try:
             plan = assemble(example["request"], found, today=date.fromisoformat(example.get("today", "2027-03-01"))).plan
         except AgentdError:

@@ -1,9 +1,12 @@
-"""The trained planner's label set: intent triggers and argument roles, BIO-coded per token.
+"""The trained planner's label set: the intent of each clause, and argument roles.
 
-A span label is ``INTENT:<intent>`` (the words that ask for an action) or a
-role (``place``, ``amount``, ...: the words that give an argument). The model
-tags tokens with ``B-<label>`` / ``I-<label>`` / ``O``; the order below is the
-classifier's output order, so changing it means retraining.
+Every token of a clause that asks for something is labelled with that clause's
+intent (``INTENT:<intent>``) unless it gives an argument: then it carries a
+BIO-coded role (``B-place``, ``I-place``, ...). The words that join two
+clauses ("and then", "if") are ``O``. Labelling whole clauses rather than a few
+trigger words lets every word vote for the intent, which is what carries over
+to phrasings the model never saw. The order below is the classifier's output
+order, so changing it means retraining.
 """
 
 from __future__ import annotations
@@ -33,8 +36,11 @@ INTENT_PREFIX = "INTENT:"
 #: Span labels: intents first, then roles.
 SPAN_LABELS: tuple[str, ...] = tuple(INTENT_PREFIX + intent for intent in INTENTS) + ROLES
 
-#: Token labels: ``O``, then ``B-`` and ``I-`` of every span label.
-TOKEN_LABELS: tuple[str, ...] = ("O",) + tuple(f"{prefix}-{label}" for label in SPAN_LABELS for prefix in ("B", "I"))
+#: Token labels: ``O``, every intent (whole clauses, no BIO), then ``B-`` and ``I-`` of every role.
+TOKEN_LABELS: tuple[str, ...] = (
+    ("O",) + tuple(INTENT_PREFIX + intent for intent in INTENTS)
+    + tuple(f"{prefix}-{role}" for role in ROLES for prefix in ("B", "I"))
+)
 
 LABEL_IDS: dict[str, int] = {label: index for index, label in enumerate(TOKEN_LABELS)}
 
@@ -48,8 +54,10 @@ def intent_of(label: str) -> str:
 
 
 def split_token_label(label: str) -> tuple[str, str]:
-    """``("B", "place")`` from ``"B-place"``; ``("O", "")`` for ``"O"``."""
+    """``("B", "place")`` from ``"B-place"``; ``("O", "")`` for ``"O"``; ``("C", "INTENT:x")`` for a clause label."""
     if label == "O":
         return "O", ""
+    if is_intent(label):
+        return "C", label
     prefix, _, span_label = label.partition("-")
     return prefix, span_label

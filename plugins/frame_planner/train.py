@@ -25,7 +25,7 @@ from typing import Any, Callable, Sequence
 
 import numpy as np
 
-from .labels import LABEL_IDS, TOKEN_LABELS
+from .labels import LABEL_IDS, TOKEN_LABELS, is_intent
 
 #: Labels the loss ignores (special tokens, padding).
 IGNORE = -100
@@ -45,6 +45,8 @@ class TrainingOptions:
     seed: int = 0
     #: Stop early (after a whole batch) once training has run this long.
     max_minutes: float = 60.0
+    #: Augmented copies per request (argument values and filler words swapped for random words).
+    augment: int = 1
 
 
 @dataclass
@@ -70,21 +72,84 @@ class TrainingReport:
         }
 
 
-def token_labels(offsets: Sequence[tuple[int, int]], spans: Sequence[dict[str, Any]]) -> list[int]:
-    """BIO label ids for tokens with character ``offsets`` (special tokens: :data:`IGNORE`)."""
+def clause_ranges(text: str, spans: Sequence[dict[str, Any]]) -> list[tuple[int, int, str]]:
+    """``(start, end, intent label)`` of each clause, from the corpus's trigger and role spans.
+
+    A clause runs from its trigger (the first one: from the start of the request)
+    to the end of the last span before the next trigger (the last one: to the end);
+    the words between two clauses ("and then", "if") belong to neither.
+    """
+    ordered = sorted(spans, key=lambda s: s["start"])
+    triggers = [s for s in ordered if is_intent(s["label"])]
+    ranges = []
+    for index, trigger in enumerate(triggers):
+        start = 0 if index == 0 else trigger["start"]
+        if index + 1 < len(triggers):
+            following = triggers[index + 1]["start"]
+            end = max(s["end"] for s in ordered if s["start"] < following)
+        else:
+            end = len(text)
+        ranges.append((start, end, trigger["label"]))
+    return ranges
+
+
+def token_labels(text: str, offsets: Sequence[tuple[int, int]], spans: Sequence[dict[str, Any]]) -> list[int]:
+    """Label ids for tokens with character ``offsets``: roles BIO, clause words their intent,
+    joining words ``O``, special tokens :data:`IGNORE`."""
+    roles = [s for s in spans if not is_intent(s["label"])]
+    clauses = clause_ranges(text, spans)
     labels: list[int] = []
     previous: dict[str, Any] | None = None
     for start, end in offsets:
         if start == end:
             labels.append(IGNORE)
             continue
-        span = next((s for s in spans if s["start"] <= start and end <= s["end"]), None)
-        if span is None:
-            labels.append(LABEL_IDS["O"])
+        role = next((s for s in roles if s["start"] <= start and end <= s["end"]), None)
+        if role is not None:
+            labels.append(LABEL_IDS[("I-" if role is previous else "B-") + role["label"]])
         else:
-            labels.append(LABEL_IDS[("I-" if span is previous else "B-") + span["label"]])
-        previous = span
+            clause = next((c for c in clauses if c[0] <= start and end <= c[1]), None)
+            labels.append(LABEL_IDS[clause[2] if clause is not None else "O"])
+        previous = role
     return labels
+
+
+#: Roles whose words are free text or names: what augmentation may swap for random words.
+TEXT_ROLES = frozenset({"origin", "place", "near", "cuisine", "dish", "item", "person", "memo", "payee", "title",
+                        "location", "message", "query", "category", "fact_city", "fact_diet"})
+
+
+def vocabulary_words(tokenizer: Any) -> list[str]:
+    """Whole alphabetic words of the encoder's vocabulary (no word pieces, no specials)."""
+    return sorted(w for w in tokenizer.get_vocab() if w.isalpha() and w.isascii() and len(w) >= 3)
+
+
+def augment(example: dict[str, Any], rng: random.Random, words: Sequence[str]) -> dict[str, Any]:
+    """A copy of ``example`` whose text-role values are random words half the time, and with a random
+    word slipped in between spans now and then: the tagger must read the context ("to X", "near X",
+    "tell X that ..."), not remember which city or dish the corpus used."""
+    pieces: list[tuple[str, str | None]] = []  # (text, span label or None)
+    cursor = 0
+    for span in sorted(example["spans"], key=lambda s: s["start"]):
+        gap = example["request"][cursor : span["start"]]
+        if gap.strip() and rng.random() < 0.15:
+            cut = rng.choice([i for i, ch in enumerate(gap) if ch == " "] or [len(gap)])
+            gap = gap[:cut] + " " + rng.choice(words) + gap[cut:]
+        pieces.append((gap, None))
+        value = example["request"][span["start"] : span["end"]]
+        if span["label"] in TEXT_ROLES and rng.random() < 0.5:
+            value = " ".join(rng.choice(words) for _ in range(rng.choice((1, 1, 2, 2, 3))))
+            if rng.random() < 0.5:
+                value = value.title()
+        pieces.append((value, span["label"]))
+        cursor = span["end"]
+    pieces.append((example["request"][cursor:], None))
+    text, spans = "", []
+    for piece, label in pieces:
+        if label is not None:
+            spans.append({"start": len(text), "end": len(text) + len(piece), "label": label})
+        text += piece
+    return {**example, "request": text, "spans": spans, "augmented": True}
 
 
 class TaggerModel:
@@ -206,8 +271,11 @@ def train(
     rng = random.Random(options.seed)
     started = time.perf_counter()
     model = TaggerModel(base_dir, options.layers, options.dropout)
+    words = vocabulary_words(model.tokenizer)
+    examples = list(examples) + [augment(e, rng, words) for _ in range(options.augment) for e in examples]
     encoded = [model.encode(example["request"]) for example in examples]
-    targets = [torch.tensor(token_labels(offsets, example["spans"])) for (_, offsets), example in zip(encoded, examples)]
+    targets = [torch.tensor(token_labels(example["request"], offsets, example["spans"]))
+               for (_, offsets), example in zip(encoded, examples)]
     features = model.features([ids for ids, _ in encoded])
     report = TrainingReport(options, len(examples))
     report.feature_seconds = time.perf_counter() - started
