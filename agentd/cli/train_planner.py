@@ -25,7 +25,7 @@ def train_planner(
     out: Annotated[Path, typer.Option("--out", help="Where to write the adapter (replaced atomically).")] = Path("planner-adapter"),
     examples: Annotated[int, typer.Option("--examples", min=10, help="Training requests to generate.")] = 6000,
     epochs: Annotated[int, typer.Option("--epochs", min=1)] = 4,
-    layers: Annotated[int, typer.Option("--layers", min=0, max=6, help="Top MiniLM blocks to fine-tune (0: head only).")] = 2,
+    layers: Annotated[int, typer.Option("--layers", min=0, max=6, help="Top MiniLM blocks to fine-tune (0: head only).")] = 6,
     seed: Annotated[int, typer.Option("--seed")] = 0,
     augment: Annotated[int, typer.Option("--augment", min=0, help="Augmented copies per request (random argument values).")] = 1,
     max_minutes: Annotated[float, typer.Option("--max-minutes", min=0.1, help="Stop training after this long.")] = 60.0,

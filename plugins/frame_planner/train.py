@@ -4,10 +4,11 @@ What is trained, and why (measured in ``docs/planner_trained.md``):
 
 * the base is all-MiniLM-L6-v2 (the daemon's default encoder): it knows English
   that a model trained here from scratch would not, and it is already on the
-  device, so the planner ships as an *adapter* — only the top ``layers``
-  transformer blocks and the classifier, a few MB;
-* the lower blocks stay frozen, so their outputs are computed once for the whole
-  corpus and each epoch runs only the top blocks: minutes on two cores;
+  device, so the planner ships as an *adapter* — only the fine-tuned ``layers``
+  transformer blocks and the classifier (float16 at rest: 21 MB for all six);
+* the word embeddings (half of MiniLM) and any blocks below ``layers`` stay
+  frozen, so their outputs are computed once for the whole corpus and each epoch
+  runs only the trained blocks: minutes on two cores;
 * the head tags each token ``B-``/``I-``/``O`` of the labels in :mod:`.labels`.
 
 Torch is needed here (training), not where the planner runs.
@@ -36,7 +37,7 @@ class TrainingOptions:
     """Everything that decides the trained model (recorded in the adapter's ``training.json``)."""
 
     #: Transformer blocks fine-tuned, counted from the top (0: frozen encoder, head only).
-    layers: int = 2
+    layers: int = 6
     epochs: int = 4
     batch_size: int = 32
     learning_rate: float = 1e-4
@@ -47,6 +48,8 @@ class TrainingOptions:
     max_minutes: float = 60.0
     #: Augmented copies per request (argument values and filler words swapped for random words).
     augment: int = 1
+    #: How the adapter stores its tensors: float16 halves the file (logits move by ~1e-3, labels do not).
+    storage: str = "float16"
 
 
 @dataclass
@@ -65,7 +68,7 @@ class TrainingReport:
 
     def to_json(self) -> dict[str, Any]:
         return {
-            "options": self.options.__dict__, "examples": self.examples, "seconds": round(self.seconds, 1),
+            "options": dict(self.options.__dict__), "examples": self.examples, "seconds": round(self.seconds, 1),
             "feature_seconds": round(self.feature_seconds, 1), "trainable_parameters": self.trainable_parameters,
             "dev_token_accuracy": self.dev_token_accuracy,
             "losses": [[round(step, 4), round(loss, 5)] for step, loss in self.losses],
@@ -218,8 +221,11 @@ class TaggerModel:
             x = self.dropout(x)
         return self.classifier(x), mask
 
-    def adapter_tensors(self) -> dict[str, np.ndarray]:
-        """The trained tensors under their Hugging Face ``BertForTokenClassification`` names."""
+    def adapter_tensors(self, storage: str = "float32") -> dict[str, np.ndarray]:
+        """The trained tensors under their Hugging Face ``BertForTokenClassification`` names, as ``storage``."""
+        return {name: array.astype(storage) for name, array in self._adapter_tensors().items()}
+
+    def _adapter_tensors(self) -> dict[str, np.ndarray]:
         tensors: dict[str, np.ndarray] = {}
         for index in range(self.frozen_layers, self.encoder.config.num_hidden_layers):
             layer = self.encoder.layers[index]
@@ -354,7 +360,7 @@ def save(model: TaggerModel, report: TrainingReport, out_dir: Path, *, base_mode
     """Write the adapter (atomically), then its training record beside it."""
     from agentd.plugins.adapter import write_adapter
 
-    written = write_adapter(Path(out_dir), base_model=base_model, config=model.config(), tensors=model.adapter_tensors())
+    written = write_adapter(Path(out_dir), base_model=base_model, config=model.config(), tensors=model.adapter_tensors(report.options.storage))
     record = written / "training.json"
     tmp = record.with_name(".training.json.tmp")
     tmp.write_text(json.dumps(report.to_json(), indent=1) + "\n")
