@@ -163,3 +163,112 @@ def test_the_command_writes_both_files(tmp_path) -> None:
     write_jsonl(tmp_path / "again.jsonl", train)
     assert read_jsonl(tmp_path / "again.jsonl") == train
     assert sorted(p.name for p in tmp_path.iterdir()) == ["again.jsonl", "test.jsonl", "train.jsonl"]
+
+
+# -- the held-out set is pinned, and training phrasings stay clear of it --------------------------
+
+#: sha256 of the held-out requests (``generate(10, 0)[1]``, joined by newlines), recorded before the
+#: broad training phrasings were added: changing the training side must not move the held-out set.
+HELD_OUT_REQUESTS_SHA256 = "536d7a45d7261ff5304a4b0a65e96b682e57a99a52b8129b84ca904daf20320b"
+#: ...and of the whole held-out examples (spans, plans) as sorted-key JSON.
+HELD_OUT_EXAMPLES_SHA256 = "c313d8a6beb4fdea929bf16c4c52dc6cec0a3a62971736400cde2e7625b98229"
+
+#: Trigger words a held-out template shares with training templates that predate the broad phrasings:
+#: the core verbs of an intent ("order", "tell"), which a held-out template keeps to test something else
+#: (a misspelling, a condition phrasing, a sentence shape). No other trigger may be shared.
+SHARED_CORE_TRIGGERS = {("find_flights", "flights"), ("order_food", "order"), ("order_food", "get me"),
+                        ("transfer_money", "transfer"), ("send_message", "message"), ("send_message", "tell"),
+                        ("create_event", "put"), ("afford", "can afford it")}
+#: Words a sentence shape may share with a held-out one without copying it (prepositions, date leads).
+_FUNCTION_WORDS = {"to", "on", "the", "in", "my", "at", "for", "from", "of", "and", "a"}
+
+
+def _triggers(nodes) -> set[tuple[str, str]]:
+    """(intent, lower-cased alternative) of every labelled trigger of a pattern, optional parts included."""
+    from agentd.plugins.frame_planner.corpus.pattern import Labelled, Optional
+
+    found: set[tuple[str, str]] = set()
+    for node in nodes:
+        if isinstance(node, Labelled) and node.label.startswith("INTENT:"):
+            found |= {(node.label[len("INTENT:"):], choice.lower().strip()) for choice in node.choices}
+        elif isinstance(node, Optional):
+            found |= _triggers(node.nodes)
+    return found
+
+
+def _masked(example, *, triggers: bool = False) -> str:
+    """The request with each slot value (and with ``triggers`` each trigger) replaced by its label,
+    lower-cased, spaces collapsed."""
+    text, out, cursor = example["request"], "", 0
+    for span in example["spans"]:
+        if span["label"].startswith("INTENT:") and not triggers:
+            continue
+        out += text[cursor:span["start"]] + "<" + span["label"] + ">"
+        cursor = span["end"]
+    return " ".join((out + text[cursor:]).lower().split())
+
+
+@pytest.fixture(scope="module")
+def unchecked_draws():
+    return generate(4000, seed=7, check=False)
+
+
+def test_the_held_out_set_is_byte_identical_to_the_pinned_one() -> None:
+    import hashlib
+    import json
+
+    _, test = generate(10, 0)
+    assert hashlib.sha256("\n".join(e["request"] for e in test).encode()).hexdigest() == HELD_OUT_REQUESTS_SHA256
+    assert hashlib.sha256(json.dumps(test, sort_keys=True).encode()).hexdigest() == HELD_OUT_EXAMPLES_SHA256
+
+
+def test_no_held_out_trigger_is_a_training_trigger_of_the_same_intent() -> None:
+    train = set().union(*(_triggers(t.nodes) for t in of_split("train")))
+    shared, contained = set(), set()
+    for template in of_split("test"):
+        for intent, words in _triggers(template.nodes):
+            if (intent, words) in train:
+                shared.add((intent, words))
+            if " " in words:  # a held-out idiom inside a longer training trigger ("lock in" in "lock in a room")
+                pattern = r"(?<![\w'])" + re.escape(words) + r"(?![\w'])"
+                contained |= {(intent, words, other) for i, other in train
+                              if i == intent and other != words and re.search(pattern, other)}
+    assert shared <= SHARED_CORE_TRIGGERS, shared - SHARED_CORE_TRIGGERS
+    assert contained == set()
+
+
+def test_no_training_request_is_a_held_out_request_with_its_values_masked(unchecked_draws) -> None:
+    train, test = unchecked_draws
+    held_out = {_masked(e): e["template"] for e in test}
+    assert [(e["template"], e["request"]) for e in train if _masked(e) in held_out] == []
+    # With the trigger words masked too, a shared shape is only allowed if its own words are function
+    # words ("to {place} on {date}"): a held-out shape with a word of its own ("pax", "delivers to") is not copied.
+    shapes = {_masked(e, triggers=True): e["template"] for e in test}
+    copied = {(shapes[m], e["template"], m) for e in train if (m := _masked(e, triggers=True)) in shapes
+              and set(re.sub(r"<[^>]+>|[^\w' ]", " ", m).split()) - _FUNCTION_WORDS}
+    assert copied == set()
+
+
+def test_training_phrasings_are_diverse(unchecked_draws) -> None:
+    train, _ = unchecked_draws
+    assert len(of_split("train")) >= 250
+    for intent in INTENTS:  # many trigger alternatives per intent, not 5-10 fixed sentences
+        alternatives = {words for t in of_split("train") for i, words in _triggers(t.nodes) if i == intent}
+        assert len(alternatives) >= 10, (intent, sorted(alternatives))
+    masked = [_masked(e) for e in train]
+    assert len(set(masked)) > 0.8 * len(masked)  # almost every draw a different sentence, values aside
+
+
+def test_wrapped_training_examples_keep_their_spans() -> None:
+    from agentd.plugins.frame_planner.corpus.generate import wrap
+
+    example = {"request": "send Sam $5", "spans": [{"start": 0, "end": 4, "label": "INTENT:transfer_money"},
+                                                   {"start": 5, "end": 8, "label": "person"},
+                                                   {"start": 9, "end": 11, "label": "amount"}]}
+    rng = random.Random(0)
+    wrapped = [wrap(example, rng) for _ in range(200)]
+    assert any(w["request"] != example["request"] for w in wrapped)
+    assert any(w["request"] == example["request"] for w in wrapped)
+    for w in wrapped:
+        assert [w["request"][s["start"]:s["end"]] for s in w["spans"]] == ["send", "Sam", "$5"]
+        assert "send Sam $5" in w["request"]

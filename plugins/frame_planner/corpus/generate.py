@@ -25,6 +25,7 @@ from agentd.agent.plan import Plan
 from ..labels import SPAN_LABELS
 from . import slots as slot_values
 from .pattern import Slot, choose, render
+from .phrasings import PREFIXES, SUFFIXES
 from .slots import Resample
 from .templates import TEMPLATES, Template, of_split
 from .values import TODAY
@@ -37,6 +38,9 @@ DEFAULT_MEMORY_EXAMPLES = 24
 #: Share of training examples (of templates not already misspelt) that get light typos too.
 TRAIN_TYPO_SHARE = 0.1
 TRAIN_TYPO_RATE = 0.12
+#: Shares of training requests that get a generic lead-in ("hey", "ok so") / a sign-off ("thanks", "asap").
+TRAIN_PREFIX_SHARE = 0.2
+TRAIN_SUFFIX_SHARE = 0.2
 _ATTEMPTS = 60
 
 #: Span labels whose words the planner's code normalises, and how (the assembler's value kinds).
@@ -67,7 +71,7 @@ def generate(
         memory = train_memory and index % 50 == 49  # a few "my usual" examples to learn the span from
         template = rng.choice(train_memory) if memory else rng.choice(train_templates)
         typo = TRAIN_TYPO_RATE if template.typo_rate == 0 and rng.random() < TRAIN_TYPO_SHARE else template.typo_rate
-        train.append(_draw(template, "train", rng, index, typo, checker))
+        train.append(wrap(_draw(template, "train", rng, index, typo, checker), rng))
     test_rng = random.Random(TEST_SEED)
     scored = [t for t in of_split("test") if not t.needs_memory]
     test = [_draw(scored[i % len(scored)], "test", test_rng, i, None, checker) for i in range(n_test)]
@@ -115,6 +119,27 @@ def make_example(
     notes = [(node.label, said[node.name].text, said[node.name].value) for node in chosen
              if isinstance(node, Slot) and node.label in _NORMALISED]
     return example, notes
+
+
+def wrap(example: dict[str, Any], rng: random.Random) -> dict[str, Any]:
+    """A training example now and then with a casual lead-in and/or a sign-off around its request.
+
+    The words join the first and last clause (the trainer labels a request's
+    first clause from its start and its last to its end), so the spans only
+    shift; the plan does not change. Test examples are never wrapped.
+    """
+    prefix = rng.choice(PREFIXES) if rng.random() < TRAIN_PREFIX_SHARE else ""
+    suffix = rng.choice(SUFFIXES) if rng.random() < TRAIN_SUFFIX_SHARE else ""
+    if not prefix and not suffix:
+        return example
+    text = example["request"]
+    head = prefix + " " if prefix else ""
+    tail = ""
+    if suffix:
+        glue = "" if suffix[0] in "!?.:" else (rng.choice((" ", ", ")) if text[-1].isalnum() else " ")
+        tail = glue + suffix
+    spans = [{**span, "start": span["start"] + len(head), "end": span["end"] + len(head)} for span in example["spans"]]
+    return {**example, "request": head + text + tail, "spans": spans}
 
 
 def _usual_items(values: dict[str, Any]) -> list[dict[str, Any]]:

@@ -19,6 +19,7 @@ from typing import Any, Callable
 
 from . import plans as p
 from .pattern import Node, parse
+from .phrasings import broad_templates
 from .plans import PlanWriter, Values, ref
 
 PlanFn = Callable[[PlanWriter, Values], Any]
@@ -410,6 +411,10 @@ TEMPLATES: tuple[Template, ...] = (
     _t("h190", TEST, "memory", "order_food", "[get me](order_food) [the usual](usual) from that {cuisine} spot", usual_order,
        needs_memory=True),
 )
+
+
+#: The broad training phrasings (word banks and clause combinations, :mod:`.phrasings`), after the hand-written ones.
+TEMPLATES += tuple(broad_templates(_t, TRAIN))
 
 
 def of_split(split: str) -> list[Template]:
