@@ -22,6 +22,7 @@ similar request.
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 from datetime import date
 from typing import Any, Callable, Mapping, Sequence
@@ -57,6 +58,8 @@ INTENT_ROLES: dict[str, frozenset[str]] = {
 MULTI_ROLES = frozenset({"item", "quantity"})
 #: Intents that spend money or make a booking: what an ``afford`` condition guards.
 PAYMENTS = ("transfer_money", "pay_bill", "book_flight", "book_hotel", "order_food")
+#: Optional details dropped, not refused, when their words do not read ("from the funds" as an account).
+LENIENT_ROLES = frozenset({"account", "passengers", "days", "duration", "quantity"})
 #: How a role's words become a value, and the source kind a template re-reads them with.
 _KINDS: dict[str, str] = {
     "date": "date", "since": "date", "until": "date",
@@ -181,9 +184,12 @@ class _Builder:
 
     def fill(self, arguments: dict[str, Any], pending: dict[str, ArgumentSource], frame: Frame, role: str, argument: str) -> None:
         span = frame.first(role)
-        if span is not None:
-            arguments[argument] = self.value(role, span)
-            pending[argument] = ArgumentSource(span.start, span.end, _KINDS.get(role, "text"))
+        if span is None:
+            return
+        if role in LENIENT_ROLES and read(_KINDS.get(role, "text"), span.text(self.request).strip(), self.today) is None:
+            return
+        arguments[argument] = self.value(role, span)
+        pending[argument] = ArgumentSource(span.start, span.end, _KINDS.get(role, "text"))
 
     def step(self, tool: str, arguments: dict[str, Any], pending: Mapping[str, ArgumentSource] = {}) -> int:
         step_id = len(self.steps) + 1
@@ -345,6 +351,14 @@ class _Builder:
     def _list_events(self, frame: Frame, earlier: list[Frame], later: list[Frame]) -> None:
         arguments: dict[str, Any] = {}
         pending: dict[str, ArgumentSource] = {}
+        span = frame.first("date")
+        words = span.text(self.request) if span is not None else ""
+        if span is not None and normalise.parse_date(words, self.today) is None:
+            # "the next seven days": a number of days from today, not a date.
+            days = normalise.parse_count(re.sub(r"^(?:over |for |in )?(?:the )?(?:next|coming|following) ", "", words.lower()))
+            if days is not None and "day" in words.lower():
+                arguments["days"] = days
+                del frame.slots["date"]
         self.fill(arguments, pending, frame, "date", "date")
         self.fill(arguments, pending, frame, "days", "days")
         self.main_step[id(frame)] = self.step("list_events", arguments, pending)
