@@ -378,6 +378,13 @@ class _Builder:
             named = next((f for f in reversed(earlier) if f.has("person")), None)
             if named is not None:
                 self.fill(arguments, pending, named, "person", "to")
+        message = frame.first("message")
+        if message is not None:
+            # What to say runs to the end of the clause: words inside it that look like a place
+            # or a time ("meet me by the fountain at 5") are part of the message.
+            end = len(self.request[: frame.trigger.end].rstrip(" .!?"))
+            if end > message.end:
+                frame.slots["message"] = [Span(message.start, end, "message", message.score)]
         self.fill(arguments, pending, frame, "message", "text")
         if "text" not in arguments:
             # "...and text Sam the confirmation": the booking's confirmation code.

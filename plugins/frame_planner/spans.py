@@ -136,11 +136,26 @@ def _clauses(request: str, tokens: Sequence[Token], parsed: list[tuple[str, str]
     return [span for span, _ in clauses]
 
 
+def _in_word(text: str, i: int) -> bool:
+    """Is position ``i`` between two characters of one word? (Hyphens join: "Chi-town", "gluten-free";
+    apostrophes do not, so "Linda's" gives "Linda".)"""
+    if i <= 0 or i >= len(text):
+        return False
+    left, right = text[i - 1], text[i]
+    if left.isalnum() and right.isalnum():
+        return True
+    if right == "-" and left.isalnum():
+        return i + 1 < len(text) and text[i + 1].isalnum()
+    if left == "-" and right.isalnum():
+        return i >= 2 and text[i - 2].isalnum()
+    return False
+
+
 def _whole_words(text: str, start: int, end: int) -> tuple[int, int]:
     """Widen ``[start, end)`` so it neither starts nor ends inside a word."""
-    while start > 0 and text[start - 1].isalnum() and text[start].isalnum():
+    while _in_word(text, start):
         start -= 1
-    while end < len(text) and text[end - 1].isalnum() and text[end].isalnum():
+    while _in_word(text, end):
         end += 1
     return start, end
 
