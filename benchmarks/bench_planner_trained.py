@@ -176,7 +176,7 @@ def main() -> None:
         examples = examples[: args.examples]
     warm = None
     if args.templates:
-        _, other = generate(10, 1)  # the same held-out templates, other values
+        _, other = generate(10, 1, test_seed=1)  # the same held-out templates, other values
         warm = [e for e in other if not e.get("needs_memory")]
     print(f"{len(examples)} held-out requests; CPU {cpu_model()}", flush=True)
 

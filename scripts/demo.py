@@ -77,8 +77,9 @@ def main() -> None:
             "embed", "pay my landlord", "send the rent to my landlord", "book me a trip to Hawaii",
             "--format", "similarity",
         )
-        # The agent: tool credentials first (read from stdin, stored encrypted), then one request,
-        # planned by SmolLM2 under a grammar built from the tool schemas, on the sandbox world.
+        # The agent: tool credentials first (read from stdin, stored encrypted), then requests on the
+        # sandbox world, planned by the trained planner (the agentd-planner MiniLM adapter tags the
+        # request; code builds the plan), then what it remembered.
         for provider in ("bank", "airline", "hotel", "restaurant"):
             subprocess.run([AGENTD, "credentials", "add", provider], input=f"demo-{provider}-token\n", text=True, check=True,
                            stdout=subprocess.DEVNULL)
@@ -87,6 +88,12 @@ def main() -> None:
             "the agent: plan, approval (given by --yes here; at a terminal it asks), steps, answer",
             "run", "send Maria 45 bucks for the concert tickets", "--yes",
         )
+        run("two things in one request: the message carries the booking's confirmation code",
+            "run", "book a flight to Austin on March 8 and text Sam the confirmation", "--yes")
+        run("the agent learns a fact about you", "run", "I live in Los Angeles now", "--yes")
+        run("... and uses it where the request leaves it out (the flight's origin)",
+            "run", "find flights to Denver tomorrow", "--yes")
+        run("what it remembers (agentd memory forget ID | --all)", "memory", "list")
     finally:
         daemon.send_signal(signal.SIGTERM)
         code = daemon.wait(timeout=30)

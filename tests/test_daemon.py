@@ -104,6 +104,7 @@ def test_listens_owner_only_and_says_what_it_serves(daemon) -> None:
     assert f"agentd: listening on unix://{daemon.socket_path}" in banner
     assert re.search(rf"serving {SMOL} \(LlamaForCausalLM, decoder, 134\.5M parameters; GGUF Q4_1.*dequantised", banner), banner
     assert "serving all-minilm-l6-v2" in banner
+    assert "serving agentd-planner" in banner and "adapter over all-minilm-l6-v2" in banner
     assert "random weights" not in banner
 
 
@@ -154,6 +155,8 @@ def test_cli_models_list_and_info(daemon) -> None:
     assert lines[0].split()[:3] == ["NAME", "KIND", "DEFAULT"]
     assert lines[1].split()[:3] == [SMOL, "decoder", "yes"] and "SmolLM2-135M-Instruct" in lines[1]
     assert lines[2].split()[:3] == ["all-minilm-l6-v2", "encoder", "yes"]
+    # The trained planner: the default token classifier (Classify), not the embedding default.
+    assert lines[3].split()[:3] == ["agentd-planner", "encoder", "yes"]
     info = cli(daemon, "models", "info", "all-minilm-l6-v2")
     assert "embedding_dim: 384" in info.stdout.splitlines() and "kind: encoder" in info.stdout.splitlines()
 
@@ -162,7 +165,7 @@ def test_user_errors_are_one_line_and_nonzero(daemon, tmp_path) -> None:
     unknown = cli(daemon, "generate", "hi", "--model", "nope")
     assert unknown.returncode == 3  # NotFound
     assert unknown.stderr.splitlines() == [
-        f"agentd: error: model 'nope' is not served (served: {SMOL}, all-minilm-l6-v2)"
+        f"agentd: error: model 'nope' is not served (served: {SMOL}, all-minilm-l6-v2, agentd-planner)"
     ]
     bad = cli(daemon, "generate", "hi", "--top-p", "7")
     assert (bad.returncode, bad.stderr.strip()) == (2, "agentd: error: top_p: must be in (0, 1]")

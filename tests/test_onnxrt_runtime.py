@@ -350,7 +350,7 @@ def test_serve_with_no_arguments_serves_what_it_can_and_says_what_it_skipped(tor
 
 
 def test_the_agent_runs_on_the_torch_free_install(torch_free_python, models, tmp_path) -> None:
-    """`agentd run` against a torch-free daemon serving ONNX bundles: the built-in planner retrieves tools
+    """`agentd run` against a torch-free daemon serving ONNX bundles: the SmolLM2-style planner retrieves tools
     with the encoder bundle and writes a valid plan with the decoder bundle (random weights: what it plans
     is nonsense, that it parses and runs through the executor is the point), all without torch."""
     from _daemon_fixtures import socket_dir
@@ -370,7 +370,8 @@ def test_the_agent_runs_on_the_torch_free_install(torch_free_python, models, tmp
         with stderr.open("w") as err:
             process = subprocess.Popen(
                 [str(agentd_cli), "serve", "--no-defaults", "--model", f"dec={planner_bundle}",
-                 "--model", f"enc={models['encoder_bundle']}", "--socket", str(socket_path), "--grace", "0.5"],
+                 "--model", f"enc={models['encoder_bundle']}", "--planner", "llmcompiler",
+                 "--socket", str(socket_path), "--grace", "0.5"],
                 stdout=subprocess.DEVNULL, stderr=err, env=env, cwd=tmp_path,
             )
         try:
@@ -391,4 +392,51 @@ def test_the_agent_runs_on_the_torch_free_install(torch_free_python, models, tmp
     assert events and events[0]["kind"] == "plan", result.stdout + result.stderr + stderr.read_text()
     assert events[-1]["kind"] == "run_finished" and events[-1]["status"] in ("done", "failed")
     assert all(step["tool"] for step in events[-1]["steps"])
+    assert "Traceback" not in result.stderr + stderr.read_text()
+
+
+SHIPPED_PLANNER = REPO / "plugins" / "frame_planner" / "model"
+
+
+def test_the_trained_planner_runs_on_the_torch_free_install(torch_free_python, models, tmp_path) -> None:
+    """The shipped planner adapter exported to int8 ONNX (`agentd export`), served with MiniLM's bundle by a
+    torch-free daemon: `agentd run` plans with the `frames` planner and the transfer happens as asked."""
+    from _daemon_fixtures import socket_dir
+
+    assert (SHIPPED_PLANNER / "adapter_config.json").is_file(), "the planner adapter is not in the tree"
+    planner_bundle = export(SHIPPED_PLANNER, tmp_path / "planner-onnx", quant="int8")
+    agentd_cli = torch_free_python.parent / "agentd"
+    env = {key: value for key, value in os.environ.items() if key not in ("AGENTD_SOCKET", "XDG_RUNTIME_DIR", "PYTHONPATH")}
+    env.update(AGENTD_HOME=str(tmp_path / "home"), PYTHONUNBUFFERED="1")
+    with socket_dir() as directory:
+        socket_path = directory / "agent.sock"
+        env["AGENTD_SOCKET"] = str(socket_path)
+        stderr = tmp_path / "serve.err"
+        with stderr.open("w") as err:
+            process = subprocess.Popen(
+                [str(agentd_cli), "serve", "--no-defaults", "--model", f"tagger={planner_bundle}",
+                 "--model", f"enc={models['encoder_bundle']}", "--planner", "frames",
+                 "--socket", str(socket_path), "--grace", "0.5"],
+                stdout=subprocess.DEVNULL, stderr=err, env=env, cwd=tmp_path,
+            )
+        try:
+            waited = subprocess.run(
+                [str(torch_free_python), "-c", WAIT_UNTIL_SERVING + "\nfrom agentd.client import Client\n"
+                 f"wait_until_serving(Client({f'unix://{socket_path}'!r}, timeout=60), {STARTUP_TIMEOUT})"],
+                capture_output=True, text=True, timeout=STARTUP_TIMEOUT + 60, cwd=tmp_path, env=env,
+            )
+            assert waited.returncode == 0, waited.stderr + stderr.read_text()
+            result = subprocess.run(
+                [str(agentd_cli), "run", "send Maria forty-five dollars for the concert tickets", "--yes", "--json"],
+                capture_output=True, text=True, timeout=300, cwd=tmp_path, env=env,
+            )
+        finally:
+            process.send_signal(signal.SIGINT)
+            process.wait(timeout=60)
+    events = [json.loads(line) for line in result.stdout.splitlines()]
+    assert events and events[-1]["kind"] == "run_finished", result.stdout + result.stderr + stderr.read_text()
+    assert events[-1]["status"] == "done", events[-1]
+    (step,) = events[-1]["steps"]
+    assert step["tool"] == "transfer_money"
+    assert step["arguments"]["to"] == "Maria" and step["arguments"]["amount"] == 45
     assert "Traceback" not in result.stderr + stderr.read_text()

@@ -23,8 +23,8 @@ from agentd.errors import AgentdError
 @app.command("train-planner")
 def train_planner(
     out: Annotated[Path, typer.Option("--out", help="Where to write the adapter (replaced atomically).")] = Path("planner-adapter"),
-    examples: Annotated[int, typer.Option("--examples", min=10, help="Training requests to generate.")] = 6000,
-    epochs: Annotated[int, typer.Option("--epochs", min=1)] = 4,
+    examples: Annotated[int, typer.Option("--examples", min=10, help="Training requests to generate.")] = 8000,
+    epochs: Annotated[int, typer.Option("--epochs", min=1)] = 3,
     layers: Annotated[int, typer.Option("--layers", min=0, max=6, help="Top MiniLM blocks to fine-tune (0: head only).")] = 6,
     seed: Annotated[int, typer.Option("--seed")] = 0,
     augment: Annotated[int, typer.Option("--augment", min=0, help="Augmented copies per request (random argument values).")] = 1,

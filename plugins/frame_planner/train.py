@@ -38,7 +38,7 @@ class TrainingOptions:
 
     #: Transformer blocks fine-tuned, counted from the top (0: frozen encoder, head only).
     layers: int = 6
-    epochs: int = 4
+    epochs: int = 3
     batch_size: int = 32
     learning_rate: float = 1e-4
     head_learning_rate: float = 2e-3

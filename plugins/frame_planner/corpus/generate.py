@@ -55,12 +55,13 @@ class CorpusError(Exception):
 
 def generate(
     n_train: int, seed: int, *, n_test: int = DEFAULT_TEST_SIZE, n_memory: int = DEFAULT_MEMORY_EXAMPLES,
-    check: bool = True,
+    check: bool = True, test_seed: int = TEST_SEED,
 ) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
     """``n_train`` training examples drawn with ``seed``, and the fixed held-out set.
 
     The held-out set has ``n_test`` scored examples (test templates in turn) plus
-    ``n_memory`` "my usual" examples flagged ``needs_memory``.
+    ``n_memory`` "my usual" examples flagged ``needs_memory``. Another ``test_seed``
+    draws the same held-out templates with other values (a benchmark's warm-up set).
     """
     checker = _Checker() if check else None
     train_templates = [t for t in of_split("train") if not t.needs_memory]
@@ -72,7 +73,7 @@ def generate(
         template = rng.choice(train_memory) if memory else rng.choice(train_templates)
         typo = TRAIN_TYPO_RATE if template.typo_rate == 0 and rng.random() < TRAIN_TYPO_SHARE else template.typo_rate
         train.append(wrap(_draw(template, "train", rng, index, typo, checker), rng))
-    test_rng = random.Random(TEST_SEED)
+    test_rng = random.Random(test_seed)
     scored = [t for t in of_split("test") if not t.needs_memory]
     test = [_draw(scored[i % len(scored)], "test", test_rng, i, None, checker) for i in range(n_test)]
     memory_templates = [t for t in of_split("test") if t.needs_memory]
