@@ -46,9 +46,10 @@ def agent(tmp_path_factory):
 def run(agent, request: str, user: str = "") -> dict:
     events = list(agent.client.run_task(request, user=user, auto_approve=True, no_plan_cache=True))
     finished = events[-1].run_finished
-    plan = next(e.plan for e in events if e.WhichOneof("event") == "plan")
+    plan = next((e.plan for e in events if e.WhichOneof("event") == "plan"), None)
     started = [e.step_started for e in events if e.WhichOneof("event") == "step_started"]
-    return {"status": finished.status, "tools": [s.tool for s in started], "plan": plan.text,
+    return {"status": finished.status, "tools": [s.tool for s in started], "plan": plan.text if plan else None,
+            "error": finished.error,
             "arguments": [s.arguments_json for s in started]}
 
 
@@ -86,3 +87,14 @@ def test_a_learned_fact_fills_a_later_request(agent) -> None:
     # Another user's facts are not lee's.
     other = run(agent, "find flights to Denver tomorrow", user="kim")
     assert "Los Angeles" not in other["arguments"][0], other
+
+
+def test_my_usual_order_comes_from_the_users_past_orders(agent) -> None:
+    first = run(agent, "order 2 Pad Thai from a Thai place", user="ola")
+    assert first["status"] == "done" and first["tools"] == ["search_restaurants", "order_food"], first
+    usual = run(agent, "order my usual from the Thai place", user="ola")
+    assert usual["status"] == "done" and usual["tools"] == ["search_restaurants", "order_food"], usual
+    assert '"name": "Pad Thai"' in usual["arguments"][1] and '"quantity": 2' in usual["arguments"][1], usual
+    # Someone with no past orders has no usual: a clear refusal, not a guess.
+    unknown = run(agent, "order my usual from the Thai place", user="new")
+    assert unknown["status"] == "failed" and "usual order" in unknown["error"], unknown
