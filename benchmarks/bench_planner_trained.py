@@ -32,51 +32,15 @@ import statistics
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 from datetime import date
 from pathlib import Path
 from typing import Any
 
 ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(Path(__file__).parent))
 
-
-def cpu_model() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
-
-
-def percentile(values: list[float], q: float) -> float:
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, max(0, round(q * (len(ordered) - 1))))]
-
-
-class LocalDaemon:
-    """The tagger and MiniLM served in-process on a private Unix socket."""
-
-    def __init__(self, socket_path: Path, models: dict[str, Path]):
-        from agentd.server.app import Daemon
-        from agentd.server.served import ModelSource, ModelTable
-
-        self.table = ModelTable.load([ModelSource(name, path) for name, path in models.items()])
-        self.daemon = Daemon(self.table, socket_path=socket_path, grace=1.0)
-        self.loop = asyncio.new_event_loop()
-        self.thread = threading.Thread(target=self.loop.run_forever, daemon=True)
-
-    def __enter__(self) -> str:
-        self.thread.start()
-        asyncio.run_coroutine_threadsafe(self.daemon.start(), self.loop).result(timeout=300)
-        return self.daemon.targets[0]
-
-    def __exit__(self, *exc: object) -> None:
-        asyncio.run_coroutine_threadsafe(self.daemon.stop(), self.loop).result(timeout=60)
-        self.loop.call_soon_threadsafe(self.loop.stop)
-        self.thread.join(timeout=10)
+from bench_planner import LocalDaemon, cpu_model, percentile  # noqa: E402
 
 
 def export_bundle(model: Path, out: Path) -> Path:
@@ -208,7 +172,8 @@ def main() -> None:
         results["runs"][name] = {
             "summary": summary,
             "rows": [{**{k: v for k, v in r.items() if k != "plan"}, "plan": r["plan"].to_json() if r["plan"] else None,
-                      "score": score_to_json(s)} for r, s in zip(rows, scores)],
+                      "score": {k: v for k, v in score_to_json(s).items() if k not in ("expected_calls", "predicted_calls")}}
+                     for r, s in zip(rows, scores)],
         }
         rates = summary["rates"]
         print(f"[{name}] success {rates['success']:.1%} (argument-exact {rates['argument_exact_success']:.1%}, "

@@ -349,29 +349,25 @@ def test_serve_with_no_arguments_serves_what_it_can_and_says_what_it_skipped(tor
     assert "needs torch, which is not installed" in result["generate_error"][1]
 
 
-def test_the_agent_runs_on_the_torch_free_install(torch_free_python, models, tmp_path) -> None:
-    """`agentd run` against a torch-free daemon serving ONNX bundles: the SmolLM2-style planner retrieves tools
-    with the encoder bundle and writes a valid plan with the decoder bundle (random weights: what it plans
-    is nonsense, that it parses and runs through the executor is the point), all without torch."""
+def agent_run_on_torch_free_daemon(torch_free_python: Path, tmp_path: Path, serve_args: list[str],
+                                   request: str, credentials: tuple[str, ...] = ()) -> tuple[list[dict], str]:
+    """Store sandbox ``credentials`` (providers), start `agentd serve --no-defaults SERVE_ARGS` in the torch-free
+    env, run `agentd run REQUEST --yes --json` with that env's CLI; the events and both processes' stderr."""
     from _daemon_fixtures import socket_dir
-    from _random_llama import RandomLlamaSpec, build_random_llama
 
-    # The planner's prompt (tools, examples) is ~2.3k byte-level tokens: a decoder with room for it.
-    spec = RandomLlamaSpec(hidden_size=64, num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2,
-                           intermediate_size=128, max_position_embeddings=4096, std=0.1)
-    planner_bundle = export(build_random_llama(tmp_path / "planner-llama", spec), tmp_path / "planner-onnx")
     agentd_cli = torch_free_python.parent / "agentd"
     env = {key: value for key, value in os.environ.items() if key not in ("AGENTD_SOCKET", "XDG_RUNTIME_DIR", "PYTHONPATH")}
     env.update(AGENTD_HOME=str(tmp_path / "home"), PYTHONUNBUFFERED="1")
+    for provider in credentials:
+        subprocess.run([str(agentd_cli), "credentials", "add", provider], input=f"sandbox-{provider}-token\n",
+                       text=True, check=True, capture_output=True, env=env, cwd=tmp_path, timeout=60)
     with socket_dir() as directory:
         socket_path = directory / "agent.sock"
         env["AGENTD_SOCKET"] = str(socket_path)
         stderr = tmp_path / "serve.err"
         with stderr.open("w") as err:
             process = subprocess.Popen(
-                [str(agentd_cli), "serve", "--no-defaults", "--model", f"dec={planner_bundle}",
-                 "--model", f"enc={models['encoder_bundle']}", "--planner", "llmcompiler",
-                 "--socket", str(socket_path), "--grace", "0.5"],
+                [str(agentd_cli), "serve", "--no-defaults", *serve_args, "--socket", str(socket_path), "--grace", "0.5"],
                 stdout=subprocess.DEVNULL, stderr=err, env=env, cwd=tmp_path,
             )
         try:
@@ -381,18 +377,32 @@ def test_the_agent_runs_on_the_torch_free_install(torch_free_python, models, tmp
                 capture_output=True, text=True, timeout=STARTUP_TIMEOUT + 60, cwd=tmp_path, env=env,
             )
             assert waited.returncode == 0, waited.stderr + stderr.read_text()
-            result = subprocess.run(
-                [str(agentd_cli), "run", "what's my checking balance?", "--yes", "--json"],
-                capture_output=True, text=True, timeout=300, cwd=tmp_path, env=env,
-            )
+            result = subprocess.run([str(agentd_cli), "run", request, "--yes", "--json"],
+                                    capture_output=True, text=True, timeout=300, cwd=tmp_path, env=env)
         finally:
             process.send_signal(signal.SIGINT)
             process.wait(timeout=60)
-    events = [json.loads(line) for line in result.stdout.splitlines()]
-    assert events and events[0]["kind"] == "plan", result.stdout + result.stderr + stderr.read_text()
+    return [json.loads(line) for line in result.stdout.splitlines()], result.stderr + stderr.read_text()
+
+
+def test_the_agent_runs_on_the_torch_free_install(torch_free_python, models, tmp_path) -> None:
+    """`agentd run` against a torch-free daemon serving ONNX bundles: the SmolLM2-style planner retrieves tools
+    with the encoder bundle and writes a valid plan with the decoder bundle (random weights: what it plans
+    is nonsense, that it parses and runs through the executor is the point), all without torch."""
+    from _random_llama import RandomLlamaSpec, build_random_llama
+
+    # The planner's prompt (tools, examples) is ~2.3k byte-level tokens: a decoder with room for it.
+    spec = RandomLlamaSpec(hidden_size=64, num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2,
+                           intermediate_size=128, max_position_embeddings=4096, std=0.1)
+    planner_bundle = export(build_random_llama(tmp_path / "planner-llama", spec), tmp_path / "planner-onnx")
+    events, errors = agent_run_on_torch_free_daemon(
+        torch_free_python, tmp_path,
+        ["--model", f"dec={planner_bundle}", "--model", f"enc={models['encoder_bundle']}", "--planner", "llmcompiler"],
+        "what's my checking balance?")
+    assert events and events[0]["kind"] == "plan", errors
     assert events[-1]["kind"] == "run_finished" and events[-1]["status"] in ("done", "failed")
     assert all(step["tool"] for step in events[-1]["steps"])
-    assert "Traceback" not in result.stderr + stderr.read_text()
+    assert "Traceback" not in errors
 
 
 SHIPPED_PLANNER = REPO / "plugins" / "frame_planner" / "model"
@@ -401,42 +411,15 @@ SHIPPED_PLANNER = REPO / "plugins" / "frame_planner" / "model"
 def test_the_trained_planner_runs_on_the_torch_free_install(torch_free_python, models, tmp_path) -> None:
     """The shipped planner adapter exported to int8 ONNX (`agentd export`), served with MiniLM's bundle by a
     torch-free daemon: `agentd run` plans with the `frames` planner and the transfer happens as asked."""
-    from _daemon_fixtures import socket_dir
-
     assert (SHIPPED_PLANNER / "adapter_config.json").is_file(), "the planner adapter is not in the tree"
     planner_bundle = export(SHIPPED_PLANNER, tmp_path / "planner-onnx", quant="int8")
-    agentd_cli = torch_free_python.parent / "agentd"
-    env = {key: value for key, value in os.environ.items() if key not in ("AGENTD_SOCKET", "XDG_RUNTIME_DIR", "PYTHONPATH")}
-    env.update(AGENTD_HOME=str(tmp_path / "home"), PYTHONUNBUFFERED="1")
-    with socket_dir() as directory:
-        socket_path = directory / "agent.sock"
-        env["AGENTD_SOCKET"] = str(socket_path)
-        stderr = tmp_path / "serve.err"
-        with stderr.open("w") as err:
-            process = subprocess.Popen(
-                [str(agentd_cli), "serve", "--no-defaults", "--model", f"tagger={planner_bundle}",
-                 "--model", f"enc={models['encoder_bundle']}", "--planner", "frames",
-                 "--socket", str(socket_path), "--grace", "0.5"],
-                stdout=subprocess.DEVNULL, stderr=err, env=env, cwd=tmp_path,
-            )
-        try:
-            waited = subprocess.run(
-                [str(torch_free_python), "-c", WAIT_UNTIL_SERVING + "\nfrom agentd.client import Client\n"
-                 f"wait_until_serving(Client({f'unix://{socket_path}'!r}, timeout=60), {STARTUP_TIMEOUT})"],
-                capture_output=True, text=True, timeout=STARTUP_TIMEOUT + 60, cwd=tmp_path, env=env,
-            )
-            assert waited.returncode == 0, waited.stderr + stderr.read_text()
-            result = subprocess.run(
-                [str(agentd_cli), "run", "send Maria forty-five dollars for the concert tickets", "--yes", "--json"],
-                capture_output=True, text=True, timeout=300, cwd=tmp_path, env=env,
-            )
-        finally:
-            process.send_signal(signal.SIGINT)
-            process.wait(timeout=60)
-    events = [json.loads(line) for line in result.stdout.splitlines()]
-    assert events and events[-1]["kind"] == "run_finished", result.stdout + result.stderr + stderr.read_text()
+    events, errors = agent_run_on_torch_free_daemon(
+        torch_free_python, tmp_path,
+        ["--model", f"tagger={planner_bundle}", "--model", f"enc={models['encoder_bundle']}", "--planner", "frames"],
+        "send Maria forty-five dollars for the concert tickets", credentials=("bank",))
+    assert events and events[-1]["kind"] == "run_finished", errors
     assert events[-1]["status"] == "done", events[-1]
     (step,) = events[-1]["steps"]
     assert step["tool"] == "transfer_money"
     assert step["arguments"]["to"] == "Maria" and step["arguments"]["amount"] == 45
-    assert "Traceback" not in result.stderr + stderr.read_text()
+    assert "Traceback" not in errors

@@ -11,7 +11,6 @@ from collections import Counter
 from datetime import date
 from typing import Any, Sequence
 
-import numpy as np
 
 from agentd.agent.plan import Plan
 from agentd.errors import AgentdError
