@@ -192,6 +192,8 @@ def report(results: dict[str, Any]) -> str:
             f"| {label}, lower is better | {values['agentd']:.3f} | {values['hf-eager']:.3f} | {values['hf-sdpa']:.3f} | "
             f"{values['hf-eager'] / values['agentd']:.2f}x faster | {values['hf-sdpa'] / values['agentd']:.2f}x faster |"
         )
+    if results.get("kernels_summary"):
+        lines += ["", f"agentd projection kernels: {results['kernels_summary']}."]
     rss = results["rss"]
     names = [n for n in ("agentd", "hf-eager", "hf-sdpa") if n in rss]
     lines += ["", f"Peak RSS, {results['rss_tokens']}-token prefill, fresh process each (MiB):", ""]
@@ -240,8 +242,13 @@ def main() -> None:
         rss_names = ["agentd", "hf-sdpa"] + (["hf-eager"] if args.rss_eager else [])
         rss = {name: measure_rss(name, directory, args.rss_tokens, args.threads) for name in rss_names}
 
+    from agentd.plugins import kernel_choice
+
     results = {
         "timings": timings,
+        # Which projection kernel each weight shape ran with (measured on this CPU unless AGENTD_PROJECTION forces one).
+        "kernels": {shape: kernel for shape, (kernel, _, _) in kernel_choice.choices().items()},
+        "kernels_summary": kernel_choice.summary(),
         "rss": rss,
         "rss_tokens": args.rss_tokens,
         "repeats": args.repeats,

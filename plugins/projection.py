@@ -11,7 +11,12 @@ machine (torch 2.13, MKL 2024.2, 1 thread; ``benchmarks/bench_projection.py``,
   which this module used to hand out: 1.2-1.7x faster at batch 1, equal at 4-8;
 * oneDNN's inner product on a weight reordered once by
   :func:`pack_weight` (:func:`linear`): faster than both at every batch size,
-  from 1 row to prefill chunks, so it is the only layout kept.
+  from 1 row to prefill chunks, on that machine.
+
+On an Intel Xeon with AMX the packed kernel lost to ``F.linear`` for most
+projection shapes (and still won on the LM head), so :func:`pack_weight` no
+longer assumes: :mod:`.kernel_choice` measures both kernels for each weight
+shape on the CPU at hand, once, and caches the verdict per CPU model.
 
 Packed weights are opaque (a blocked oneDNN layout); only :func:`linear` can use
 them. Backends therefore load dense ``(out, in)`` weights (what the ONNX
@@ -31,6 +36,8 @@ import functools
 
 import torch
 import torch.nn.functional as F
+
+from . import kernel_choice
 
 #: Rows oneDNN's weight layout is chosen for; any row count works with it.
 #: 16 is the engine's default batch: decode steps are the latency that matters.
@@ -55,6 +62,13 @@ def pack_weight(weight: torch.Tensor) -> torch.Tensor:
         return weight
     if weight.dim() != 2:
         raise ValueError(f"expected a 2-D weight, got shape {tuple(weight.shape)}")
+    # Packed or dense is decided on the CPU that runs it (measured once per shape, cached).
+    if kernel_choice.choose(weight, _reorder) == "dense":
+        return weight
+    return _reorder(weight)
+
+
+def _reorder(weight: torch.Tensor) -> torch.Tensor:
     return torch.ops.mkldnn._reorder_linear_weight(weight.contiguous(), PACK_ROWS_HINT)
 
 

@@ -421,7 +421,9 @@ def read(kind: str, words: str, today: date) -> Any:
     if kind == "date":
         return normalise.parse_date(words, today)
     if kind == "amount":
-        return normalise.parse_amount(words)
+        amount = normalise.parse_amount(words)
+        # Whole dollars as integers: the approval prompt says 45, not 45.0.
+        return int(amount) if amount is not None and amount.is_integer() else amount
     if kind == "integer":
         return normalise.parse_count(words)
     if kind == "time":
