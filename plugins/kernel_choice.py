@@ -6,7 +6,7 @@ lost (0.20 ms against 0.095 ms for a 1536x576 weight at one row) while still
 winning on the LM head. So nothing is decided on a development machine: the
 first time a backend packs a weight shape, both kernels run it for one row (a
 decode step, the latency that matters) a few dozen times, interleaved, and the
-faster median wins. The verdict is cached in
+faster one wins (each kernel's fastest call: load on the machine only adds time). The verdict is cached in
 ``$AGENTD_CACHE_DIR/kernels.json`` (default ``~/.cache/agentd``) under the CPU
 model, torch version and thread count, so later loads cost nothing.
 
@@ -21,7 +21,6 @@ import json
 import logging
 import os
 import platform
-import statistics
 import tempfile
 import threading
 import time
@@ -94,12 +93,13 @@ def choose(weight: torch.Tensor, pack: Callable[[torch.Tensor], torch.Tensor]) -
         kernel = "dense" if dense_ms < packed_ms * (1 - MARGIN) else "packed"
         _chosen[shape] = (kernel, packed_ms, dense_ms)
         _write_cache(shape, {"kernel": kernel, "packed_ms": round(packed_ms, 5), "dense_ms": round(dense_ms, 5)})
-        log.info("projection %s on this CPU: %s (packed %.4f ms, dense %.4f ms at one row)", shape, kernel, packed_ms, dense_ms)
+        log.info("projection %s on this CPU: %s (packed %.4f ms, dense %.4f ms at one row, fastest of %d)", shape, kernel, packed_ms, dense_ms, REPEATS)
         return kernel
 
 
 def measure(weight: torch.Tensor, pack: Callable[[torch.Tensor], torch.Tensor]) -> tuple[float, float]:
-    """Median milliseconds of one row through ``weight`` with the packed and the dense kernel."""
+    """Milliseconds of one row through ``weight`` with the packed and the dense kernel: the fastest of the
+    timed calls, which is what the kernel costs when nothing else runs (a busy machine adds noise, never speed)."""
     from .projection import linear
 
     packed = pack(weight)
@@ -115,7 +115,7 @@ def measure(weight: torch.Tensor, pack: Callable[[torch.Tensor], torch.Tensor]) 
                 started = time.perf_counter()
                 run()
                 times[name].append((time.perf_counter() - started) * 1000)
-    return statistics.median(times["packed"]), statistics.median(times["dense"])
+    return min(times["packed"]), min(times["dense"])
 
 
 def choices() -> dict[str, tuple[str, float | None, float | None]]:
