@@ -44,7 +44,7 @@ def main() -> None:
         runners = {}
         for mode in MODES:
             os.environ["AGENTD_PROJECTION"] = mode
-            kernel_choice._chosen.clear()
+            kernel_choice.reset()
             runners[f"agentd {mode}"] = AgentdRunner(directory)
             if mode == "measure":
                 picks = kernel_choice.summary()

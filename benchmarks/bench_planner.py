@@ -141,13 +141,9 @@ def percentile(values: list[float], q: float) -> float:
 
 
 def cpu_model() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
+    from agentd.plugins.kernel_choice import cpu_model as model
+
+    return model()
 
 
 def tools_to_plan_over():

@@ -118,6 +118,12 @@ def measure(weight: torch.Tensor, pack: Callable[[torch.Tensor], torch.Tensor]) 
     return min(times["packed"]), min(times["dense"])
 
 
+def reset() -> None:
+    """Forget this process's verdicts (the cache file stays): the next pack decides again."""
+    with _lock:
+        _chosen.clear()
+
+
 def choices() -> dict[str, tuple[str, float | None, float | None]]:
     """Every weight shape this process chose a kernel for: (kernel, packed ms, dense ms)."""
     return dict(_chosen)

@@ -13,7 +13,7 @@ import random
 
 import pytest
 
-from agentd.plugins.frame_planner.normalise import (
+from agentd.agent.normalise import (
     parse_amount,
     parse_count,
     parse_date,

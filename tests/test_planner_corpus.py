@@ -11,7 +11,7 @@ import pytest
 
 from agentd.agent.evaluation import sandbox_tools, score
 from agentd.agent.plan import Plan
-from agentd.plugins.frame_planner import normalise
+from agentd.agent import normalise
 from agentd.plugins.frame_planner.corpus import generate, read_jsonl, write_jsonl
 from agentd.plugins.frame_planner.corpus import values, vocabulary
 from agentd.plugins.frame_planner.corpus.__main__ import main

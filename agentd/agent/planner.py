@@ -12,10 +12,12 @@ import threading
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Callable, Mapping, Protocol, Sequence
 
+from agentd.agent.normalise import VALUE_KINDS
 from agentd.errors import AgentdError, NotFound
 from agentd.plugin_manager import load_plugins
 
 if TYPE_CHECKING:
+    from datetime import date
     from pathlib import Path
 
     from agentd.agent.memory import UserMemory
@@ -47,10 +49,6 @@ class PlanningContext:
     memory: "UserMemory | None" = None
 
 
-#: What an argument's text is, so a template can turn new words into a value of the same kind.
-SOURCE_KINDS = ("text", "date", "amount", "integer", "time", "duration", "account")
-
-
 @dataclass(frozen=True)
 class ArgumentSource:
     """Where in the request a literal argument came from: ``request[start:end]``, read as ``kind``."""
@@ -60,8 +58,8 @@ class ArgumentSource:
     kind: str = "text"
 
     def __post_init__(self) -> None:
-        if self.kind not in SOURCE_KINDS:
-            raise AgentdError(f"argument source kind {self.kind!r} is not one of {', '.join(SOURCE_KINDS)}")
+        if self.kind not in VALUE_KINDS:
+            raise AgentdError(f"argument source kind {self.kind!r} is not one of {', '.join(VALUE_KINDS)}")
         if not 0 <= self.start < self.end:
             raise AgentdError(f"argument source span [{self.start}, {self.end}) is empty or negative")
 
@@ -127,6 +125,16 @@ def planner_spec(name: str | None = None) -> PlannerSpec:
     if name not in specs:
         raise NotFound(f"no planner named {name!r} (registered: {', '.join(specs)})")
     return specs[name]
+
+
+def today_of(facts: Mapping[str, str]) -> "date":
+    """The day relative dates are read against: the ``today`` fact (``2027-03-01 (Monday)``), else the clock."""
+    from datetime import date
+
+    try:
+        return date.fromisoformat(facts.get("today", "").strip()[:10])
+    except ValueError:
+        return date.today()
 
 
 def planner_facts(data_dir: "Path") -> dict[str, str]:

@@ -17,10 +17,8 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
-import datetime as dt
 import json
 import logging
-import time
 import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -33,7 +31,7 @@ from agentd.agent.executor import ApprovalGate, AutoApprove, Budgets, Executor
 from agentd.agent.journal import Journal
 from agentd.agent.memory import MemoryStore, user_name
 from agentd.agent.plan import Plan
-from agentd.agent.planner import PlanningContext, PlanResult, planner_facts, planner_spec
+from agentd.agent.planner import PlanningContext, PlanResult, planner_facts, planner_spec, today_of
 from agentd.agent.summary import summarise
 from agentd.agent.templates import TemplateCache
 from agentd.errors import AgentdError, InvalidArgument
@@ -222,7 +220,7 @@ class RunManager:
                 embedding = await self._embed(run.run_id, request)
                 hit = None
                 if self.plan_cache and plan_cache and embedding is not None:
-                    hit = self.templates.find(user, request, embedding, tools, _today(facts))
+                    hit = self.templates.find(user, request, embedding, tools, today_of(facts))
                 if hit is not None:
                     plan, templated = hit.plan, True
                     run.publish(PlanReady(run.run_id, plan.to_json(), text=f"template {hit.template_id}"))
@@ -339,12 +337,3 @@ class RunManager:
         if self._planner is None:
             self._planner = planner_spec(self.planner_name).make()
         return self._planner
-
-
-def _today(facts: dict[str, str]) -> dt.date:
-    """The day relative dates are read against: the ``today`` fact (``2027-03-01 (Monday)``), else the clock."""
-    try:
-        return dt.date.fromisoformat(facts.get("today", "")[:10])
-    except ValueError:
-        return dt.date.fromtimestamp(time.time())
-

@@ -27,9 +27,9 @@ from __future__ import annotations
 import copy
 import datetime as dt
 import difflib
+import functools
 import itertools
 import json
-import logging
 import re
 from dataclasses import dataclass
 from typing import Any, Callable, Iterator, Mapping
@@ -37,11 +37,10 @@ from typing import Any, Callable, Iterator, Mapping
 import numpy as np
 
 from agentd.agent.memory import MemoryStore, Template
+from agentd.agent.normalise import VALUE_KINDS, read_value
 from agentd.agent.plan import Plan, Ref
 from agentd.agent.planner import ArgumentSource
 from agentd.errors import AgentdError
-
-log = logging.getLogger(__name__)
 
 #: MiniLM cosine a template's request must reach to be tried. Low on purpose: MiniLM weighs content
 #: words, not the request's shape ("send Maria 45 dollars for lunch" is 0.47 from "send Sam 20 dollars
@@ -63,23 +62,8 @@ Normaliser = Callable[[str, dt.date], Any]
 
 
 def default_normalisers() -> dict[str, Normaliser]:
-    """The frame planner's normalisers (``text`` alone when that plugin is not importable)."""
-    normalisers: dict[str, Normaliser] = {"text": lambda text, today: text}
-    try:
-        from agentd.plugins.frame_planner import normalise
-        from agentd.plugins.frame_planner.assemble import account_of
-    except Exception as exc:  # another plugin's import problem must not break planning
-        log.warning("template cache: no normalisers for dates and amounts (%s); only text arguments refill", type(exc).__name__)
-        return normalisers
-    normalisers.update(
-        date=lambda text, today: normalise.parse_date(text, today),
-        amount=lambda text, today: normalise.parse_amount(text),
-        integer=lambda text, today: normalise.parse_count(text),
-        time=lambda text, today: normalise.parse_time(text),
-        duration=lambda text, today: normalise.parse_duration_minutes(text),
-        account=lambda text, today: account_of(text),
-    )
-    return normalisers
+    """Every kind :func:`agentd.agent.normalise.read_value` reads, as a normaliser."""
+    return {kind: functools.partial(read_value, kind) for kind in VALUE_KINDS}
 
 
 @dataclass(frozen=True)
@@ -106,13 +90,7 @@ class TemplateCache:
         self.store = store
         self.threshold = threshold
         self.min_unchanged = min_unchanged
-        self._normalisers = dict(normalisers) if normalisers is not None else None
-
-    @property
-    def normalisers(self) -> Mapping[str, Normaliser]:
-        if self._normalisers is None:
-            self._normalisers = default_normalisers()
-        return self._normalisers
+        self.normalisers: Mapping[str, Normaliser] = dict(normalisers) if normalisers is not None else default_normalisers()
 
     def keep(
         self, user: str, request: str, embedding: np.ndarray, plan: Plan, sources: Mapping[tuple[int, str], ArgumentSource]

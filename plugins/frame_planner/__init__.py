@@ -24,7 +24,7 @@ from typing import Any, Mapping, Sequence
 import numpy as np
 
 from agentd.agent.plan import Plan
-from agentd.agent.planner import PlannerSpec, PlanningContext, PlanResult
+from agentd.agent.planner import PlannerSpec, PlanningContext, PlanResult, today_of
 from agentd.agent.summary import summarise
 from agentd.errors import AgentdError
 from agentd.hookspecs import hookimpl
@@ -59,10 +59,10 @@ class FramePlanner:
         started = time.perf_counter()
         spans = await self.spans(context)
         tagged = time.perf_counter()
-        memory = getattr(context, "memory", None)
+        memory = context.memory
         user_facts = dict(memory.facts()) if memory is not None else {}
         usual = await self._usual_orders(context, spans) if memory is not None else None
-        assembly = assemble(context.request, spans, today=_today(context.facts), user_facts=user_facts, usual=usual)
+        assembly = assemble(context.request, spans, today=today_of(context.facts), user_facts=user_facts, usual=usual)
         tools = {tool.name: tool for tool in context.tools}
         assembly.plan.check(tools)
         self.last_timings = {"tagging": tagged - started, "assembly": time.perf_counter() - tagged}
@@ -83,35 +83,16 @@ class FramePlanner:
         def usual(search: Mapping[str, Any]) -> list[dict[str, Any]] | None:
             wanted = {k: str(v).lower() for k, v in search.items() if k in ("cuisine", "dish", "near")}
             for episode in episodes:
-                calls = list(getattr(episode, "calls", []) or [])
-                searches = [c for c in calls if _tool(c) == "search_restaurants"]
-                orders = [c for c in calls if _tool(c) == "order_food"]
+                searches = [c for c in episode.calls if c["tool"] == "search_restaurants"]
+                orders = [c for c in episode.calls if c["tool"] == "order_food"]
                 if not orders:
                     continue
-                asked = {k: str(v).lower() for k, v in (_arguments(searches[0]) if searches else {}).items()}
+                asked = {k: str(v).lower() for k, v in (searches[0]["arguments"] if searches else {}).items()}
                 if all(asked.get(k) == v for k, v in wanted.items()):
-                    return [dict(item) for item in _arguments(orders[-1]).get("items", [])] or None
+                    return [dict(item) for item in orders[-1]["arguments"].get("items", [])] or None
             return None
 
         return usual
-
-
-def _tool(call: Any) -> str:
-    return call.get("tool", "") if isinstance(call, Mapping) else getattr(call, "tool", "")
-
-
-def _arguments(call: Any) -> Mapping[str, Any]:
-    return call.get("arguments", {}) if isinstance(call, Mapping) else getattr(call, "arguments", {})
-
-
-def _today(facts: Mapping[str, str]):
-    from datetime import date
-
-    raw = facts.get("today", "")[:10]
-    try:
-        return date.fromisoformat(raw)
-    except ValueError:
-        return date.today()
 
 
 def _result(request: str, spans: Sequence[Span], assembly: Assembly, used: tuple[str, ...]) -> PlanResult:
@@ -123,10 +104,7 @@ def _result(request: str, spans: Sequence[Span], assembly: Assembly, used: tuple
         last = span.end
     marked.append(request[last:])
     intents = ", ".join(intent_of(s.label) for s in spans if is_intent(s.label))
-    fields: dict[str, Any] = {"plan": assembly.plan, "text": f"{intents}: {''.join(marked)}", "tools_shown": used}
-    if "sources" in PlanResult.__dataclass_fields__:
-        fields["sources"] = dict(assembly.sources)
-    return PlanResult(**fields)
+    return PlanResult(assembly.plan, f"{intents}: {''.join(marked)}", tools_shown=used, sources=dict(assembly.sources))
 
 
 @hookimpl

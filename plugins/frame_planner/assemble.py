@@ -8,7 +8,7 @@ documented conventions (``docs/design/frame_planner.md``):
   ``afford`` condition goes right before the payment it guards);
 * a role span joins the nearest frame before it that takes that role and has
   it free, else the nearest one after it;
-* values are normalised by :mod:`.normalise` (dates, amounts, counts, times);
+* values are normalised by :mod:`agentd.agent.normalise` (dates, amounts, counts, times);
   a span the normaliser cannot read is an error naming the words, never a guess;
 * each intent expands to fixed steps with typed references between them
   (``book_flight`` = ``search_flights`` then ``book_flight($1.flights.0.flight_id)``);
@@ -27,10 +27,12 @@ from dataclasses import dataclass, field
 from datetime import date
 from typing import Any, Callable, Mapping, Sequence
 
+from agentd.agent import normalise
+from agentd.agent.normalise import read_value
 from agentd.agent.plan import Plan, Ref, Step
+from agentd.agent.planner import ArgumentSource
 from agentd.errors import InvalidArgument
 
-from . import normalise
 from .labels import intent_of, is_intent
 from .spans import Span
 
@@ -61,21 +63,12 @@ PAYMENTS = ("transfer_money", "pay_bill", "book_flight", "book_hotel", "order_fo
 #: Optional details dropped, not refused, when their words do not read ("from the funds" as an account).
 LENIENT_ROLES = frozenset({"account", "passengers", "days", "duration", "quantity"})
 #: How a role's words become a value, and the source kind a template re-reads them with.
-_KINDS: dict[str, str] = {
+ROLE_KINDS: dict[str, str] = {
     "date": "date", "since": "date", "until": "date",
     "amount": "amount", "max_price": "amount",
     "nights": "integer", "passengers": "integer", "quantity": "integer", "days": "integer",
     "time": "time", "duration": "duration", "account": "account", "fact_account": "account",
 }
-
-
-@dataclass(frozen=True)
-class ArgumentSource:
-    """Where a literal argument came from: characters of the request and how they were read."""
-
-    start: int
-    end: int
-    kind: str = "text"
 
 
 @dataclass
@@ -176,8 +169,8 @@ class _Builder:
     # -- values -------------------------------------------------------------------
     def value(self, role: str, span: Span) -> Any:
         words = span.text(self.request).strip()
-        kind = _KINDS.get(role, "text")
-        value = read(kind, words, self.today)
+        kind = ROLE_KINDS.get(role, "text")
+        value = read_value(kind, words, self.today)
         if value is None:
             raise InvalidArgument("request", f"could not read {role.replace('_', ' ')} from {words!r}")
         return value
@@ -186,10 +179,10 @@ class _Builder:
         span = frame.first(role)
         if span is None:
             return
-        if role in LENIENT_ROLES and read(_KINDS.get(role, "text"), span.text(self.request).strip(), self.today) is None:
+        if role in LENIENT_ROLES and read_value(ROLE_KINDS.get(role, "text"), span.text(self.request).strip(), self.today) is None:
             return
         arguments[argument] = self.value(role, span)
-        pending[argument] = ArgumentSource(span.start, span.end, _KINDS.get(role, "text"))
+        pending[argument] = ArgumentSource(span.start, span.end, ROLE_KINDS.get(role, "text"))
 
     def step(self, tool: str, arguments: dict[str, Any], pending: Mapping[str, ArgumentSource] = {}) -> int:
         step_id = len(self.steps) + 1
@@ -404,7 +397,7 @@ class _Builder:
             for span in frame.slots.get(role, [])[:1]:
                 arguments = {"key": key, "value": self.value(role, span)}
                 self.main_step[id(frame)] = self.step(
-                    "remember_fact", arguments, {"value": ArgumentSource(span.start, span.end, _KINDS.get(role, "text"))})
+                    "remember_fact", arguments, {"value": ArgumentSource(span.start, span.end, ROLE_KINDS.get(role, "text"))})
         if id(frame) not in self.main_step:
             raise InvalidArgument("request", "the planner could not tell what to remember")
 
@@ -412,36 +405,3 @@ class _Builder:
 def _source(span: Span | None, kind: str) -> ArgumentSource:
     assert span is not None
     return ArgumentSource(span.start, span.end, kind)
-
-
-def read(kind: str, words: str, today: date) -> Any:
-    """A value of ``kind`` read from ``words`` (None if they do not say one)."""
-    if kind == "text":
-        return words or None
-    if kind == "date":
-        return normalise.parse_date(words, today)
-    if kind == "amount":
-        amount = normalise.parse_amount(words)
-        # Whole dollars as integers: the approval prompt says 45, not 45.0.
-        return int(amount) if amount is not None and amount.is_integer() else amount
-    if kind == "integer":
-        return normalise.parse_count(words)
-    if kind == "time":
-        return normalise.parse_time(words)
-    if kind == "duration":
-        return normalise.parse_duration_minutes(words)
-    if kind == "account":
-        return account_of(words)
-    raise ValueError(f"unknown value kind {kind!r}")
-
-
-def account_of(words: str) -> str | None:
-    """``checking`` / ``savings`` / ``all`` from how people name their accounts."""
-    lowered = words.lower()
-    if "sav" in lowered:
-        return "savings"
-    if any(word in lowered for word in ("check", "chequ", "current", "main", "everyday", "debit")):
-        return "checking"
-    if any(word in lowered for word in ("all", "both", "every", "total")):
-        return "all"
-    return None

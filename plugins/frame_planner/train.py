@@ -197,11 +197,7 @@ class TaggerModel:
             for start in range(0, len(order), batch_size):
                 chunk = order[start : start + batch_size]
                 ids, mask = _pad([id_lists[i] for i in chunk], torch)
-                positions = torch.arange(ids.shape[1])
-                x = encoder.word_embeddings(ids) + encoder.position_embeddings(positions) + encoder.token_type_embeddings.weight[0]
-                x = encoder.embedding_norm(x)
-                for layer in encoder.layers[: self.frozen_layers]:
-                    x = layer(x, mask[:, None, None, :])
+                x = encoder.run_layers(encoder.embed(ids), mask, encoder.layers[: self.frozen_layers])
                 for row, index in enumerate(chunk):
                     out[index] = x[row, : len(id_lists[index])].clone()
         return out
@@ -215,8 +211,7 @@ class TaggerModel:
         for row, f in enumerate(features):
             x[row, : f.shape[0]] = f
             mask[row, : f.shape[0]] = True
-        for layer in self.encoder.layers[self.frozen_layers :]:
-            x = layer(x, mask[:, None, None, :])
+        x = self.encoder.run_layers(x, mask, self.encoder.layers[self.frozen_layers :])
         if train:
             x = self.dropout(x)
         return self.classifier(x), mask

@@ -19,15 +19,15 @@ import time
 from typing import Any, Mapping, Sequence
 
 from agentd.agent.plan import Plan
-from agentd.agent.planner import PlannerSpec, PlanningContext, PlanResult
+from agentd.agent.planner import PlannerSpec, PlanningContext, PlanResult, today_of
 from agentd.client import SamplingOptions
 from agentd.constraint import Constraint
+from agentd.agent.summary import summarise
 from agentd.errors import AgentdError, InvalidArgument
 from agentd.hookspecs import hookimpl
-from agentd.agent.summary import summarise
 from agentd.tools import ToolSpec
 
-from .examples import Example, today_of, usable_examples
+from .examples import Example, usable_examples
 from .grammar import MAX_STEPS, plan_grammar
 from .parse import JOIN, parse_plan
 from .prompt import planning_messages

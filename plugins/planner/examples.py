@@ -66,17 +66,6 @@ class Example:
     plan: Plan
 
 
-def today_of(facts: Mapping[str, str]) -> date:
-    """The date the ``today`` fact starts with (``2027-03-01 (Monday)``), else the real today."""
-    match = re.match(r"\s*(\d{4}-\d{2}-\d{2})", facts.get("today", ""))
-    if match:
-        try:
-            return date.fromisoformat(match.group(1))
-        except ValueError:
-            pass
-    return date.today()
-
-
 def render(template: str, today: date) -> str:
     def replace(match: re.Match[str]) -> str:
         day = today + timedelta(days=int(match.group(2)))

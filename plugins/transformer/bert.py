@@ -147,6 +147,10 @@ class BertEncoder(nn.Module):
 
     def forward(self, input_ids: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
         """Last hidden states (B, T, C) of ``input_ids`` (B, T); ``mask`` (B, T) bool."""
+        return self.run_layers(self.embed(input_ids), mask, self.layers)
+
+    def embed(self, input_ids: torch.Tensor) -> torch.Tensor:
+        """The layer stack's input (B, T, C): word + position + type embeddings, normalised."""
         positions = torch.arange(input_ids.shape[1], device=input_ids.device)
         # Single-segment input: every token has type 0.
         x = (
@@ -154,9 +158,13 @@ class BertEncoder(nn.Module):
             + self.position_embeddings(positions)
             + self.token_type_embeddings.weight[0]
         )
-        x = self.embedding_norm(x)
+        return self.embedding_norm(x)
+
+    @staticmethod
+    def run_layers(x: torch.Tensor, mask: torch.Tensor, layers: Sequence[nn.Module]) -> torch.Tensor:
+        """``x`` (B, T, C) through ``layers`` (a slice of the stack, for training its top), ``mask`` (B, T) bool."""
         key_mask = mask[:, None, None, :]  # (B, 1, 1, T)
-        for layer in self.layers:
+        for layer in layers:
             x = layer(x, key_mask)
         return x
 

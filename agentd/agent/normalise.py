@@ -1,6 +1,7 @@
-"""Normalisers for the frame planner: one span of the user's request -> a typed value.
+"""Normalisers: one span of the user's request -> a typed value.
 
-The planner's model only tags spans ("forty-five bucks", "next Friday"); code, not
+Used by the frame planner and by plan templates (re-reading a value from a new
+request). The planner's model only tags spans ("forty-five bucks", "next Friday"); code, not
 the model, turns them into the values tools take. Stdlib only (no torch). Every
 public function returns None for text it cannot read and never raises. Case,
 extra spaces, a trailing comma/period and edge words such as "on", "for", "from",
@@ -576,3 +577,41 @@ def _day_of_month(words: str, today: dt.date) -> dt.date | None:
             return candidate
         year, month = (year + 1, 1) if month == 12 else (year, month + 1)
     return None
+
+
+# -- by kind ----------------------------------------------------------------------------
+#: The kinds of value :func:`read_value` reads (``ArgumentSource.kind``).
+VALUE_KINDS = ("text", "date", "amount", "integer", "time", "duration", "account")
+
+
+def parse_account(text: str) -> str | None:
+    """``checking`` / ``savings`` / ``all`` from how people name their accounts."""
+    lowered = text.lower()
+    if "sav" in lowered:
+        return "savings"
+    if any(word in lowered for word in ("check", "chequ", "current", "main", "everyday", "debit")):
+        return "checking"
+    if any(word in lowered for word in ("all", "both", "every", "total")):
+        return "all"
+    return None
+
+
+def read_value(kind: str, text: str, today: dt.date) -> object:
+    """A value of ``kind`` (one of :data:`VALUE_KINDS`) read from ``text``; None if it does not say one."""
+    if kind == "text":
+        return text or None
+    if kind == "date":
+        return parse_date(text, today)
+    if kind == "amount":
+        amount = parse_amount(text)
+        # Whole dollars as integers: the approval prompt says 45, not 45.0.
+        return int(amount) if amount is not None and amount.is_integer() else amount
+    if kind == "integer":
+        return parse_count(text)
+    if kind == "time":
+        return parse_time(text)
+    if kind == "duration":
+        return parse_duration_minutes(text)
+    if kind == "account":
+        return parse_account(text)
+    raise ValueError(f"unknown value kind {kind!r}")
