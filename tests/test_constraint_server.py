@@ -129,7 +129,8 @@ def test_invalid_constraint_is_invalid_argument_and_the_daemon_keeps_serving(dae
         assert raised.value.field == field
     # And the daemon keeps serving, constrained or not.
     assert _run(client, "hi", Constraint.regex("(yes|no)"), max_tokens=5, temperature=0.0)[0] in ("yes", "no")
-    assert _run(client, "hi", None, max_tokens=3)[2] == "length"
+    # Greedy: an unseeded sample of this random-weight model can pick its end token within 3 tokens.
+    assert _run(client, "hi", None, max_tokens=3, temperature=0.0)[2] == "length"
 
 
 def _literal_regex(text: str) -> str:
