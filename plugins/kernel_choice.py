@@ -5,8 +5,13 @@ where it beat ``F.linear`` at every batch size; on an Intel Xeon with AMX it
 lost (0.20 ms against 0.095 ms for a 1536x576 weight at one row) while still
 winning on the LM head. So nothing is decided on a development machine: the
 first time a backend packs a weight shape, both kernels run it for one row (a
-decode step, the latency that matters) a few dozen times, interleaved, and the
-faster one wins (each kernel's fastest call: load on the machine only adds time). The verdict is cached in
+decode step, the latency that matters), interleaved, and the faster one wins
+(each kernel's fastest sweep: load on the machine only adds time). A decode
+step reads every weight from memory once, so the kernels are timed the same
+way: each sweep runs over enough copies of the weight (:data:`STREAM_BYTES`)
+that none is still in the CPU's caches when it comes round again. (Timing one
+weight over and over measured the cache, not memory, and picked ``F.linear``
+for a 576x576 weight that then ran 4x slower than packed in the model.) The verdict is cached in
 ``$AGENTD_CACHE_DIR/kernels.json`` (default ``~/.cache/agentd``) under the CPU
 model, torch version and thread count, so later loads cost nothing.
 
@@ -36,9 +41,15 @@ log = logging.getLogger(__name__)
 
 ENV = "AGENTD_PROJECTION"
 MODES = ("measure", "packed", "dense")
-#: Timed calls per kernel (after warm-up), interleaved so both see the same machine.
-REPEATS = 25
-WARMUP = 3
+#: Timed sweeps per kernel (after warm-up), interleaved so both see the same machine.
+REPEATS = 8
+WARMUP = 1
+#: Bytes of weight copies one sweep reads: more than a CPU's last-level cache.
+STREAM_BYTES = 160 * 2**20
+#: Most copies of one weight a sweep uses (small weights: enough calls to average over).
+MAX_COPIES = 256
+#: Version of the measuring method, part of the cache key (verdicts of older methods are not reused).
+METHOD = "streamed-v2"
 #: How much faster (fraction) the dense kernel must be at one row to be chosen.
 MARGIN = 0.05
 
@@ -71,7 +82,7 @@ def cache_path() -> Path:
 
 
 def machine_key() -> str:
-    return f"{cpu_model()} | torch {torch.__version__} | {torch.get_num_threads()} threads"
+    return f"{cpu_model()} | torch {torch.__version__} | {torch.get_num_threads()} threads | {METHOD}"
 
 
 def choose(weight: torch.Tensor, pack: Callable[[torch.Tensor], torch.Tensor]) -> str:
@@ -93,28 +104,43 @@ def choose(weight: torch.Tensor, pack: Callable[[torch.Tensor], torch.Tensor]) -
         kernel = "dense" if dense_ms < packed_ms * (1 - MARGIN) else "packed"
         _chosen[shape] = (kernel, packed_ms, dense_ms)
         _write_cache(shape, {"kernel": kernel, "packed_ms": round(packed_ms, 5), "dense_ms": round(dense_ms, 5)})
-        log.info("projection %s on this CPU: %s (packed %.4f ms, dense %.4f ms at one row, fastest of %d)", shape, kernel, packed_ms, dense_ms, REPEATS)
+        log.info("projection %s on this CPU: %s (packed %.4f ms, dense %.4f ms at one row from memory, fastest of %d sweeps)", shape, kernel, packed_ms, dense_ms, REPEATS)
         return kernel
 
 
 def measure(weight: torch.Tensor, pack: Callable[[torch.Tensor], torch.Tensor]) -> tuple[float, float]:
-    """Milliseconds of one row through ``weight`` with the packed and the dense kernel: the fastest of the
-    timed calls, which is what the kernel costs when nothing else runs (a busy machine adds noise, never speed)."""
+    """Milliseconds of one row through ``weight`` read from memory, packed and dense.
+
+    Each kernel sweeps over copies of the weight (random values of its shape and
+    dtype: the values do not change the time) totalling :data:`STREAM_BYTES`;
+    the per-call time is the fastest sweep divided by the copies, which is what
+    the kernel costs when nothing else runs (a busy machine adds noise, never speed).
+    """
     from .projection import linear
 
-    packed = pack(weight)
+    copies = max(2, min(MAX_COPIES, -(-STREAM_BYTES // (weight.numel() * weight.element_size()))))
+    dense = [weight] + [torch.randn_like(weight) for _ in range(copies - 1)]
+    packed = [pack(copy) for copy in dense]
     x = torch.randn(1, weight.shape[1], dtype=weight.dtype)
-    kernels = {"packed": lambda: linear(x, packed, None), "dense": lambda: F.linear(x, weight, None)}
-    times: dict[str, list[float]] = {name: [] for name in kernels}
+
+    def sweep(kernel: Callable[[torch.Tensor], object], weights: list[torch.Tensor]) -> None:
+        for w in weights:
+            kernel(w)
+
+    sweeps = {
+        "packed": lambda: sweep(lambda w: linear(x, w, None), packed),
+        "dense": lambda: sweep(lambda w: F.linear(x, w, None), dense),
+    }
+    times: dict[str, list[float]] = {name: [] for name in sweeps}
     with torch.inference_mode():
         for _ in range(WARMUP):
-            for run in kernels.values():
+            for run in sweeps.values():
                 run()
         for _ in range(REPEATS):
-            for name, run in kernels.items():
+            for name, run in sweeps.items():
                 started = time.perf_counter()
                 run()
-                times[name].append((time.perf_counter() - started) * 1000)
+                times[name].append((time.perf_counter() - started) * 1000 / copies)
     return min(times["packed"]), min(times["dense"])
 
 
