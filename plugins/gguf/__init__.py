@@ -17,7 +17,8 @@ the tensor.
 Layout, one abstraction a file: :mod:`.reader` (parse, check, dequantise),
 :mod:`.names` (GGUF -> HF tensor names and layouts), :mod:`.metadata` (configs),
 :mod:`.rope` (Llama 3 RoPE scaling from ``rope_freqs``), :mod:`.tokenizer`,
-:mod:`.checkpoint`. (The SmolLM2 file agentd serves by default is found by
+:mod:`.checkpoint`, and the way back, :mod:`.writer` (a Hugging Face model as a GGUF file,
+plus llama.cpp's quantiser; ``agentd bench`` feeds llama.cpp with it). (The SmolLM2 file agentd serves by default is found by
 :mod:`agentd.default_models`.)
 """
 

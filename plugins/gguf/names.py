@@ -92,6 +92,23 @@ def hf_name(architecture: str, gguf_name: str) -> str | None:
     return None
 
 
+def gguf_name(architecture: str, hf: str) -> str | None:
+    """The GGUF name of Hugging Face tensor ``hf`` (the inverse of :func:`hf_name`), or None if it has none."""
+    prefix, block, top = _LAYOUTS[architecture]
+    if hf.startswith(prefix + "."):
+        layer, _, rest = hf[len(prefix) + 1 :].partition(".")
+        for part, module in block.items():
+            if rest == module and module.endswith(("A_log", ".D")):
+                return f"blk.{layer}.{part}"  # llama.cpp writes these without a suffix
+            if rest in (f"{module}.weight", f"{module}.bias"):
+                return f"blk.{layer}.{part}.{rest.rpartition('.')[2]}"
+        return None
+    for part, module in top.items():
+        if hf in (f"{module}.weight", f"{module}.bias"):
+            return f"{part}.{hf.rpartition('.')[2]}"
+    return None
+
+
 def unpermute_rope_rows(rows: np.ndarray, heads: int) -> np.ndarray:
     """Undo llama.cpp's Q/K permutation: per head, interleaved pairs -> Hugging Face halves.
 
