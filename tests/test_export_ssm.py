@@ -113,6 +113,6 @@ def test_mamba_bundle_manifest_and_checker(mamba, tmp_path) -> None:
     section = manifest["onnx"]
     assert (section["kind"], section["cache"]) == ("decoder", "recurrent")
     assert [entry["input"] for entry in section["state"]][:2] == ["past_conv.0", "past_ssm.0"]
-    assert section["state"][1]["shape"] == ["batch_size", 64, 8]  # (D = 2·hidden, N)
+    assert section["state"][1]["shape"] == ["batch_size", 8, 64]  # (N, D = 2·hidden)
     assert "genai_config.json" not in manifest["files"]
     onnx.checker.check_model(str(bundle / "model.onnx"))

@@ -217,3 +217,17 @@ def scan(
         scan_output_axes=[1] * outputs,
     )
     return stacked
+
+
+def softplus(g: GraphBuilder, name: str, x: str) -> str:
+    """``log(1 + e^x)`` as ``relu(x) + log(1 + e^-|x|)``: vectorised ops that never overflow.
+
+    onnxruntime's ``Softplus`` kernel is scalar (two exp and two log per element):
+    measured 1.8 ms for a ``(128, 1536)`` prompt where these six ops take 0.3 ms,
+    and slower at one row too. The absolute error is under 6e-8 (the rounding of
+    ``1 + e^-|x|``), so a very negative ``x`` gives 0 where the exact value is tiny.
+    """
+    tail = g.node("Neg", [g.node("Abs", [x], name=f"{name}/Abs")], name=f"{name}/Neg")
+    tail = g.node("Add", [g.node("Exp", [tail], name=f"{name}/Exp"), g.const_f32(1.0)], name=f"{name}/Add_1")
+    tail = g.node("Log", [tail], name=f"{name}/Log")
+    return g.node("Add", [g.node("Relu", [x], name=f"{name}/Relu"), tail], name=f"{name}/Add")

@@ -1,20 +1,30 @@
 """Mamba (selective SSM) as one ONNX graph with explicit recurrent state I/O.
 
 Per layer ``i`` the graph takes ``past_conv.i`` ``(batch, K-1, D)`` (the last
-inputs of the causal conv) and ``past_ssm.i`` ``(batch, D, N)`` and returns
+inputs of the causal conv) and ``past_ssm.i`` ``(batch, N, D)`` and returns
 ``present_conv.i`` / ``present_ssm.i``. One graph serves a prompt chunk and a
 decode step (the sequence axis is dynamic)::
 
     input_ids ─ Gather(embed) ─┬─ RMSNorm ─ MatMul(in_proj) ─ Split ─ x ─ Concat(past_conv, x) ─ depthwise conv (K shifted Mul/Add) ─ SiLU
                                │                               └─ z                 └─ Slice(last K-1) ─ present_conv
-                               │    ─ MatMul(x_proj) ─ Split ─ dt_low ─ MatMul(dt_proj) + bias ─ Softplus ─ dt
+                               │    ─ MatMul(x_proj) ─ Split ─ dt_low ─ MatMul(dt_proj) + bias ─ softplus ─ dt, dt·x
                                │                          ├─ B, C
-                               │    ─ Scan over time: h = exp(dt·A)·h + dt·x·B ; y = h·C   (past_ssm in, present_ssm out)
+                               │    ─ Scan over time: h = exp(dt·A)·h + B⊗(dt·x) ; y = C·h   (past_ssm in, present_ssm out)
                                │    ─ (y + x·D)·silu(z) ─ MatMul(out_proj)
                                └──────────────── Add (residual) ─ next layer ... ─ RMSNorm ─ Slice(logits_to_keep) ─ MatMul(lm_head)
 
-The recurrence runs as an ONNX ``Scan`` (the exact sequential form, one fused
-body per step), so prefill and decode compute what the torch backend's
+Prefill is the parallel form: every projection, the conv, the softplus and
+``dt·x`` run once over all ``T`` prompt tokens as batched ops; only the
+recurrence itself steps through time, in an ONNX ``Scan`` whose body is the
+``(N, D)`` work of one token (decay, input, state update, readout: six ops).
+The state is laid out ``(N, D)``, not torch's ``(D, N)``, so every broadcast
+in that body runs over contiguous rows of ``D`` and the readout ``C·h`` is one
+GEMV: with ``(D, N)`` rows of 16 the same ops ran 4-5x slower. (A chunked body,
+``L`` tokens' decays and inputs at once and the ``L`` updates unrolled, measured
+no faster at mamba-130m's size: onnxruntime copies every slice it takes. See
+docs/bench_recurrent_prefill.md.) Decode is the same graph with ``T = 1``.
+
+The Scan computes the exact sequential recurrence, what the torch backend's
 reference scan computes. Weights come from agentd's own Mamba loader
 (:mod:`agentd.plugins.ssm.mamba`). ``A``, ``D``, ``dt_proj`` and the state stay
 float32 whatever the quantisation.
@@ -29,7 +39,7 @@ from onnx import helper
 from agentd.checkpoint import Checkpoint
 
 from .graph import GraphBuilder
-from .layers import StateIO, causal_conv, finish_recurrent, head_weight, linear, np32, rms_norm, scan, silu
+from .layers import StateIO, causal_conv, finish_recurrent, head_weight, linear, np32, rms_norm, scan, silu, softplus
 
 ARCHITECTURES = ("MambaForCausalLM",)
 PAST_CONV, PAST_SSM = "past_conv.%d", "past_ssm.%d"
@@ -55,7 +65,7 @@ def build_mamba_graph(checkpoint: Checkpoint, *, weight_dtype: str, separate_lm_
     state = StateIO(g)
     for i in range(c.num_hidden_layers):
         state.declare(PAST_CONV % i, PRESENT_CONV % i, [k - 1, d_inner])
-        state.declare(PAST_SSM % i, PRESENT_SSM % i, [d_inner, n])
+        state.declare(PAST_SSM % i, PRESENT_SSM % i, [n, d_inner])
 
     embed = g.weight("backbone.embeddings.weight", np32(backend.embeddings))  # (V, C)
     hidden = g.node("Gather", [embed, input_ids], name="/model/embed/Gather", axis=0)  # (B, T, C)
@@ -77,24 +87,26 @@ def build_mamba_graph(checkpoint: Checkpoint, *, weight_dtype: str, separate_lm_
         excluded.append(dt_name)
         dt = g.node("MatMul", [dt_low, g.param(f"{key}.dt_proj.weight", np32(layer.dt_proj).T)], name=dt_name)
         dt = g.node("Add", [dt, g.param(f"{key}.dt_proj.bias", np32(layer.dt_bias))], name=f"{base}/dt_proj/Add")
-        dt = g.node("Softplus", [dt], name=f"{base}/dt/Softplus")  # (B, T, D)
-
-        # Scan inputs, all (B, T, D, N): the decay exp(dt·A) and the input dt·x·B of every step.
-        dt4 = g.node("Unsqueeze", [dt, g.const_i64([-1])], name=f"{base}/scan/dt_Unsqueeze")  # (B, T, D, 1)
-        decay = g.node("Exp", [g.node("Mul", [dt4, g.param(f"{key}.A", np32(layer.A))], name=f"{base}/scan/dtA")], name=f"{base}/scan/decay")
+        dt = softplus(g, f"{base}/dt/softplus", dt)  # (B, T, D)
         dtx = g.node("Mul", [dt, xc], name=f"{base}/scan/dtx")  # (B, T, D)
-        dtx4 = g.node("Unsqueeze", [dtx, g.const_i64([-1])], name=f"{base}/scan/dtx_Unsqueeze")  # (B, T, D, 1)
-        b4 = g.node("Unsqueeze", [b_mat, g.const_i64([2])], name=f"{base}/scan/B_Unsqueeze")  # (B, T, 1, N)
-        inject = g.node("Mul", [dtx4, b4], name=f"{base}/scan/inject")  # (B, T, D, N)
+
+        # Scan inputs, shaped so each step's slice broadcasts against the (B, N, D) state as is.
+        rows = g.const_i64([2])
+        dt4 = g.node("Unsqueeze", [dt, rows], name=f"{base}/scan/dt_Unsqueeze")  # (B, T, 1, D)
+        dtx4 = g.node("Unsqueeze", [dtx, rows], name=f"{base}/scan/dtx_Unsqueeze")  # (B, T, 1, D)
+        b4 = g.node("Unsqueeze", [b_mat, g.const_i64([-1])], name=f"{base}/scan/B_Unsqueeze")  # (B, T, N, 1)
+        c4 = g.node("Unsqueeze", [c_mat, rows], name=f"{base}/scan/C_Unsqueeze")  # (B, T, 1, N)
+        a_t = g.param(f"{key}.A", np32(layer.A).T)  # (N, D)
         (y,) = scan(
             g,
             f"{base}/scan/Scan",
             [(PAST_SSM % i, PRESENT_SSM % i)],
-            [decay, inject, c_mat],
-            _scan_body(g.const_i64([1]), g.const_i64([-1])),
-            ([("h_in", 3), ("decay_t", 3), ("inject_t", 3), ("c_t", 2)], [("h_out", 3), ("y_t", 2)]),
+            [dt4, dtx4, b4, c4],
+            _scan_body(a_t),
+            ([("h_in", 3), ("dt_t", 3), ("dtx_t", 3), ("b_t", 3), ("c_t", 3)], [("h_out", 3), ("y_t", 3)]),
             outputs=1,
-        )  # (B, T, D)
+        )  # (B, T, 1, D)
+        y = g.node("Squeeze", [y, rows], name=f"{base}/scan/y_Squeeze")  # (B, T, D)
 
         skip = g.node("Mul", [xc, g.param(f"{key}.D", np32(layer.D))], name=f"{base}/skip/Mul")
         y = g.node("Add", [y, skip], name=f"{base}/skip/Add")
@@ -107,13 +119,17 @@ def build_mamba_graph(checkpoint: Checkpoint, *, weight_dtype: str, separate_lm_
     return finish_recurrent(g, state, final, head, backend, layers=c.num_hidden_layers, hidden_size=c.hidden_size, keep_float32_nodes=excluded, tied_weights=["backbone.embeddings.weight", "lm_head.MatMul.weight"] if c.tie_word_embeddings else None)
 
 
-def _scan_body(axis_1: str, last_axis: str) -> list[Any]:
-    """One step: ``h = decay·h + inject``; ``y = Σ_n h·C`` for every row of the batch (``h`` ``(B, D, N)``)."""
-    node = lambda op, inputs, out, **kw: helper.make_node(op, inputs, [out], name=f"ssm/{out}", **kw)  # noqa: E731
+def _scan_body(a_t: str) -> list[Any]:
+    """One step for every row: ``h = exp(dt·A)·h + B⊗(dt·x)``; ``y = C·h`` (``h`` ``(B, N, D)``).
+
+    ``a_t`` is the outer-scope initializer ``A`` transposed, ``(N, D)``.
+    """
+    node = lambda op, inputs, out: helper.make_node(op, inputs, [out], name=f"ssm/{out}")  # noqa: E731
     return [
-        node("Mul", ["decay_t", "h_in"], "decayed"),
-        node("Add", ["decayed", "inject_t"], "h_out"),
-        node("Unsqueeze", ["c_t", axis_1], "c_b"),  # (B, 1, N)
-        node("Mul", ["h_out", "c_b"], "hc"),
-        node("ReduceSum", ["hc", last_axis], "y_t", keepdims=0),  # (B, D)
+        node("Mul", ["dt_t", a_t], "dtA"),  # (B, 1, D) * (N, D) -> (B, N, D)
+        node("Exp", ["dtA"], "decay"),
+        node("Mul", ["b_t", "dtx_t"], "inject"),  # (B, N, 1) * (B, 1, D) -> (B, N, D)
+        node("Mul", ["decay", "h_in"], "decayed"),
+        node("Add", ["decayed", "inject"], "h_out"),
+        node("MatMul", ["c_t", "h_out"], "y_t"),  # (B, 1, N) @ (B, N, D) -> (B, 1, D)
     ]
