@@ -25,7 +25,7 @@ def _register_commands() -> None:
     # Each module adds its commands or sub-app to ``app``.
     import importlib
 
-    for module in ("models", "importer", "serve", "client_cmds", "export", "sessions", "run", "memory", "credentials", "train_planner"):
+    for module in ("models", "importer", "serve", "client_cmds", "export", "sessions", "run", "memory", "credentials", "train_planner", "bench"):
         importlib.import_module(f"agentd.cli.{module}")
 
 
