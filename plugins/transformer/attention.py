@@ -17,9 +17,14 @@ Two twins with one meaning:
 
 * :func:`decode_attention` — one query of one sequence over its cache, as
   two small matmuls and a softmax (no score matrix to tile: it is one row per
-  head). Decode calls attention once per layer per sequence, and for a single
-  query SDPA's per-call cost (kernel set-up, a threaded region) exceeds the
-  arithmetic many times over.
+  head). For a single query SDPA's per-call cost (kernel set-up, a threaded
+  region) exceeds the arithmetic many times over. The batch-1 decode step.
+* :func:`batched_decode_attention` — the newest token of each of ``B``
+  sequences over a batch of caches of different lengths (strided views of one
+  slot-pool arena), padding masked: one call per layer for the whole batch,
+  where a loop of :func:`decode_attention` costs eight op calls per sequence.
+  Its reference twin :func:`batched_decode_attention_ref` runs each sequence
+  alone over its own length.
 
 Positions: queries are tokens ``q_offset .. q_offset+Tq-1`` of a sequence whose
 keys are tokens ``0 .. Tk-1`` with ``Tk = q_offset + Tq`` (a KV cache holding
@@ -94,6 +99,55 @@ def decode_attention(
     if scale != 1.0:
         scores.mul_(scale)
     return torch.bmm(torch.softmax(scores, dim=-1), v, out=out)  # (KVH, G, D)
+
+
+def batched_decode_attention(
+    q: torch.Tensor,
+    k: torch.Tensor,
+    v: torch.Tensor,
+    hidden: torch.Tensor,
+    *,
+    scale: float | None = None,
+    out: torch.Tensor | None = None,
+) -> torch.Tensor:
+    """The newest token of each of ``B`` sequences attending to its own keys, in one call.
+
+    Keys past a sequence's length are padding (another sequence of the batch is
+    longer): their scores are set to ``-inf`` (whatever the stale keys hold, even
+    non-finite), so they get probability exactly 0; stale *values* must be finite.
+
+    :param q: ``(B, KVH, G, D)`` query heads grouped by the KV head they share.
+    :param k: ``(B, KVH, T, D)`` keys, ``T`` the longest length in the batch;
+        strided views of a slot arena are fine (no copy is made).
+    :param v: ``(B, KVH, T, D)`` values.
+    :param hidden: bool, broadcastable to ``(B, KVH, G, T)`` (the model passes
+        ``(B, 1, 1, T)``): True where a key is not the row's (at or past its length).
+    :param scale: multiplies the scores; None is ``1/sqrt(D)`` (the model passes 1.0
+        with queries scaled beforehand).
+    :param out: ``(B, KVH, G, D)`` tensor to write the result into.
+    :return: ``(B, KVH, G, D)``.
+    """
+    scores = torch.matmul(q, k.transpose(-1, -2))  # (B, KVH, G, T)
+    scale = 1.0 / math.sqrt(q.shape[-1]) if scale is None else scale
+    if scale != 1.0:
+        scores.mul_(scale)
+    scores.masked_fill_(hidden, -math.inf)
+    return torch.matmul(torch.softmax(scores, dim=-1), v, out=out)  # (B, KVH, G, D)
+
+
+def batched_decode_attention_ref(
+    q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, lengths: list[int], *, scale: float | None = None
+) -> torch.Tensor:
+    """:func:`batched_decode_attention`, one sequence at a time over its own ``lengths[b]`` keys.
+
+    Same ``q``/``k``/``v``; no mask: row ``b`` simply never sees keys ``>= lengths[b]``.
+    """
+    scale = 1.0 / math.sqrt(q.shape[-1]) if scale is None else scale
+    rows = []
+    for b, length in enumerate(lengths):
+        scores = q[b] @ k[b, :, :length].transpose(-1, -2) * scale  # (KVH, G, length)
+        rows.append(torch.softmax(scores, dim=-1) @ v[b, :, :length])  # (KVH, G, D)
+    return torch.stack(rows)
 
 
 def flash_attention_ref(

@@ -1,11 +1,14 @@
 """The Llama/Qwen2 decoder backend: the backend contract over :class:`LlamaModel`.
 
-State is a :class:`KVCache` per sequence. ``prefill`` runs a chunk of prompt
-tokens through the model in parallel (tiled causal attention); ``decode`` runs
-one token for each of ``B`` sequences with the projections, MLP and LM head
-batched across them (one pass over the weights for the whole batch) and
-attention per sequence over its own cache. Weights are packed for oneDNN
-when torch has it (:meth:`LlamaModel.pack_weights`).
+State is a :class:`KVCache` per sequence, a slot of the backend's
+:class:`KVPool`. ``prefill`` runs a chunk of prompt tokens through the model
+in parallel (tiled causal attention); ``decode`` runs one token for each of
+``B`` sequences with the projections, MLP and LM head batched across them (one
+pass over the weights for the whole batch) and attention in one masked call
+per layer over the pool's slots. Weights are packed for oneDNN when torch has
+it (:meth:`LlamaModel.pack_weights`). Every call that touches states holds the
+pool's lock: the engine decodes on its thread while a session may be saved or
+restored on another.
 """
 
 from __future__ import annotations
@@ -21,7 +24,7 @@ from agentd.errors import InvalidArgument, OutOfRange
 
 from agentd.plugins.weights import WeightReader
 
-from .kv_cache import KVCache
+from .kv_cache import KVCache, KVPool
 from .llama import LlamaConfig, LlamaModel
 
 _FLOAT32_BYTES = 4
@@ -45,17 +48,24 @@ class DecoderBackend(Backend):
             weight_bytes=model.resident_bytes(),
         )
 
+        c = model.config
+        #: Every state's keys and values, in slots by capacity.
+        self.pool = KVPool(c.num_hidden_layers, c.num_key_value_heads, c.head_dim)
+
     def new_state(self) -> KVCache:
-        c = self.model.config
-        return KVCache(c.num_hidden_layers, c.num_key_value_heads, c.head_dim)
+        return self.pool.new_state()
 
     def prefill(self, token_ids: np.ndarray, state: KVCache, *, all_logits: bool = False) -> np.ndarray:
         ids = self._check_ids(token_ids, "token_ids")
         if ids.size == 0:
             raise InvalidArgument("token_ids", "is empty")
+        self._check_states([state])
         self._check_room(state, ids.size)
-        with torch.inference_mode():
-            logits = self.model.forward(torch.from_numpy(ids).view(1, -1), [state], all_logits)
+        with self.pool.lock, torch.inference_mode():
+            try:
+                logits = self.model.forward(torch.from_numpy(ids).view(1, -1), [state], all_logits)
+            finally:
+                self.pool.collect()
         return logits.numpy()
 
     def decode(self, token_ids: np.ndarray, states: Sequence[KVCache]) -> np.ndarray:
@@ -66,21 +76,34 @@ class DecoderBackend(Backend):
             raise InvalidArgument("token_ids", "is empty")
         if len({id(state) for state in states}) != len(states):
             raise InvalidArgument("states", "the same state appears twice in one batch")
+        self._check_states(states)
         for state in states:
             self._check_room(state, 1)
-        with torch.inference_mode():
-            logits = self.model.forward(torch.from_numpy(ids).view(-1, 1), states, False)
+        with self.pool.lock, torch.inference_mode():
+            try:
+                logits = self.model.forward(torch.from_numpy(ids).view(-1, 1), states, False)
+            finally:
+                self.pool.collect()
         return logits.numpy()
 
     def state_bytes(self, state: KVCache) -> int:
         return state.nbytes
 
     def save_state(self, state: KVCache) -> bytes:
-        return state.to_bytes()
+        self._check_states([state])
+        with self.pool.lock:
+            return state.to_bytes()
 
     def load_state(self, data: bytes) -> KVCache:
-        c = self.model.config
-        return KVCache.from_bytes(data, c.num_hidden_layers, c.num_key_value_heads, c.head_dim)
+        with self.pool.lock, torch.inference_mode():
+            try:
+                return KVCache.from_bytes(data, self.pool)
+            finally:
+                self.pool.collect()
+
+    def _check_states(self, states: Sequence[KVCache]) -> None:
+        if any(not isinstance(state, KVCache) or state.pool is not self.pool for state in states):
+            raise InvalidArgument("states", "a state was not made by this model (new_state / load_state)")
 
     def _check_ids(self, token_ids: np.ndarray, field: str) -> np.ndarray:
         return check_token_ids(token_ids, self.info.vocab_size, field=field)

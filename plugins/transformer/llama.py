@@ -10,7 +10,9 @@ are fused into one weight and gate/up into another when the checkpoint is
 read, so a step runs three big matmuls per layer instead of seven; every
 projection runs over all the rows of the batch at once, so a batch of B
 sequences reads the weights once, not B times. Attention (see
-:mod:`.attention`) runs per sequence over that sequence's own KV cache.
+:mod:`.attention`): a prompt chunk attends over its own sequence's cache; a
+decode step of several sequences runs one masked call per layer over the
+slot arena that holds their caches (:mod:`.kv_cache`), not one per sequence.
 
 :meth:`LlamaModel.pack_weights` (the serving backend calls it) reorders the
 projection weights for oneDNN's inner-product kernels when torch has it (the
@@ -39,8 +41,8 @@ from agentd.plugins.norm import rms_norm
 from agentd.plugins.projection import linear, pack_weight
 from agentd.plugins.weights import WeightReader, layer_tensors, resident_bytes
 
-from .attention import attention, decode_attention
-from .kv_cache import KVCache
+from .attention import attention, batched_decode_attention, decode_attention
+from .kv_cache import DecodePlan, KVCache
 
 #: Rows of hidden state pushed through an MLP at once. Bounds the
 #: ``(rows, 2 * intermediate)`` activation of a long prefill without slowing it.
@@ -231,6 +233,12 @@ class DecoderLayer:
 class LlamaModel:
     """Weights plus the forward pass over per-sequence KV caches."""
 
+    #: Decode batches at least this large attend in one masked call per layer
+    #: (:meth:`_decode_attend_batched`); smaller ones loop over their sequences
+    #: (:meth:`_decode_attend`, fewer op calls for one row). Benchmarks raise it
+    #: to measure the loop against the batched call side by side.
+    batched_decode_from: int = 2
+
     def __init__(self, config: LlamaConfig, path: Path):
         """Allocate float32 weights of the right shapes; :meth:`load` fills them.
 
@@ -352,9 +360,14 @@ class LlamaModel:
         c = self.config
         batch, steps = token_ids.shape
         heads, kv_heads, dim = c.num_attention_heads, c.num_key_value_heads, c.head_dim
+        for cache in caches:
+            cache.reserve(cache.length + steps)
+        plan: DecodePlan | None = None
+        if steps == 1 and batch >= self.batched_decode_from:
+            # Rows in slot order, each arena's on adjacent slots: one attention call per arena.
+            plan = caches[0].pool.decode_plan(list(caches))
+            token_ids, caches = token_ids[plan.order], [caches[i] for i in plan.order]
         starts = [cache.length for cache in caches]
-        for cache, start in zip(caches, starts):
-            cache.reserve(start + steps)
         if batch == 1:
             cos, sin = self.rotary.span(starts[0], steps)  # (1, T, 1, D/2)
         else:
@@ -368,7 +381,9 @@ class LlamaModel:
             # Rotate q and k heads in one go: they are adjacent columns of qkv.
             qk = _rotate(qkv[..., : c.q_size + c.kv_size].view(batch, steps, heads + kv_heads, dim), cos, sin)
             values = qkv[..., c.q_size + c.kv_size :].view(batch, steps, kv_heads, dim)  # (B, T, KVH, D)
-            if steps == 1:
+            if plan is not None:
+                attn = self._decode_attend_batched(index, plan, qk, values)  # (B, 1, H, D)
+            elif steps == 1:
                 attn = self._decode_attend(index, caches, qk, values)  # (B, 1, H, D)
             elif batch == 1:
                 attn = self._attend(index, caches[0], starts[0], qk[0], values[0])  # (T, H, D)
@@ -384,6 +399,10 @@ class LlamaModel:
         logits = linear(rms_norm(x, self.norm, c.rms_norm_eps), self.lm_head, None)
         for cache in caches:  # only now: a pass that raised anywhere above commits nothing
             cache.advance(steps)
+        if plan is not None and plan.order != list(range(batch)):
+            unsorted = torch.empty_like(logits)
+            unsorted[plan.order] = logits  # back to the caller's row order
+            return unsorted
         return logits
 
     def _attend(
@@ -416,6 +435,28 @@ class LlamaModel:
         for cache, query, key, value, result in rows:
             keys, vals = cache.append_one(layer, key, value)  # (KVH, len+1, D)
             decode_attention(query, keys, vals, scale=1.0, out=result)
+        return out.view(batch, 1, heads, dim)
+
+    def _decode_attend_batched(
+        self, layer: int, plan: DecodePlan, qk: torch.Tensor, values: torch.Tensor
+    ) -> torch.Tensor:
+        """One new token per sequence, one masked attention call per arena; returns ``(B, 1, H, D)``.
+
+        Rows are in ``plan`` order: group ``g``'s rows ``g.rows`` live on the
+        adjacent slots ``g.slots`` of its arena, so its keys are a strided view
+        of the arena (no gather) and the batch usually is one group.
+        """
+        c = self.config
+        batch, heads, dim = qk.shape[0], c.num_attention_heads, c.head_dim
+        queries = qk[:, 0, :heads].mul(1.0 / math.sqrt(dim)).view(batch, c.num_key_value_heads, -1, dim)  # (B, KVH, G, D)
+        new_keys, new_values = qk[:, 0, heads:], values[:, 0]  # (B, KVH, D)
+        out = torch.empty_like(queries)
+        for g in plan.groups:
+            keys, vals = g.arena.layer(layer)  # (S, KVH, cap, D)
+            keys[g.slot_ids, :, g.positions] = new_keys[g.rows]  # each row's new token at its own length
+            vals[g.slot_ids, :, g.positions] = new_values[g.rows]
+            span = (g.slots, slice(None), slice(0, g.width))
+            batched_decode_attention(queries[g.rows], keys[span], vals[span], g.hidden, scale=1.0, out=out[g.rows])
         return out.view(batch, 1, heads, dim)
 
     def _mlp(self, layer: DecoderLayer, x: torch.Tensor) -> None:
