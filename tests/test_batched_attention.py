@@ -60,14 +60,15 @@ def test_batched_equals_each_sequence_alone(kv_heads, groups, dim, lengths):
     k, v = arena_k[1 : batch + 1, :, :width], arena_v[1 : batch + 1, :, :width]
     hidden = (torch.arange(width) >= torch.tensor(lengths)[:, None])[:, None, None]  # (B, 1, 1, T)
 
+    k_t = k.transpose(-1, -2)  # (B, KVH, D, T): the layout the cache stores keys in
     out = torch.empty(batch, kv_heads, groups, dim)
-    result = batched_decode_attention(q, k, v, hidden, out=out)
+    result = batched_decode_attention(q, k_t, v, hidden, out=out)
     assert result.data_ptr() == out.data_ptr()
     reference = batched_decode_attention_ref(q, k, v, lengths)
     torch.testing.assert_close(out, reference, rtol=RTOL, atol=ATOL)
     torch.testing.assert_close(out, _naive(q, k, v, lengths), rtol=RTOL, atol=ATOL)
     # Pre-scaled queries with scale=1: the model's way.
-    prescaled = batched_decode_attention(q / math.sqrt(dim), k, v, hidden, scale=1.0)
+    prescaled = batched_decode_attention(q / math.sqrt(dim), k_t, v, hidden, scale=1.0)
     torch.testing.assert_close(prescaled, reference, rtol=RTOL, atol=ATOL)
 
 

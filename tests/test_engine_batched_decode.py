@@ -43,10 +43,10 @@ def test_decode_attention_equals_naive(heads, kv_heads, length, dim) -> None:
     k, v = cache[0, :, :length], cache[1, :, :length]
     expected = _naive_decode_attention(q, k, v)
     grouped = q.view(kv_heads, heads // kv_heads, dim)  # (KVH, G, D)
-    torch.testing.assert_close(decode_attention(grouped, k, v).view(heads, dim), expected, rtol=0, atol=2e-5)
+    torch.testing.assert_close(decode_attention(grouped, k.transpose(1, 2), v).view(heads, dim), expected, rtol=0, atol=2e-5)
     # Pre-scaled queries with scale=1, written into a caller's buffer: the model's way.
     out = torch.empty(kv_heads, heads // kv_heads, dim)
-    result = decode_attention(grouped / math.sqrt(dim), k, v, scale=1.0, out=out)
+    result = decode_attention(grouped / math.sqrt(dim), k.transpose(1, 2), v, scale=1.0, out=out)
     assert result.data_ptr() == out.data_ptr()
     torch.testing.assert_close(out.view(heads, dim), expected, rtol=0, atol=2e-5)
 

@@ -78,7 +78,7 @@ def attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, q_offset: int) 
 
 
 def decode_attention(
-    q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, *, scale: float | None = None, out: torch.Tensor | None = None
+    q: torch.Tensor, k_t: torch.Tensor, v: torch.Tensor, *, scale: float | None = None, out: torch.Tensor | None = None
 ) -> torch.Tensor:
     """The newest token of one sequence attending to all its ``T`` keys (no mask needed).
 
@@ -87,14 +87,15 @@ def decode_attention(
 
     :param q: ``(KVH, G, D)`` the query heads grouped by the KV head they share
         (a view of ``(H, D)``), so K/V are never repeated.
-    :param k: ``(KVH, T, D)`` keys; strided cache views are fine.
+    :param k_t: ``(KVH, D, T)`` keys, transposed (the KV cache stores them so);
+        strided cache views are fine.
     :param v: ``(KVH, T, D)`` values.
     :param scale: multiplies the scores; None is ``1/sqrt(D)``. The model passes
         1.0 with queries it scaled for the whole batch in one op.
     :param out: ``(KVH, G, D)`` tensor to write the result into.
     :return: ``(KVH, G, D)``.
     """
-    scores = torch.bmm(q, k.transpose(1, 2))  # (KVH, G, T)
+    scores = torch.bmm(q, k_t)  # (KVH, G, T)
     scale = 1.0 / math.sqrt(q.shape[-1]) if scale is None else scale
     if scale != 1.0:
         scores.mul_(scale)
@@ -103,7 +104,7 @@ def decode_attention(
 
 def batched_decode_attention(
     q: torch.Tensor,
-    k: torch.Tensor,
+    k_t: torch.Tensor,
     v: torch.Tensor,
     hidden: torch.Tensor,
     *,
@@ -117,8 +118,8 @@ def batched_decode_attention(
     non-finite), so they get probability exactly 0; stale *values* must be finite.
 
     :param q: ``(B, KVH, G, D)`` query heads grouped by the KV head they share.
-    :param k: ``(B, KVH, T, D)`` keys, ``T`` the longest length in the batch;
-        strided views of a slot arena are fine (no copy is made).
+    :param k_t: ``(B, KVH, D, T)`` keys, transposed, ``T`` the longest length in
+        the batch; strided views of a slot arena are fine (no copy is made).
     :param v: ``(B, KVH, T, D)`` values.
     :param hidden: bool, broadcastable to ``(B, KVH, G, T)`` (the model passes
         ``(B, 1, 1, T)``): True where a key is not the row's (at or past its length).
@@ -127,7 +128,7 @@ def batched_decode_attention(
     :param out: ``(B, KVH, G, D)`` tensor to write the result into.
     :return: ``(B, KVH, G, D)``.
     """
-    scores = torch.matmul(q, k.transpose(-1, -2))  # (B, KVH, G, T)
+    scores = torch.matmul(q, k_t)  # (B, KVH, G, T)
     scale = 1.0 / math.sqrt(q.shape[-1]) if scale is None else scale
     if scale != 1.0:
         scores.mul_(scale)
@@ -140,7 +141,8 @@ def batched_decode_attention_ref(
 ) -> torch.Tensor:
     """:func:`batched_decode_attention`, one sequence at a time over its own ``lengths[b]`` keys.
 
-    Same ``q``/``k``/``v``; no mask: row ``b`` simply never sees keys ``>= lengths[b]``.
+    Same ``q`` and ``v``, keys in the natural layout ``(B, KVH, T, D)``; no mask:
+    row ``b`` simply never sees keys ``>= lengths[b]``.
     """
     scale = 1.0 / math.sqrt(q.shape[-1]) if scale is None else scale
     rows = []

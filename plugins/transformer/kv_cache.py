@@ -2,8 +2,11 @@
 
 A decoder's state is a :class:`KVCache`: a committed length and a slot. The
 backend owns one :class:`KVPool`; the pool holds one arena per slot capacity
-(a multiple of :data:`GROW_TOKENS`), whose keys and values are two tensors of
-shape ``(layers, slots, kv_heads, capacity, head_dim)``. Because the sequences
+(a multiple of :data:`GROW_TOKENS`), whose keys and values are two tensors:
+keys ``(layers, slots, kv_heads, head_dim, capacity)``, stored transposed so a
+query-key product runs over contiguous positions (measured ~25% faster at
+decode than ``(capacity, head_dim)`` rows), values ``(layers, slots, kv_heads,
+capacity, head_dim)``. Because the sequences
 of one arena share a tensor, a decode step over several of them attends with
 ONE masked call per layer (each row masked to its own length) over a strided
 view of that tensor, with no gather of per-sequence caches into a batch (the
@@ -63,7 +66,7 @@ class KVCache:
         #: The arena and slot index holding this sequence (None/-1 until room is reserved).
         self.arena: _Arena | None = None
         self.slot = -1
-        self._layer_keys: tuple[torch.Tensor, ...] = ()  # L x (KVH, cap, D) views of the slot
+        self._layer_keys: tuple[torch.Tensor, ...] = ()  # L x (KVH, D, cap) views of the slot
         self._layer_values: tuple[torch.Tensor, ...] = ()
 
     def _bind(self, arena: "_Arena | None", slot: int) -> None:
@@ -88,10 +91,10 @@ class KVCache:
 
     @property
     def keys(self) -> torch.Tensor:
-        """``(layers, kv_heads, capacity, head_dim)`` view of the slot's keys."""
+        """``(layers, kv_heads, capacity, head_dim)`` view of the slot's keys (a transposed view)."""
         if self.arena is None:
             return torch.zeros(self.pool.layers, self.pool.kv_heads, 0, self.pool.head_dim)
-        return self.arena.keys[:, self.slot]
+        return self.arena.keys[:, self.slot].transpose(-1, -2)
 
     @property
     def values(self) -> torch.Tensor:
@@ -114,26 +117,33 @@ class KVCache:
         The caller has reserved room; the positions count only after :meth:`advance`.
         """
         end = self.length + keys.shape[0]
-        self._layer_keys[layer][:, self.length : end] = keys.transpose(0, 1)  # (KVH, T, D)
-        self._layer_values[layer][:, self.length : end] = values.transpose(0, 1)
+        self._layer_keys[layer][:, :, self.length : end] = keys.permute(1, 2, 0)  # (KVH, D, T)
+        self._layer_values[layer][:, self.length : end] = values.transpose(0, 1)  # (KVH, T, D)
 
     def append_one(self, layer: int, key: torch.Tensor, value: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Store one token's ``key``/``value`` ``(kv_heads, head_dim)`` at position ``length``.
 
-        Returns the layer's keys and values up to and including it, each
-        ``(kv_heads, length + 1, head_dim)`` (views). The batch-1 decode step's
-        :meth:`write` + :meth:`view` in four op calls instead of ten. The caller
-        has reserved room; the position counts only after :meth:`advance`.
+        Returns the layer's keys, transposed, ``(kv_heads, head_dim, length + 1)``
+        and values ``(kv_heads, length + 1, head_dim)`` up to and including it
+        (views). The batch-1 decode step's :meth:`write` + :meth:`view` in four op
+        calls instead of ten. The caller has reserved room; the position counts
+        only after :meth:`advance`.
         """
         keys, values = self._layer_keys[layer], self._layer_values[layer]
-        keys[:, self.length] = key
+        keys[:, :, self.length] = key
         values[:, self.length] = value
         end = self.length + 1
-        return keys[:, :end], values[:, :end]
+        return keys[:, :, :end], values[:, :end]
 
     def view(self, layer: int, end: int) -> tuple[torch.Tensor, torch.Tensor]:
-        """Keys and values of positions ``0 .. end-1``, each ``(1, kv_heads, end, head_dim)``, no copy."""
-        return self._layer_keys[layer][None, :, :end], self._layer_values[layer][None, :, :end]
+        """Keys and values of positions ``0 .. end-1``, each ``(1, kv_heads, end, head_dim)``.
+
+        Values are a view; keys a contiguous copy, since SDPA's flash kernel
+        needs rows of ``head_dim`` (with the transposed view it falls back to the
+        math kernel, measured 1.7x slower for a 128-token chunk even counting the copy).
+        """
+        keys = self._layer_keys[layer][:, :, :end].transpose(1, 2).contiguous()  # (KVH, end, D)
+        return keys[None], self._layer_values[layer][None, :, :end]
 
     def advance(self, tokens: int) -> None:
         """Commit ``tokens`` positions written by the last forward pass."""
@@ -210,7 +220,8 @@ class DecodePlan:
 
 
 class _Arena:
-    """The slots of one capacity: keys and values ``(layers, slots, kv_heads, capacity, head_dim)``."""
+    """The slots of one capacity: keys ``(layers, slots, kv_heads, head_dim, capacity)`` (transposed)
+    and values ``(layers, slots, kv_heads, capacity, head_dim)``."""
 
     def __init__(self, pool: "KVPool", capacity: int):
         self.pool = pool
@@ -233,7 +244,8 @@ class _Arena:
         return found
 
     def layer(self, index: int) -> tuple[torch.Tensor, torch.Tensor]:
-        """Keys and values of every slot for one layer, each ``(slots, kv_heads, capacity, head_dim)``."""
+        """Keys ``(slots, kv_heads, head_dim, capacity)`` and values ``(slots, kv_heads, capacity,
+        head_dim)`` of every slot for one layer."""
         return self._layer_keys[index], self._layer_values[index]
 
     def take(self, cache: KVCache) -> int:
@@ -282,10 +294,10 @@ class _Arena:
         """Reallocate to ``slots`` slots, the live ones moved to the front in slot order."""
         p = self.pool
         live = self.live() if self.owners else []
-        shape = (p.layers, slots, p.kv_heads, self.capacity, p.head_dim)  # (L, S, KVH, cap, D)
-        keys, values = torch.zeros(shape), torch.zeros(shape)
+        keys = torch.zeros(p.layers, slots, p.kv_heads, p.head_dim, self.capacity)  # (L, S, KVH, D, cap)
+        values = torch.zeros(p.layers, slots, p.kv_heads, self.capacity, p.head_dim)  # (L, S, KVH, cap, D)
         for new, (old, cache) in enumerate(live):
-            keys[:, new, :, : cache.length] = self.keys[:, old, :, : cache.length]
+            keys[:, new, ..., : cache.length] = self.keys[:, old, ..., : cache.length]
             values[:, new, :, : cache.length] = self.values[:, old, :, : cache.length]
         self.keys, self.values = keys, values
         self._layer_keys, self._layer_values = keys.unbind(0), values.unbind(0)
@@ -337,7 +349,7 @@ class KVPool:
         slot = arena.take(cache)
         if old is not None:
             length = cache.length
-            arena.keys[:, slot, :, :length] = old.keys[:, old_slot, :, :length]
+            arena.keys[:, slot, ..., :length] = old.keys[:, old_slot, ..., :length]
             arena.values[:, slot, :, :length] = old.values[:, old_slot, :, :length]
             old.release(old_slot)
             self._released = True

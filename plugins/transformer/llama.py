@@ -433,7 +433,7 @@ class LlamaModel:
         out = qk.new_empty(batch, heads // groups, groups, dim)  # (B, KVH, G, D)
         rows = zip(caches, queries.unbind(0), qk[:, 0, heads:].unbind(0), values[:, 0].unbind(0), out.unbind(0))
         for cache, query, key, value, result in rows:
-            keys, vals = cache.append_one(layer, key, value)  # (KVH, len+1, D)
+            keys, vals = cache.append_one(layer, key, value)  # (KVH, D, len+1), (KVH, len+1, D)
             decode_attention(query, keys, vals, scale=1.0, out=result)
         return out.view(batch, 1, heads, dim)
 
@@ -452,11 +452,11 @@ class LlamaModel:
         new_keys, new_values = qk[:, 0, heads:], values[:, 0]  # (B, KVH, D)
         out = torch.empty_like(queries)
         for g in plan.groups:
-            keys, vals = g.arena.layer(layer)  # (S, KVH, cap, D)
-            keys[g.slot_ids, :, g.positions] = new_keys[g.rows]  # each row's new token at its own length
+            keys, vals = g.arena.layer(layer)  # (S, KVH, D, cap), (S, KVH, cap, D)
+            keys[g.slot_ids, :, :, g.positions] = new_keys[g.rows]  # each row's new token at its own length
             vals[g.slot_ids, :, g.positions] = new_values[g.rows]
-            span = (g.slots, slice(None), slice(0, g.width))
-            batched_decode_attention(queries[g.rows], keys[span], vals[span], g.hidden, scale=1.0, out=out[g.rows])
+            keys, vals = keys[g.slots, ..., : g.width], vals[g.slots, :, : g.width]
+            batched_decode_attention(queries[g.rows], keys, vals, g.hidden, scale=1.0, out=out[g.rows])
         return out.view(batch, 1, heads, dim)
 
     def _mlp(self, layer: DecoderLayer, x: torch.Tensor) -> None:
