@@ -43,6 +43,13 @@ if TYPE_CHECKING:
 State = Any
 
 
+#: Weight encodings a backend may compute with (``BackendSpec.quantizations``), widest first:
+#: float32, float16 (ONNX bundles), 8-bit and 4-bit weight-only quantisation.
+QUANTS = ("fp32", "fp16", "int8", "int4")
+#: What agentd's torch backends compute with (:mod:`agentd.plugins.quantized`).
+TORCH_QUANTS = ("fp32", "int8", "int4")
+
+
 @dataclass(frozen=True)
 class ModelInfo:
     """What a loaded model is, as reported by ``GetModelInfo``."""
@@ -70,7 +77,7 @@ class ModelInfo:
     #: parameters x 4. 0 means "not reported": the server then estimates it.
     weight_bytes: int = 0
     #: How the weights are held, when it differs from the source, e.g.
-    #: "GGUF Q4_1 dequantised to float32 at load".
+    #: "GGUF Q4_1 (mixed with Q8_0), computed in int4".
     weight_note: str = ""
     #: Token classifiers only: the label of each ``classify`` logit column, in id order.
     labels: tuple[str, ...] = ()
@@ -165,14 +172,42 @@ class BackendSpec:
     name: str
     #: Hugging Face architecture names served, e.g. ``("LlamaForCausalLM",)``.
     architectures: tuple[str, ...]
-    #: Builds the backend from a verified checkpoint (imports torch lazily).
-    load: Callable[["Checkpoint"], Backend]
+    #: Builds the backend from a verified checkpoint (imports torch lazily), computing with the
+    #: weight encoding given, always one of :attr:`quantizations`.
+    load: Callable[["Checkpoint", str], Backend]
     #: One line shown by ``agentd models backends``.
     description: str = ""
     #: Importable modules ``load`` needs (e.g. ``("torch",)``); a backend whose
     #: modules are missing is listed as unavailable and refuses to load with
     #: one clear line instead of an ImportError.
     requires: tuple[str, ...] = ()
+    #: Weight encodings (of :data:`QUANTS`) ``load`` can compute with, converting at load;
+    #: empty: only the one each checkpoint is stored in (an exported ONNX bundle's).
+    quantizations: tuple[str, ...] = ("fp32",)
+
+    def choose_quant(self, checkpoint: "Checkpoint", requested: str | None = None) -> str:
+        """The encoding to load ``checkpoint`` with: ``requested``, or (None) the checkpoint's own
+        (:attr:`Checkpoint.stored_quant`) when this backend runs it, else the widest it runs.
+
+        Raises InvalidArgument for an encoding this backend cannot compute with.
+        """
+        if not self.quantizations:
+            stored = checkpoint.stored_quant
+            if requested not in (None, stored):
+                from agentd.errors import InvalidArgument
+
+                raise InvalidArgument("quant", f"{requested!r}: this model is stored as {stored}, which the {self.name} backend computes with as it is")
+            return stored
+        if requested is None:
+            stored = checkpoint.stored_quant
+            return stored if stored in self.quantizations else self.quantizations[0]
+        if requested not in self.quantizations:
+            from agentd.errors import InvalidArgument
+
+            raise InvalidArgument(
+                "quant", f"{requested!r}: the {self.name} backend computes with {', '.join(self.quantizations)}"
+            )
+        return requested
 
     def missing(self) -> list[str]:
         """The required modules that are not installed (cheap: nothing is imported)."""

@@ -106,6 +106,12 @@ class Checkpoint(abc.ABC):
         """One line about where the weights came from (shown by ``GetModelInfo``), if worth saying."""
         return None
 
+    @property
+    def stored_quant(self) -> str:
+        """The weight encoding (``fp32``, ``int8``, ``int4``) closest to how the weights are stored:
+        what a backend computes with unless told otherwise. Float checkpoints: ``fp32``."""
+        return "fp32"
+
     def tokenizer(self) -> "Tokenizer | None":
         """The model's tokenizer and chat template, or None when it has none."""
         from agentd.tokenizer import Tokenizer

@@ -148,6 +148,7 @@ class ServeConfig:
     prefix_cache_budget: int = 64 * 2**20
     session_budget: int = 512 * 2**20
     session_ttl: float = 1800.0
+    quant: str = "auto"
     threads: int = 0
     metrics_host: str = "127.0.0.1"
     metrics_port: int | None = None
@@ -315,6 +316,7 @@ KEYS: tuple[Key, ...] = (
     Key("prefix_cache_budget", _size, "Bytes of cached prompt-prefix states per model (0: no prefix cache)."),
     Key("session_budget", _size, "Bytes of state all in-memory sessions may hold together; past it the least recently used session is evicted."),
     Key("session_ttl", _seconds, "Seconds an idle session is kept."),
+    Key("quant", _choice(("auto", "fp32", "int8", "int4")), "Weight encoding the torch backends compute with: auto (each checkpoint's own: a GGUF Q4 file runs int4, Q5-Q8 int8, float checkpoints fp32), or fp32, int8 (rows), int4 (groups of 32) for every model that can; ONNX bundles keep the encoding they were exported with."),
     Key("threads", _count(0), "Intra-op threads for model work, torch and onnxruntime alike (0: one less than the cores, at least 1: on small machines the gRPC loop and the OS need a core)."),
     Key("metrics_host", _text, "Address the Prometheus metrics endpoint binds."),
     Key("metrics_port", _port, "Port of the Prometheus /metrics endpoint (unset: no metrics server; 0: any free port)."),

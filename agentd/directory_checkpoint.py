@@ -103,6 +103,12 @@ class DirectoryCheckpoint(Checkpoint):
     def weight_bytes(self) -> int:
         return sum(entry.end - entry.start for weights in self.weight_headers for entry in weights.tensors)
 
+    @property
+    def stored_quant(self) -> str:
+        """An exported bundle's weight encoding (its manifest says), else ``fp32``."""
+        onnx = (self.manifest or {}).get("onnx")
+        return str(onnx.get("quantization", "fp32")) if isinstance(onnx, dict) else "fp32"
+
     def tensors(self, framework: Framework = "pt") -> Iterator[tuple[str, Any]]:
         from safetensors import SafetensorError, safe_open
 

@@ -69,10 +69,10 @@ class Model:
     @cached_property
     def info(self) -> ModelInfo:
         """The backend's description of the model, noting how its weights are held
-        when the format converted them (e.g. a GGUF file dequantised at load)."""
+        when the format says something about them (e.g. ``GGUF Q4_1, computed in int4``)."""
         info = self.backend.info
         if not info.weight_note and self.checkpoint.description:
-            info = dataclasses.replace(info, weight_note=self.checkpoint.description)
+            info = dataclasses.replace(info, weight_note=f"{self.checkpoint.description}, computed in {info.dtype}")
         return info
 
     # -- decoders --------------------------------------------------------------
@@ -209,9 +209,16 @@ def backend_for(path: str | Path) -> tuple[Checkpoint, BackendSpec]:
     return checkpoint, available_spec_for(checkpoint.architecture, checkpoint.where("config.json"))
 
 
-def load_model(path: str | Path) -> Model:
-    """Load a model in any format a plugin reads (see ``agentd models formats``)."""
+def load_model(path: str | Path, quant: str | None = None) -> Model:
+    """Load a model in any format a plugin reads (see ``agentd models formats``).
+
+    ``quant`` (``fp32``, ``int8``, ``int4``) is the weight encoding to compute
+    with; None takes the checkpoint's own (a GGUF Q4 file runs int4, Q8_0 int8,
+    float checkpoints fp32) when the backend runs it. An encoding the backend
+    cannot compute with is INVALID_ARGUMENT.
+    """
     checkpoint, spec = backend_for(path)
+    chosen = spec.choose_quant(checkpoint, quant)
     tokenizer = checkpoint.tokenizer()  # a broken tokenizer fails before the weights are read
-    backend = spec.load(checkpoint)
+    backend = spec.load(checkpoint, chosen)
     return Model(checkpoint, backend, tokenizer)

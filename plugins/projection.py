@@ -27,6 +27,11 @@ gets a packed copy for the head (``vocab x hidden x 4`` bytes more).
 
 Only fp32 weights are packed: the probe checks fp32, and bf16/fp16 weights
 (RWKV checkpoints may keep them) stay dense and go through ``F.linear``.
+
+:func:`prepare_weight` is what a backend's ``pack_weights(quant)`` calls for
+every projection: packed fp32, or a :class:`~.quantized.QuantizedWeight`
+(int8 rows, int4 groups) that :func:`linear` runs through torch's quantised
+kernels; :func:`embedding` gathers from a dense or an int8 table alike.
 """
 
 from __future__ import annotations
@@ -38,6 +43,7 @@ import torch
 import torch.nn.functional as F
 
 from . import kernel_choice
+from .quantized import QUANTS, QuantizedWeight, quantize
 
 #: Rows oneDNN's weight layout is chosen for; any row count works with it.
 #: 16 is the engine's default batch: decode steps are the latency that matters.
@@ -68,12 +74,35 @@ def pack_weight(weight: torch.Tensor) -> torch.Tensor:
     return _reorder(weight)
 
 
+def prepare_weight(weight: torch.Tensor, quant: str = "fp32") -> torch.Tensor | QuantizedWeight:
+    """``weight`` ``(out, in)`` ready for :func:`linear` in the encoding ``quant`` (one of :data:`QUANTS`).
+
+    ``int8``/``int4`` quantise it (a shape the quantised kernels do not take
+    falls back to the next wider encoding); what stays float32 is packed
+    (:func:`pack_weight`).
+    """
+    if quant not in QUANTS:
+        raise ValueError(f"quant must be one of {', '.join(QUANTS)}, got {quant!r}")
+    if quant != "fp32" and not weight.is_mkldnn:
+        weight = quantize(weight, 8 if quant == "int8" else 4)
+        if isinstance(weight, QuantizedWeight):
+            return weight
+    return pack_weight(weight)
+
+
+def embedding(ids: torch.Tensor, table: torch.Tensor | QuantizedWeight) -> torch.Tensor:
+    """Rows ``ids`` of an embedding ``table`` ``(V, C)``: dense, or int8 rows (a quantised tied head)."""
+    if isinstance(table, QuantizedWeight):
+        return table.rows(ids)
+    return F.embedding(ids, table)
+
+
 def _reorder(weight: torch.Tensor) -> torch.Tensor:
     return torch.ops.mkldnn._reorder_linear_weight(weight.contiguous(), PACK_ROWS_HINT)
 
 
-def linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
-    """``x @ weight.T + bias`` for ``x`` ``(rows, in)`` and a dense weight or one made by :func:`pack_weight`.
+def linear(x: torch.Tensor, weight: torch.Tensor | QuantizedWeight, bias: torch.Tensor | None) -> torch.Tensor:
+    """``x @ weight.T + bias`` for ``x`` ``(rows, in)`` and a dense weight or one made by :func:`prepare_weight`.
 
     oneDNN compiles and caches a kernel for every distinct row count it sees
     (~0.6 MB each, measured: a soak with prompts of 1-256 tokens grew the
@@ -81,6 +110,8 @@ def linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None) -> 
     :data:`ROW_BUCKETS`: fewer rows are zero-padded up to the next bucket (a
     row's result does not depend on the others), more are done in blocks.
     """
+    if isinstance(weight, QuantizedWeight):
+        return weight.linear(x, bias)
     if not weight.is_mkldnn:
         return F.linear(x, weight, bias)
     rows, block = x.shape[0], ROW_BUCKETS[-1]

@@ -185,18 +185,24 @@ def resident_bytes(tensors: Iterable[torch.Tensor | None]) -> int:
 
 
 def layer_tensors(*objects: object) -> list[torch.Tensor]:
-    """Every tensor in ``objects``: tensors themselves, dataclass/plain objects' fields, tuples and lists."""
+    """Every tensor in ``objects``: tensors themselves, the fields of dataclass/plain objects (and of the
+    objects in those fields, such as a quantised weight's codes and scales), tuples and lists."""
     found: list[torch.Tensor] = []
+    seen: set[int] = set()
 
     def visit(value: object) -> None:
         if isinstance(value, torch.Tensor):
             found.append(value)
+        elif id(value) in seen:
+            return
         elif isinstance(value, (tuple, list)):
+            seen.add(id(value))
             for item in value:
                 visit(item)
         elif hasattr(value, "__dict__") and not isinstance(value, type):
+            seen.add(id(value))
             for item in vars(value).values():
-                if isinstance(item, (torch.Tensor, tuple, list)):
+                if isinstance(item, (torch.Tensor, tuple, list)) or (hasattr(item, "__dict__") and not callable(item)):
                     visit(item)
 
     for obj in objects:

@@ -54,7 +54,8 @@ def onnx_backend(bundle: Path) -> Backend:
     checkpoint = open_checkpoint(bundle)
     architecture = checkpoint.architecture
     assert architecture.startswith(ARCHITECTURE_PREFIX), f"{bundle} has no onnx section"
-    return spec_for(architecture).load(checkpoint)
+    spec = spec_for(architecture)
+    return spec.load(checkpoint, spec.choose_quant(checkpoint))
 
 
 def teacher_forced_agreement(reference: Backend, candidate: Backend, prompt: list[int], tokens: list[int]) -> float:

@@ -39,23 +39,26 @@ from agentd.conformance import Fixture, Tolerance, fail_on_call  # noqa: E402
 from agentd.registry import backend_specs  # noqa: E402
 
 
-def _load(directory: Path) -> Backend:
+def _load(directory: Path, quant: str | None = None) -> Backend:
     import agentd
 
-    return agentd.load_model(directory).backend  # the serving path: packed weights
+    backend = agentd.load_model(directory, quant).backend  # the serving path: packed or quantised weights
+    assert quant is None or backend.info.dtype == {"fp32": "float32"}.get(quant, quant)
+    return backend
 
 
 # -- builders ------------------------------------------------------------------------------
 
 
-def _llama(variant: str) -> Callable[[Path], Backend]:
+def _llama(variant: str, quant: str | None = None) -> Callable[[Path], Backend]:
     def build(directory: Path) -> Backend:
         from _llama_fixtures import save_variant
 
         save_variant(variant, directory)
-        return _load(directory)
+        return _load(directory, quant)
 
     return build
+
 
 
 def _bert(directory: Path) -> Backend:
@@ -75,11 +78,11 @@ def _bert(directory: Path) -> Backend:
     return _load(directory)
 
 
-def _mamba(directory: Path) -> Backend:
+def _mamba(directory: Path, quant: str | None = None) -> Backend:
     from _ssm_fixtures import make_hf_mamba
 
     make_hf_mamba(directory, use_bias=True)
-    return _load(directory)
+    return _load(directory, quant)
 
 
 def _mamba2(directory: Path) -> Backend:
@@ -96,13 +99,13 @@ def _rwkv4(directory: Path) -> Backend:
     return _load(directory)
 
 
-def _rwkv7(directory: Path) -> Backend:
+def _rwkv7(directory: Path, quant: str | None = None) -> Backend:
     from _rwkv_fixtures import make_rwkv7_pth
 
     from agentd.plugins.linear.convert import convert_rwkv7_pth
 
     pth = make_rwkv7_pth(directory / "tiny.pth", hidden=64, layers=2, head_size=32)
-    return _load(convert_rwkv7_pth(pth, directory / "converted"))
+    return _load(convert_rwkv7_pth(pth, directory / "converted"), quant)
 
 
 def _onnx(source: Callable[[Path], Backend], quant: str = "fp32") -> Callable[[Path], Backend]:
@@ -143,18 +146,29 @@ _llama_layer = _last_layer("_mlp", lambda b: len(b.model.layers), owner=lambda b
 #: Torch backends: oneDNN / MKL pick kernels by row count, so a row decoded in a batch of
 #: three and alone differ by rounding, as do the parallel (prefill) and recurrent forms.
 TORCH = Tolerance(atol=2e-4, rtol=2e-4, batch_atol=2e-4, batch_rtol=2e-4)
+#: Quantised torch backends: activations enter the int8/int4 kernels as bfloat16 (8 bits of
+#: mantissa), so the parallel and recurrent forms, or a row in a batch and alone, round apart by more.
+QUANTISED = Tolerance(atol=3e-2, rtol=3e-2, batch_atol=3e-2, batch_rtol=3e-2)
 
 #: Built-in backend name -> its fixtures.
 FIXTURES: dict[str, list[Fixture]] = {
     "transformer": [
         Fixture("llama", "decoder", _llama("llama"), _llama_layer, TORCH, why="tiled prefill attention vs decode matmuls"),
         Fixture("qwen2-tied", "decoder", _llama("qwen2-tied"), _llama_layer, TORCH, why="q/k/v biases, packed tied head"),
+        Fixture("llama-int4", "decoder", _llama("llama", "int4"), _llama_layer, QUANTISED, why="int4 groups, int8 head"),
+        Fixture("qwen2-tied-int8", "decoder", _llama("qwen2-tied", "int8"), _llama_layer, QUANTISED, why="int8 rows, one int8 table for the tied head and the embedding"),
     ],
     "bert": [Fixture("bert", "encoder", _bert, tolerance=Tolerance(batch_atol=1e-5, batch_rtol=1e-5), why="padding is masked out")],
-    "mamba": [Fixture("mamba", "decoder", _mamba, _fixed_state_layer, TORCH, why="chunked log-depth scan vs recurrent step")],
+    "mamba": [
+        Fixture("mamba", "decoder", _mamba, _fixed_state_layer, TORCH, why="chunked log-depth scan vs recurrent step"),
+        Fixture("mamba-int4", "decoder", functools.partial(_mamba, quant="int4"), _fixed_state_layer, QUANTISED, why="int4 projections"),
+    ],
     "mamba2": [Fixture("mamba2-tied", "decoder", _mamba2, _fixed_state_layer, TORCH, why="chunked SSD vs recurrent step")],
     "rwkv4": [Fixture("rwkv4", "decoder", _rwkv4, _rwkv_layer, TORCH, why="chunked WKV vs recurrent step")],
-    "rwkv7": [Fixture("rwkv7", "decoder", _rwkv7, _rwkv_layer, TORCH, why="chunked delta rule vs recurrent step")],
+    "rwkv7": [
+        Fixture("rwkv7", "decoder", _rwkv7, _rwkv_layer, TORCH, why="chunked delta rule vs recurrent step"),
+        Fixture("rwkv7-int4", "decoder", functools.partial(_rwkv7, quant="int4"), _rwkv_layer, QUANTISED, why="int4 projections"),
+    ],
     "onnxrt": [
         Fixture("onnx-llama", "decoder", _onnx(_llama("llama")), _onnx_last_row,
                 Tolerance(atol=2e-4, rtol=2e-4, batch_atol=0, batch_rtol=0), why="rows run one at a time: batched == alone exactly"),
@@ -337,6 +351,12 @@ TORCH_FIXTURES = [
 def test_loaded_torch_model_reports_at_least_four_bytes_per_parameter(fixture: Fixture, built) -> None:
     backend = built(fixture)
     info = backend.info
+    if fixture.variant.endswith(("int4", "int8")):
+        # Quantised weights are counted at their size: 1 byte (int8) or ~0.6 (int4 codes, scales and
+        # zero points) per parameter, norms and biases float32, the head int8.
+        assert info.dtype == fixture.variant.rsplit("-", 1)[1]
+        assert 0 < info.weight_bytes <= info.parameters * 1.5
+        return
     assert info.dtype == "float32"
     # RWKV folds block 0's LayerNorm (weight and bias) into its embedding table at load:
     # those 2 x hidden parameters are not held apart.

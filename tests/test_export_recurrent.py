@@ -65,7 +65,8 @@ def models(tmp_path_factory) -> dict[str, tuple[Path, object]]:
 
 def torch_backend(directory: Path):
     checkpoint = open_checkpoint(directory)
-    return spec_for(checkpoint.architecture).load(checkpoint)
+    spec = spec_for(checkpoint.architecture)
+    return spec.load(checkpoint, spec.choose_quant(checkpoint))
 
 
 @pytest.mark.parametrize("variant", VARIANTS)

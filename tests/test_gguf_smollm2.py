@@ -40,8 +40,8 @@ def test_smollm2_tensors_are_bit_identical_to_transformers(smollm2: Path, refere
 
 
 def test_smollm2_q4_1_logits_and_greedy_match_transformers(smollm2: Path, reference) -> None:
-    ours = agentd.load_model(smollm2)
-    assert ours.checkpoint.description == "GGUF Q4_1 (mixed with Q8_0) dequantised to float32 at load"
+    ours = agentd.load_model(smollm2, quant="fp32")
+    assert ours.info.weight_note == "GGUF Q4_1 (mixed with Q8_0), computed in float32"
     prompt = ours.tokenizer.apply_chat_template([{"role": "user", "content": "What is the capital of France?"}])
     # The weights are bit-identical (above), so what remains is 30 layers of float32
     # arithmetic summed in different orders by two implementations (oneDNN-packed

@@ -60,9 +60,9 @@ def test_load_in_background_reports_health_then_serves(checkpoints, monkeypatch)
     gate = threading.Event()
     real_load = agentd.model.load_model
 
-    def gated_load(path):
+    def gated_load(path, quant=None):
         gate.wait(timeout=60)  # hold the load so the test sees it in progress
-        return real_load(path)
+        return real_load(path, quant)
 
     monkeypatch.setattr(agentd.model, "load_model", gated_load)
     with socket_dir() as directory, ServingHarness(table, directory / "r.sock") as harness:

@@ -83,7 +83,7 @@ TOY_PLUGIN = textwrap.dedent(
             return np.frombuffer(data, dtype=np.int64).tolist()
 
 
-    def load(checkpoint: Checkpoint) -> Backend:
+    def load(checkpoint: Checkpoint, quant: str) -> Backend:
         return BigramBackend(checkpoint.load_tensors("np")["table"], checkpoint.architecture)
 
 

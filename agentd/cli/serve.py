@@ -117,6 +117,9 @@ def serve(
     session_ttl: Annotated[
         Optional[float], typer.Option("--session-ttl", help="Seconds an idle session is kept.", rich_help_panel=ENGINE)
     ] = None,
+    quant: Annotated[
+        Optional[str], typer.Option("--quant", metavar="auto|fp32|int8|int4", help="Weight encoding the torch backends compute with (auto: each checkpoint's own).", rich_help_panel=ENGINE)
+    ] = None,
     threads: Annotated[
         Optional[int], typer.Option("--threads", help="Threads for model work, torch and onnxruntime alike (0: cores - 1, at least 1).", rich_help_panel=ENGINE)
     ] = None,
@@ -144,7 +147,7 @@ def serve(
         "remote_admin": remote_admin, "log_format": log_format, "log_level": log_level, "log_prompts": log_prompts,
         "max_batch": max_batch, "max_queue": max_queue, "prefill_chunk": prefill_chunk,
         "memory_budget": memory_budget, "prefix_cache_budget": prefix_cache_budget,
-        "session_budget": session_budget, "session_ttl": session_ttl, "threads": threads, "metrics_host": metrics_host,
+        "session_budget": session_budget, "session_ttl": session_ttl, "quant": quant, "threads": threads, "metrics_host": metrics_host,
         "metrics_port": metrics_port, "planner": planner, "plan_cache": plan_cache,
     }
     config = load_serve_config(config_file, flags=flags)
@@ -199,6 +202,7 @@ def _serve(config: ServeConfig) -> None:
             prefix_cache_bytes=config.prefix_cache_budget,
             memory_budget=config.memory_budget,
             unload_grace=config.grace,
+            quant=None if config.quant == "auto" else config.quant,
             sessions=SessionSettings(ttl=config.session_ttl, budget_bytes=config.session_budget),
         )
         table = ModelTable.load(sources, settings)

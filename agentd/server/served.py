@@ -78,6 +78,8 @@ class ServingSettings:
     memory_budget: int = 0
     #: Seconds in-flight streams of an unloaded model may finish in.
     unload_grace: float = 5.0
+    #: Weight encoding models are computed in (``fp32``, ``int8``, ``int4``); None: each checkpoint's own.
+    quant: str | None = None
     sessions: SessionSettings = field(default_factory=SessionSettings)
 
 
@@ -141,7 +143,7 @@ class ModelTable:
 
         models = []
         for source in sources:
-            model = load_model(source.path)
+            model = load_model(source.path, _quant_for(source.path, settings))
             models.append(ServedModel(source.name, model.path, _description(source, model), model=model))
             log.info("loaded %s from %s", source.name, model.path)
         return cls(models, settings)
@@ -295,7 +297,7 @@ class ModelTable:
         await self._report(served)  # NOT_SERVING while loading (a reload after eviction, too)
         started = time.monotonic()
         try:
-            model = await asyncio.to_thread(load_model, served.path)
+            model = await asyncio.to_thread(load_model, served.path, _quant_for(served.path, self.settings))
         except AgentdError as exc:
             served.status, served.error = "failed", exc
             log.warning("loading %s failed: %s", served.name, exc)
@@ -431,3 +433,14 @@ def _description(source: ModelSource, model: "Model") -> str:
     if source.description is not None:
         return source.description
     return str(model.checkpoint.config.get(DESCRIPTION_KEY, ""))
+
+
+def _quant_for(path: Path, settings: ServingSettings | None) -> str | None:
+    """The encoding to load ``path`` in: the configured one when its backend computes with it, else its own."""
+    quant = (settings or ServingSettings()).quant
+    if quant is None:
+        return None
+    from agentd.model import backend_for
+
+    _, spec = backend_for(path)
+    return quant if quant in spec.quantizations else None

@@ -26,6 +26,13 @@ from .reader import GgufFile
 from .tokenizer import build_tokenizer
 
 
+#: The torch encoding each GGUF matrix type runs as (see :attr:`GgufCheckpoint.stored_quant`).
+STORED_QUANT = {
+    **dict.fromkeys(("Q2_K", "Q3_K", "Q4_0", "Q4_1", "Q4_K"), "int4"),
+    **dict.fromkeys(("Q5_0", "Q5_1", "Q5_K", "Q6_K", "Q8_0"), "int8"),
+}
+
+
 class GgufCheckpoint(Checkpoint):
     """One ``.gguf`` file; metadata parsed on open, tensors read lazily from the memory map."""
 
@@ -107,10 +114,17 @@ class GgufCheckpoint(Checkpoint):
         return elements.most_common() or [("F32", 0)]
 
     @property
+    def stored_quant(self) -> str:
+        """``int4`` for files whose matrices are mostly 4-bit blocks (Q4_0, Q4_1, Q4_K, and the
+        lower K-quants), ``int8`` for Q5_*, Q6_K and Q8_0, ``fp32`` for float files: a GGUF file runs at about the
+        bits it was made with, as it would in llama.cpp."""
+        return STORED_QUANT.get(self.quantization, "fp32")
+
+    @property
     def description(self) -> str:
         mix = [name for name, _ in self._type_mix()]
         mixed = f" (mixed with {', '.join(mix[1:])})" if len(mix) > 1 else ""
-        return f"GGUF {mix[0]}{mixed} dequantised to float32 at load"
+        return f"GGUF {mix[0]}{mixed}"
 
 
 def _dump(document: dict[str, Any]) -> str:

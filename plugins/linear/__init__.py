@@ -14,7 +14,7 @@ import importlib.util
 from pathlib import Path
 from typing import Callable
 
-from agentd.backend import BackendSpec
+from agentd.backend import TORCH_QUANTS, BackendSpec
 from agentd.checkpoint import Checkpoint
 from agentd.errors import BackendUnavailable
 from agentd.hookspecs import hookimpl
@@ -47,6 +47,7 @@ def register_backends(register: Callable[[BackendSpec], None]) -> None:
             name="rwkv4",
             architectures=("RwkvForCausalLM",),
             load=packed_loader("agentd.plugins.linear.rwkv4"),
+            quantizations=TORCH_QUANTS,
             requires=("torch",),
             description="RWKV-4 linear attention (chunked-parallel prefill, fixed-size recurrent state)",
         )
@@ -56,6 +57,7 @@ def register_backends(register: Callable[[BackendSpec], None]) -> None:
             name="rwkv7",
             architectures=("Rwkv7ForCausalLM",),
             load=packed_loader("agentd.plugins.linear.rwkv7"),
+            quantizations=TORCH_QUANTS,
             requires=("torch",),
             description="RWKV-7 'Goose' generalised delta rule (chunked prefill, fixed-size recurrent state)",
         )

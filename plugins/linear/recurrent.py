@@ -14,7 +14,7 @@ from typing import ClassVar, Protocol, Sequence
 import torch
 
 from agentd.plugins.fixed_state import FixedState, FixedStateBackend
-from agentd.plugins.projection import pack_weight
+from agentd.plugins.projection import prepare_weight
 
 
 @dataclass
@@ -44,18 +44,21 @@ class RecurrentBackend(FixedStateBackend[RecurrentState]):
     layers: Sequence[ProjectedLayer]
     head: torch.Tensor
 
-    def pack_weights(self) -> None:
-        """Reorder every projection and the LM head for oneDNN (:func:`~agentd.plugins.projection.pack_weight`).
+    def pack_weights(self, quant: str = "fp32") -> None:
+        """Prepare every projection and the LM head for serving in ``quant``
+        (:func:`~agentd.plugins.projection.prepare_weight`).
 
         The serving loader calls this once; the ONNX exporters, which read the
-        dense ``(out, in)`` weights, load without it. Each packed weight
+        dense ``(out, in)`` weights, load without it. Each prepared weight
         replaces its dense one (the embedding gather uses its own folded table,
-        so a tied head costs nothing extra). bf16/fp16 weights stay dense.
+        so a tied head costs nothing extra; it stays float). ``int8``/``int4``
+        put the projections in that encoding and the head in int8.
+        bf16/fp16 weights stay dense in fp32 mode.
         """
         for layer in self.layers:
             for name in layer.PROJECTIONS:
-                setattr(layer, name, pack_weight(getattr(layer, name)))
-        self.head = pack_weight(self.head)
+                setattr(layer, name, prepare_weight(getattr(layer, name), quant))
+        self.head = prepare_weight(self.head, "fp32" if quant == "fp32" else "int8")
         self._weights_changed()
 
     @property

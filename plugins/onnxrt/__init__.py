@@ -52,10 +52,10 @@ def open_checkpoint(path: Path) -> Checkpoint | None:
     return OnnxBundle(path, format="onnx", manifest=verify_manifest(path))
 
 
-def _load(checkpoint: Checkpoint) -> Backend:
+def _load(checkpoint: Checkpoint, quant: str) -> Backend:
     from agentd.plugins.onnxrt.session import load
 
-    return load(checkpoint)
+    return load(checkpoint)  # quant is the bundle's own: fixed when it was exported (spec: quantizations=())
 
 
 @hookimpl
@@ -65,6 +65,7 @@ def register_backends(register: Callable[[BackendSpec], None]) -> None:
             name="onnxrt",
             architectures=tuple(ARCHITECTURE_PREFIX + arch for arch in SERVED),
             load=_load,
+            quantizations=(),
             requires=("onnxruntime",),
             description="onnxruntime over an exported ONNX bundle (no torch; KV cache updated in place, SSM/RWKV state as graph I/O)",
         )

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from typing import Callable
 
-from agentd.backend import BackendSpec
+from agentd.backend import TORCH_QUANTS, BackendSpec
 from agentd.hookspecs import hookimpl
 from agentd.plugins import packed_loader
 
@@ -23,6 +23,7 @@ def register_backends(register: Callable[[BackendSpec], None]) -> None:
             name="mamba",
             architectures=("MambaForCausalLM",),
             load=packed_loader("agentd.plugins.ssm.mamba"),
+            quantizations=TORCH_QUANTS,
             requires=("torch",),
             description="Mamba selective SSM (chunked parallel scan prefill, fixed-size conv+ssm state)",
         )
@@ -32,6 +33,7 @@ def register_backends(register: Callable[[BackendSpec], None]) -> None:
             name="mamba2",
             architectures=("Mamba2ForCausalLM",),
             load=packed_loader("agentd.plugins.ssm.mamba2"),
+            quantizations=TORCH_QUANTS,
             requires=("torch",),
             description="Mamba-2 state-space duality (chunked SSD prefill, fixed-size conv+ssm state)",
         )

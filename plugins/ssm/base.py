@@ -14,11 +14,11 @@ from dataclasses import dataclass
 from typing import ClassVar, Generic, TypeVar
 
 import torch
-import torch.nn.functional as F
 
 from agentd.backend import ModelInfo
 from agentd.plugins.fixed_state import FixedStateBackend
-from agentd.plugins.projection import linear, pack_weight
+from agentd.plugins.projection import embedding, linear, prepare_weight
+from agentd.plugins.quantized import QuantizedWeight, quantize
 from agentd.plugins.norm import rms_norm
 from agentd.plugins.ssm.state import SSMState
 
@@ -67,19 +67,25 @@ class SSMBackend(FixedStateBackend[SSMState], Generic[LayerT]):
         self.ssm_shape = (len(layers), *ssm_shape)
         self.state_shapes = (self.conv_shape, self.ssm_shape)
 
-    def pack_weights(self) -> None:
-        """Reorder every projection and the LM head for oneDNN (:func:`~agentd.plugins.projection.pack_weight`).
+    def pack_weights(self, quant: str = "fp32") -> None:
+        """Prepare every projection and the LM head for serving in ``quant``
+        (:func:`~agentd.plugins.projection.prepare_weight`).
 
         The serving loader calls this once; the ONNX exporters, which read the
-        dense ``(out, in)`` weights, load without it. Each packed weight
-        replaces its dense one, except a tied head: the embedding gather keeps
-        the dense table and the head gets a packed copy (``V x hidden x 4``
-        bytes more), as the Llama backend does.
+        dense ``(out, in)`` weights, load without it. Each prepared weight
+        replaces its dense one. ``fp32``: a tied head gets a packed copy (the
+        embedding gather keeps the dense table, ``V x hidden x 4`` bytes more),
+        as the Llama backend does. ``int8``/``int4``: the projections in that
+        encoding, the head in int8, and the embedding an int8 table (the head's
+        own when tied).
         """
         for layer in self.layers:
             for name in layer.PROJECTIONS:
-                setattr(layer, name, pack_weight(getattr(layer, name)))
-        self.lm_head = pack_weight(self.lm_head)
+                setattr(layer, name, prepare_weight(getattr(layer, name), quant))
+        tied = self.lm_head is self.embeddings
+        self.lm_head = prepare_weight(self.lm_head, "fp32" if quant == "fp32" else "int8")
+        if quant != "fp32":
+            self.embeddings = self.lm_head if tied and isinstance(self.lm_head, QuantizedWeight) else quantize(self.embeddings, 8)
         self._weights_changed()
 
     def _ssm_info(self, architecture: str, parameters: int, vocab_size: int) -> ModelInfo:
@@ -104,7 +110,7 @@ class SSMBackend(FixedStateBackend[SSMState], Generic[LayerT]):
     # -- the layer stack -----------------------------------------------------------
     def _forward_sequence(self, ids: torch.Tensor, parts: tuple[torch.Tensor, ...], all_logits: bool) -> torch.Tensor:
         conv, ssm = parts
-        hidden = F.embedding(ids, self.embeddings)  # (T, hidden)
+        hidden = embedding(ids, self.embeddings)  # (T, hidden)
         for index, layer in enumerate(self.layers):
             normed = rms_norm(hidden, layer.norm, self.eps)
             hidden = hidden + self._mix_sequence(layer, normed, conv[index], ssm[index])
@@ -112,7 +118,7 @@ class SSMBackend(FixedStateBackend[SSMState], Generic[LayerT]):
 
     def _forward_step(self, ids: torch.Tensor, parts: tuple[torch.Tensor, ...]) -> torch.Tensor:
         conv, ssm = parts  # (layers, B, K-1, C), (layers, B, ...)
-        hidden = F.embedding(ids, self.embeddings)  # (B, hidden)
+        hidden = embedding(ids, self.embeddings)  # (B, hidden)
         for index, layer in enumerate(self.layers):
             normed = rms_norm(hidden, layer.norm, self.eps)
             hidden = hidden + self._mix_step(layer, normed, conv[index], ssm[index])

@@ -6,18 +6,18 @@ plugin. Torch is imported only when a model is loaded.
 
 from __future__ import annotations
 
-from agentd.backend import Backend, BackendSpec
+from agentd.backend import TORCH_QUANTS, Backend, BackendSpec
 from agentd.checkpoint import Checkpoint
 from agentd.hookspecs import hookimpl
 
 
-def _load_decoder(checkpoint: Checkpoint) -> Backend:
+def _load_decoder(checkpoint: Checkpoint, quant: str) -> Backend:
     from agentd.plugins.transformer.decoder import load
 
-    return load(checkpoint)
+    return load(checkpoint, quant)
 
 
-def _load_encoder(checkpoint: Checkpoint) -> Backend:
+def _load_encoder(checkpoint: Checkpoint, quant: str) -> Backend:  # fp32 only (its spec says)
     from agentd.plugins.transformer.bert import load
 
     return load(checkpoint)
@@ -30,6 +30,7 @@ def register_backends(register) -> None:
             name="transformer",
             architectures=("LlamaForCausalLM", "Qwen2ForCausalLM"),
             load=_load_decoder,
+            quantizations=TORCH_QUANTS,
             requires=("torch",),
             description="Llama-family decoder with FlashAttention-style tiled attention (KV cache grows per token)",
         )

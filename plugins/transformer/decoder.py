@@ -22,6 +22,7 @@ from agentd.backend import Backend, ModelInfo, check_token_ids
 from agentd.checkpoint import Checkpoint
 from agentd.errors import InvalidArgument, OutOfRange
 
+from agentd.plugins.quantized import QUANT_DTYPES
 from agentd.plugins.weights import WeightReader
 
 from .kv_cache import KVCache, KVPool
@@ -33,7 +34,7 @@ _FLOAT32_BYTES = 4
 class DecoderBackend(Backend):
     """A loaded Llama-family model serving prefill/decode over KV-cache states."""
 
-    def __init__(self, model: LlamaModel):
+    def __init__(self, model: LlamaModel, quant: str = "fp32"):
         self.model = model
         c = model.config
         self.info = ModelInfo(
@@ -42,7 +43,7 @@ class DecoderBackend(Backend):
             parameters=model.parameter_count(),
             context_length=c.max_position_embeddings,
             vocab_size=c.vocab_size,
-            dtype="float32",
+            dtype=QUANT_DTYPES[quant],
             # One key and one value vector per layer and KV head, float32.
             state_bytes_per_token=2 * c.num_hidden_layers * c.num_key_value_heads * c.head_dim * _FLOAT32_BYTES,
             weight_bytes=model.resident_bytes(),
@@ -116,10 +117,11 @@ class DecoderBackend(Backend):
             )
 
 
-def load(checkpoint: Checkpoint) -> Backend:
-    """Build the decoder backend from a Hugging Face Llama/Qwen2 checkpoint (weights as float32)."""
+def load(checkpoint: Checkpoint, quant: str = "fp32") -> Backend:
+    """Build the decoder backend from a Hugging Face Llama/Qwen2 checkpoint, computing in ``quant``
+    (``fp32``, ``int8``, ``int4``: :meth:`LlamaModel.pack_weights`)."""
     config = LlamaConfig.from_hf(checkpoint.config, checkpoint.where("config.json"))
     model = LlamaModel(config, checkpoint.path)
     model.load(WeightReader(checkpoint))
-    model.pack_weights()
-    return DecoderBackend(model)
+    model.pack_weights(quant)
+    return DecoderBackend(model, quant)

@@ -38,7 +38,8 @@ import torch.nn.functional as F
 
 from agentd.errors import ModelLoadError
 from agentd.plugins.norm import rms_norm
-from agentd.plugins.projection import linear, pack_weight
+from agentd.plugins.projection import embedding, linear, prepare_weight
+from agentd.plugins.quantized import QuantizedWeight, quantize
 from agentd.plugins.weights import WeightReader, layer_tensors, resident_bytes
 
 from .attention import attention, batched_decode_attention, decode_attention
@@ -321,20 +322,31 @@ class LlamaModel:
             skip=lambda name: name.endswith("rotary_emb.inv_freq") or (tied and name == "lm_head.weight"),
         )
 
-    def pack_weights(self) -> None:
-        """Reorder every projection (and the LM head) for oneDNN; see :func:`pack_weight`.
+    def pack_weights(self, quant: str = "fp32") -> None:
+        """Prepare every projection and the LM head for serving in ``quant``; see :func:`prepare_weight`.
 
         Call once after :meth:`load`, before serving. The dense weights are
-        dropped (the ONNX exporter, which reads them, never calls this). A tied
-        head gets its own packed copy, since the embedding lookup needs the dense
-        table: ``vocab x hidden`` floats more, for a head ~3-5x faster at batch 8.
+        dropped (the ONNX exporter, which reads them, never calls this).
+
+        * ``fp32``: weights packed for oneDNN. A tied head gets its own packed
+          copy, since the embedding lookup needs the dense table: ``vocab x
+          hidden`` floats more, for a head ~3-5x faster at batch 8.
+        * ``int8`` / ``int4``: the projections in that encoding; the LM head
+          in int8 either way (what llama.cpp's files keep at 6-8 bits too: it
+          is where 4 bits cost the most quality), and the embedding an int8
+          table — the head itself when tied, so the vocabulary is held once.
         """
         for layer in self.layers:
-            layer.qkv_weight = pack_weight(layer.qkv_weight)
-            layer.o_weight = pack_weight(layer.o_weight)
-            layer.gate_up_weight = pack_weight(layer.gate_up_weight)
-            layer.down_weight = pack_weight(layer.down_weight)
-        self.lm_head = pack_weight(self.lm_head)
+            layer.qkv_weight = prepare_weight(layer.qkv_weight, quant)
+            layer.o_weight = prepare_weight(layer.o_weight, quant)
+            layer.gate_up_weight = prepare_weight(layer.gate_up_weight, quant)
+            layer.down_weight = prepare_weight(layer.down_weight, quant)
+        head_quant = "fp32" if quant == "fp32" else "int8"
+        tied = self.lm_head is self.embed
+        self.lm_head = prepare_weight(self.lm_head, head_quant)
+        if quant != "fp32":
+            # quantize() hands back the dense table for a shape the int8 kernel does not take.
+            self.embed = self.lm_head if tied and isinstance(self.lm_head, QuantizedWeight) else quantize(self.embed, 8)
 
     def resident_bytes(self) -> int:
         """Bytes of every weight held now: packed copies counted, a dense tied head once."""
@@ -374,7 +386,7 @@ class LlamaModel:
             positions = torch.tensor(starts).unsqueeze(1) + torch.arange(steps)  # (B, T)
             cos, sin = self.rotary.lookup(positions)  # (B, T, 1, D/2)
 
-        x = F.embedding(token_ids.reshape(-1), self.embed)  # (B*T, C), the residual stream
+        x = embedding(token_ids.reshape(-1), self.embed)  # (B*T, C), the residual stream
         for index, layer in enumerate(self.layers):
             h = rms_norm(x, layer.attn_norm, c.rms_norm_eps)
             qkv = linear(h, layer.qkv_weight, layer.qkv_bias).view(batch, steps, -1)  # (B, T, Q+2KV)
