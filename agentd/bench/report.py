@@ -221,7 +221,9 @@ def markdown(data: dict[str, Any], plots: dict[str, str]) -> str:
     lines += [
         "Weights read per token: llama.cpp's from its GGUF file (its quantiser keeps some tensors at higher precision); "
         "the others' nominal: matrices and the tied embedding/LM head at 4 bytes (fp32), 34/32 (8-bit) or 18/32 (4-bit, "
-        "blocks of 32 with a 16-bit scale), vectors at fp32; the KV cache (a few MB here) is left out.",
+        "blocks of 32 with a 16-bit scale), vectors at fp32; the KV cache (a few MB here) is left out. The bandwidth is "
+        "what torch's sum reaches; a figure above 100% means an engine streams its weights faster than that sum, so "
+        "read the shares as a lower estimate of the real bound's use, comparable between engines.",
         "",
         "## Kernels picked on this CPU", "", *kernel_lines(data), "",
         "## Long context", "", *long_context_lines(data.get("long_context")), "",
@@ -254,14 +256,15 @@ def plot_engines(data: dict[str, Any], path: Path) -> None:
         results = results_of(model)
         names = [r.name for r in results]
         colours = [FAMILY_COLOURS.get(family(n), "#999999") for n in names]
-        for axis, key, title in ((row[0], "decode_tok_s", "decode tok/s"), (row[1], "prefill_s", f"prefill tok/s ({prompt}-token prompt)")):
+        short = model["label"].split(" (")[0]
+        for axis, key, title in ((row[0], "decode_tok_s", "decode tok/s"), (row[1], "prefill_s", f"prefill tok/s, {prompt}-token prompt")):
             values = []
             for r in results:
                 median = r.median(key)
                 values.append(0.0 if median is None else (median if key == "decode_tok_s" else prompt / median))
             axis.barh(names, values, color=colours)
             axis.invert_yaxis()
-            axis.set_title(f"{model['label']}: {title}", fontsize=10)
+            axis.set_title(f"{short}: {title}", fontsize=10)
             axis.grid(axis="x", alpha=0.3)
             top = max(values) if any(values) else 1.0
             for y, (r, value) in enumerate(zip(results, values)):
