@@ -221,4 +221,24 @@ def load_model(path: str | Path, quant: str | None = None) -> Model:
     chosen = spec.choose_quant(checkpoint, quant)
     tokenizer = checkpoint.tokenizer()  # a broken tokenizer fails before the weights are read
     backend = spec.load(checkpoint, chosen)
+    _release_freed_memory()
     return Model(checkpoint, backend, tokenizer)
+
+
+def _release_freed_memory() -> None:
+    """Hand the heap that loading freed back to the OS (glibc keeps it otherwise).
+
+    Loading holds transient copies (float32 tensors before packing or
+    quantising); glibc keeps the freed arenas mapped, so without this an int4
+    SmolLM2-135M stayed at 638 MB resident instead of 472 MB (measured).
+    """
+    import ctypes
+    import ctypes.util
+
+    name = ctypes.util.find_library("c")
+    try:
+        trim = ctypes.CDLL(name).malloc_trim if name else None
+    except (OSError, AttributeError):  # not glibc
+        return
+    if trim is not None:
+        trim(0)

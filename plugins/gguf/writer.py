@@ -138,8 +138,11 @@ def write_checkpoint(checkpoint: "Checkpoint", path: str | Path, *, types: Tenso
     return write_gguf(path, checkpoint.config, checkpoint.tensors("np"), types=types)
 
 
-def quantize(source: str | Path, target: str | Path, kind: str, threads: int = 0) -> Path:
+def quantize(source: str | Path, target: str | Path, kind: str, threads: int = 0, *, requantize: bool = False) -> Path:
     """Quantise the GGUF ``source`` to ``target`` with llama.cpp's own quantiser (``q8_0``, ``q4_0``, ...).
+
+    ``requantize`` lets llama.cpp start from a ``source`` that is already quantised (its
+    ``--allow-requantize``), e.g. a Q4_1 file into Q8_0 / Q4_0 for a like-for-like comparison.
 
     Needs ``llama-cpp-python`` (the ``bench`` extra). Written to a temporary name, then renamed.
     """
@@ -154,6 +157,7 @@ def quantize(source: str | Path, target: str | Path, kind: str, threads: int = 0
     params = llama_cpp.llama_model_quantize_default_params()
     params.ftype = getattr(llama_cpp, QUANTIZE_FTYPES[kind])
     params.nthread = threads
+    params.allow_requantize = requantize
     try:
         status = llama_cpp.llama_model_quantize(str(source).encode(), str(staging).encode(), ctypes.byref(params))
         if status != 0:
