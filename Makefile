@@ -1,6 +1,6 @@
 # Two commands do everything on a fresh clone:
 #   make demo   set up .venv, start the daemon with its embedded default models, show it answer
-#   make test   set up .venv, run every test (what CI runs, via .ci/run)
+#   make test   set up .venv (with the benchmark peers), run every test (what CI runs, via .ci/run)
 PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
@@ -25,5 +25,13 @@ $(STAMP): pyproject.toml
 demo: $(STAMP)
 	$(BIN)/python scripts/demo.py
 
-test: $(STAMP)
+# The tests also hold agentd's GGUF writer and `agentd bench` against the peers themselves, so they
+# install the bench extra: llama-cpp-python compiles llama.cpp from source (about 6 minutes on 2
+# cores, once: pip keeps the wheel) and onnxruntime-genai.
+TEST_STAMP := $(VENV)/.installed-bench
+$(TEST_STAMP): $(STAMP)
+	$(BIN)/pip install --quiet --disable-pip-version-check -e '.[dev,bench]'
+	touch $(TEST_STAMP)
+
+test: $(TEST_STAMP)
 	$(BIN)/python -m pytest -q

@@ -59,7 +59,7 @@ def daemon(tmp_path_factory):
     with socket_dir() as directory:
         socket_path = directory / "run" / "a.sock"
         with stdout.open("w") as out, stderr.open("w") as err:
-            process = subprocess.Popen([*AGENTD, "serve", "--socket", str(socket_path), "--grace", "0.5"], stdout=out, stderr=err, env=env)
+            process = subprocess.Popen([*AGENTD, "serve", "--socket", str(socket_path), "--grace", "0.5", "--quant", "fp32"], stdout=out, stderr=err, env=env)
         running = RunningDaemon(process, socket_path, stdout, stderr, env)
         try:
             _wait_until_serving(running)
@@ -102,7 +102,7 @@ def test_listens_owner_only_and_says_what_it_serves(daemon) -> None:
     assert stat.S_IMODE(daemon.socket_path.parent.stat().st_mode) == 0o700
     banner = daemon.stdout.read_text()
     assert f"agentd: listening on unix://{daemon.socket_path}" in banner
-    assert re.search(rf"serving {SMOL} \(LlamaForCausalLM, decoder, 134\.5M parameters; GGUF Q4_1.*dequantised", banner), banner
+    assert re.search(rf"serving {SMOL} \(LlamaForCausalLM, decoder, 134\.5M parameters; GGUF Q4_1.*computed in float32", banner), banner
     assert "serving all-minilm-l6-v2" in banner
     assert "serving agentd-planner" in banner and "adapter over all-minilm-l6-v2" in banner
     assert "random weights" not in banner

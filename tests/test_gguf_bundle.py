@@ -31,7 +31,7 @@ def test_import_then_load_gives_the_same_logits_and_tokenizer(q4_gguf: Path, tmp
     assert manifest["source"] == q4_gguf.name and manifest["dtype"] == "float32"
     assert {"config.json", "tokenizer.json", "tokenizer_config.json", "chat_template.jinja"} <= set(manifest["files"])
 
-    source, bundle = agentd.load_model(q4_gguf), agentd.load_model(out)
+    source, bundle = agentd.load_model(q4_gguf, quant="fp32"), agentd.load_model(out)
     ids = source.tokenizer.encode(TOKENIZER_TEXT)
     assert bundle.tokenizer.encode(TOKENIZER_TEXT) == ids
     np.testing.assert_array_equal(bundle.logits(ids), source.logits(ids))
@@ -43,7 +43,7 @@ def test_export_fp32_runs_on_onnxruntime_and_matches(q4_gguf: Path, tmp_path: Pa
     out = tmp_path / "onnx"
     result = run_agentd("export", str(q4_gguf), "-o", str(out), "--quant", "fp32")
     assert result.returncode == 0, result.stderr
-    source = agentd.load_model(q4_gguf)
+    source = agentd.load_model(q4_gguf, quant="fp32")
     ids = np.asarray(source.tokenizer.encode(TOKENIZER_TEXT), dtype=np.int64)
     backend = onnx_backend(out)
     got = backend.prefill(ids, backend.new_state(), all_logits=True)

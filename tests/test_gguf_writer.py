@@ -87,7 +87,7 @@ def test_llama_cpp_quantiser_output_loads_and_stays_close(tmp_path: Path) -> Non
     assert checkpoint.quantization == "Q8_0"
     assert q8.stat().st_size < f32.stat().st_size / 3
 
-    ours = load_model(q8).logits(IDS)
+    ours = load_model(q8, quant="fp32").logits(IDS)  # transformers dequantises to float32
     theirs = _logits(AutoModelForCausalLM.from_pretrained(str(tmp_path), gguf_file=q8.name, dtype=torch.float32).eval())
     np.testing.assert_allclose(ours, theirs, rtol=1e-4, atol=1e-4)  # the same dequantised weights
     assert not np.allclose(ours, reference, atol=1e-6)  # it really was quantised ...

@@ -46,3 +46,33 @@ def test_info_says_how_the_weights_are_computed(smol) -> None:
     assert smol.info.architecture == "LlamaForCausalLM"
     assert round(smol.info.parameters / 1e6, 1) == 134.5
     assert smol.info.weight_note == "GGUF Q4_1 (mixed with Q8_0), computed in float32"
+
+
+def test_the_default_encoding_is_the_files_own_and_predicts_like_transformers() -> None:
+    """Loaded as stored (int4 for Q4_1), teacher-forced on transformers' own greedy answers.
+
+    Exact token equality is the float32 tests' job: 4-bit execution may flip a near tie
+    (llama.cpp on this very file does too), so here the next-token choice agrees at nearly
+    every answer position and the answers' likelihood stays within the int4 quality target.
+    """
+    import torch
+
+    model, _ = hf_smollm2()
+    int4 = agentd.load_model(smollm2_path())
+    assert int4.info.dtype == "int4" and int4.info.weight_note.endswith("computed in int4")
+    agree = total = 0
+    nll_ours = nll_reference = 0.0
+    for prompt in CHAT_PROMPTS:
+        prompt_ids, answer = chat_ids(prompt), list(reference_greedy(prompt))
+        ids, rows = prompt_ids + answer, slice(len(prompt_ids) - 1, -1)  # the positions that predict the answer
+        with torch.inference_mode():
+            want = model(torch.tensor([ids])).logits[0, rows]
+        got = torch.from_numpy(int4.logits(ids)[rows])
+        target = torch.tensor(answer)
+        agree += int((got.argmax(-1) == target).sum())
+        total += len(answer)
+        nll_ours += float(torch.nn.functional.cross_entropy(got, target, reduction="sum"))
+        nll_reference += float(torch.nn.functional.cross_entropy(want, target, reduction="sum"))
+    print(f"int4 vs transformers fp32: top-1 agreement {agree}/{total}, answer NLL {nll_ours:.2f} vs {nll_reference:.2f}")
+    assert agree >= 0.9 * total
+    assert nll_ours <= 1.05 * nll_reference + 1.0
