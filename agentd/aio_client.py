@@ -132,10 +132,16 @@ class AsyncClient:
         return pick_default(await self.list_models(), kind, self.target)
 
     async def load_model(
-        self, name: str, path: str | PathLike[str], *, description: str | None = None, wait: bool = False
+        self,
+        name: str,
+        path: str | PathLike[str],
+        *,
+        description: str | None = None,
+        wait: bool = False,
+        quant: str | None = None,
     ) -> models_pb2.ModelInfo:
         """Serve the model at ``path`` (on the daemon's machine) as ``name``; see ``Client.load_model``."""
-        return await self._unary(self._models.LoadModel, load_model_request(name, path, description, wait))
+        return await self._unary(self._models.LoadModel, load_model_request(name, path, description, wait, quant))
 
     async def unload_model(self, name: str) -> None:
         """Stop serving ``name`` and free its memory and sessions."""

@@ -241,11 +241,13 @@ def ids_request(
 
 
 def load_model_request(
-    name: str, path: str | PathLike[str], description: str | None, wait: bool
+    name: str, path: str | PathLike[str], description: str | None, wait: bool, quant: str | None = None
 ) -> models_pb2.LoadModelRequest:
     request = models_pb2.LoadModelRequest(name=name, path=str(path), wait=wait)
     if description is not None:
         request.description = description
+    if quant is not None:
+        request.quant = quant
     return request
 
 
@@ -433,14 +435,21 @@ class Client:
         return pick_default(self.list_models(), kind, self.target)
 
     def load_model(
-        self, name: str, path: str | PathLike[str], *, description: str | None = None, wait: bool = False
+        self,
+        name: str,
+        path: str | PathLike[str],
+        *,
+        description: str | None = None,
+        wait: bool = False,
+        quant: str | None = None,
     ) -> models_pb2.ModelInfo:
         """Serve the model at ``path`` (a directory or file) (on the daemon's machine) as ``name``.
 
         Returns at once with status LOADING unless ``wait``, then once it is
-        READY or FAILED (``info.error`` says why).
+        READY or FAILED (``info.error`` says why). ``quant`` (``auto``, ``fp32``,
+        ``int8``, ``int4``) is the encoding to compute with; None: the daemon's setting.
         """
-        return self._unary(self._models.LoadModel, load_model_request(name, path, description, wait))
+        return self._unary(self._models.LoadModel, load_model_request(name, path, description, wait, quant))
 
     def unload_model(self, name: str) -> None:
         """Stop serving ``name`` and free its memory and sessions."""

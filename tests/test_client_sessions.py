@@ -19,7 +19,7 @@ from agentd.aio_client import AsyncClient
 from agentd.cli import _register_commands, app
 from agentd.cli.client_cmds import _chat_repl
 from agentd.client import Client, SamplingOptions
-from agentd.errors import NotFound
+from agentd.errors import InvalidArgument, NotFound
 from agentd.server.served import ModelSource, ModelTable, ServingSettings
 from agentd.server.sessions import SessionSettings
 from agentd.v1 import models_pb2
@@ -147,6 +147,21 @@ def test_load_and_unload_a_model_at_run_time(client, checkpoint, reference) -> N
         client.model_info("second")
 
 
+def test_load_model_computes_in_the_encoding_asked_for(client, checkpoint) -> None:
+    int8 = client.load_model("eight", checkpoint, wait=True, quant="int8")
+    assert int8.status == models_pb2.MODEL_STATUS_READY and int8.dtype == "int8"
+    assert int8.weight_bytes < client.model_info(MODEL).weight_bytes  # really held at 8 bits
+    assert len(_ids(client.generate_ids([9, 8, 7], model="eight", sampling=GREEDY))) > 0
+    client.unload_model("eight")
+    # The torch backends do not compute in fp16: the load fails and says why.
+    fp16 = client.load_model("half", checkpoint, wait=True, quant="fp16")
+    assert fp16.status == models_pb2.MODEL_STATUS_FAILED and "quant: 'fp16'" in fp16.error
+    client.unload_model("half")
+    with pytest.raises(InvalidArgument, match="quant: 'int3': must be auto, fp32"):
+        client.load_model("three", checkpoint, quant="int3")
+    assert "three" not in [m.name for m in client.list_models()]
+
+
 def test_async_load_without_wait_reports_readiness(server, checkpoint) -> None:
     async def scenario() -> None:
         async with AsyncClient(server.target, timeout=60) as aclient:
@@ -185,9 +200,10 @@ def test_cli_sessions_and_models(server, client, checkpoint) -> None:
     # agentd.cli.main turns the error into one line and exit code 3; the bare app raises it.
     assert isinstance(missing.exception, NotFound) and "no session 'cli-1'" in str(missing.exception)
 
-    loaded = cli("models", "load", "cli-model", str(checkpoint), "--wait")
+    loaded = cli("models", "load", "cli-model", str(checkpoint), "--wait", "--quant", "int4")
     assert loaded.exit_code == 0 and "cli-model: ready" in loaded.output
-    assert "status: ready" in cli("models", "info", "cli-model").output.splitlines()
+    info = cli("models", "info", "cli-model").output.splitlines()
+    assert "status: ready" in info and "dtype: int4" in info, info
     assert cli("models", "unload", "cli-model").exit_code == 0
     assert "cli-model" not in cli("models", "list").output
 

@@ -94,6 +94,10 @@ def load(
     path: Annotated[Path, typer.Argument(help="Model on the daemon's machine: a directory or file in any format `agentd models formats` lists.")],
     wait: Annotated[bool, typer.Option("--wait", help="Return once loading has finished (ready or failed).")] = False,
     description: Annotated[Optional[str], typer.Option("--description", help="Note shown by `models list`.")] = None,
+    quant: Annotated[
+        Optional[str],
+        typer.Option("--quant", metavar="auto|fp32|int8|int4", help="Weight encoding to compute with (default: the daemon's --quant)."),
+    ] = None,
     socket: SocketOption = None,
     tcp: TcpOption = None,
     tls_ca: TlsCaOption = None,
@@ -106,7 +110,7 @@ def load(
 
     # The daemon resolves the path on its side; an absolute path means the same there as here.
     with connect(socket, tcp, tls_ca, token_file, tls_cert, tls_key) as client:
-        details = client.load_model(name, path.expanduser().absolute(), description=description, wait=wait)
+        details = client.load_model(name, path.expanduser().absolute(), description=description, wait=wait, quant=quant)
     status = _status(details)
     if status == "failed":
         raise ModelLoadError(f"model {name!r}", details.error or "loading failed")

@@ -36,7 +36,8 @@ class ModelsServicer(models_pb2_grpc.ModelsServicer):
         if not request.path:
             raise InvalidArgument("path", "is required: a model directory or file on the daemon's machine")
         description = request.description if request.HasField("description") else None
-        served = await self._models.start_load(request.name, Path(request.path), description)
+        quant = request.quant if request.HasField("quant") else None
+        served = await self._models.start_load(request.name, Path(request.path), description, quant)
         if request.wait:
             await self._models.wait_loaded(served.name)
         return model_info(served, self._models)

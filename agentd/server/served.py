@@ -30,6 +30,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, AsyncIterator, Iterator, Literal, Sequence
 
+from agentd.backend import QUANTS
 from agentd.errors import AgentdError, InvalidArgument, ModelLoadError, NotFound, ResourceExhausted
 from agentd.server.sessions import SessionSettings, SessionStore
 
@@ -92,6 +93,9 @@ class ServedModel:
     description: str
     status: Status = "loading"
     model: "Model | None" = None
+    #: Encoding LoadModel asked for (``auto`` or one of :data:`agentd.backend.QUANTS`), kept for
+    #: reloads after eviction; None: the daemon's setting, for the models whose backend has it.
+    quant: str | None = None
     #: Continuous-batching engine of a ready decoder.
     engine: "Engine | None" = None
     prefix_cache: "PrefixCache | None" = None
@@ -236,9 +240,15 @@ class ModelTable:
         for served in self:
             await self._report(served)
 
-    async def start_load(self, name: str, path: Path, description: str | None = None) -> ServedModel:
+    async def start_load(
+        self, name: str, path: Path, description: str | None = None, quant: str | None = None
+    ) -> ServedModel:
         """Begin loading ``path`` as ``name`` in the background; returns its (loading) entry,
-        already reported NOT_SERVING. Refuses a name already served (unload it first)."""
+        already reported NOT_SERVING. Refuses a name already served (unload it first).
+
+        ``quant`` (``auto`` or one of :data:`agentd.backend.QUANTS`) is required of the model's
+        backend; None applies the daemon's setting where the backend has it.
+        """
         if not MODEL_NAME.match(name):
             raise InvalidArgument("name", "must be 1-128 characters of A-Z a-z 0-9 . _ - starting with a letter or digit")
         if name in self._models:
@@ -246,7 +256,9 @@ class ModelTable:
         path = Path(path).expanduser()
         if not path.exists():
             raise NotFound(f"path: {path} does not exist")
-        served = ServedModel(name, path.resolve(), description or "")
+        if quant is not None and quant != "auto" and quant not in QUANTS:
+            raise InvalidArgument("quant", f"{quant!r}: must be auto, {', '.join(QUANTS)}")
+        served = ServedModel(name, path.resolve(), description or "", quant=quant)
         served.weight_bytes = estimate_weight_bytes(path)
         self._make_room(served)
         self._models[name] = served
@@ -292,12 +304,10 @@ class ModelTable:
         served._loading = asyncio.ensure_future(self._load(served, described))
 
     async def _load(self, served: ServedModel, described: bool) -> None:
-        from agentd.model import load_model
-
         await self._report(served)  # NOT_SERVING while loading (a reload after eviction, too)
         started = time.monotonic()
         try:
-            model = await asyncio.to_thread(load_model, served.path, _quant_for(served.path, self.settings))
+            model = await asyncio.to_thread(self._load_blocking, served)
         except AgentdError as exc:
             served.status, served.error = "failed", exc
             log.warning("loading %s failed: %s", served.name, exc)
@@ -314,6 +324,13 @@ class ModelTable:
             served._loading = None
         if self._models.get(served.name) is served:
             await self._report(served)
+
+    def _load_blocking(self, served: ServedModel) -> "Model":
+        """Read ``served``'s weights in the encoding it asked for (off the event loop: files are opened)."""
+        from agentd.model import load_model
+
+        quant = _quant_for(served.path, self.settings) if served.quant is None else _explicit(served.quant)
+        return load_model(served.path, quant)
 
     def _activate(self, served: ServedModel, model: "Model") -> None:
         """Make a loaded model ready: its engine and prefix cache for a decoder."""
@@ -433,6 +450,11 @@ def _description(source: ModelSource, model: "Model") -> str:
     if source.description is not None:
         return source.description
     return str(model.checkpoint.config.get(DESCRIPTION_KEY, ""))
+
+
+def _explicit(quant: str) -> str | None:
+    """A LoadModel ``quant`` as :func:`agentd.load_model` takes it (``auto``: the checkpoint's own)."""
+    return None if quant == "auto" else quant
 
 
 def _quant_for(path: Path, settings: ServingSettings | None) -> str | None:

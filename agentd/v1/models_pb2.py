@@ -24,17 +24,17 @@ _sym_db = _symbol_database.Default()
 
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x16\x61gentd/v1/models.proto\x12\tagentd.v1\"\x13\n\x11ListModelsRequest\":\n\x12ListModelsResponse\x12$\n\x06models\x18\x01 \x03(\x0b\x32\x14.agentd.v1.ModelInfo\"#\n\x13GetModelInfoRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\"\xcf\x03\n\tModelInfo\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x14\n\x0c\x61rchitecture\x18\x02 \x01(\t\x12\"\n\x04kind\x18\x03 \x01(\x0e\x32\x14.agentd.v1.ModelKind\x12\x12\n\nparameters\x18\x04 \x01(\x04\x12\x16\n\x0e\x63ontext_length\x18\x05 \x01(\x05\x12\x12\n\nvocab_size\x18\x06 \x01(\x05\x12\r\n\x05\x64type\x18\x07 \x01(\t\x12\x1d\n\x15state_bytes_per_token\x18\x08 \x01(\x04\x12 \n\x18state_bytes_per_sequence\x18\t \x01(\x04\x12\x15\n\rembedding_dim\x18\n \x01(\x05\x12\x13\n\x0b\x64\x65scription\x18\x0b \x01(\t\x12\x0e\n\x06source\x18\x0c \x01(\t\x12&\n\x06status\x18\r \x01(\x0e\x32\x16.agentd.v1.ModelStatus\x12\x16\n\x0ehealth_service\x18\x0e \x01(\t\x12\x14\n\x0cweight_bytes\x18\x0f \x01(\x04\x12\x13\n\x0bstate_bytes\x18\x10 \x01(\x04\x12\r\n\x05\x65rror\x18\x11 \x01(\t\x12\x0f\n\x07\x64\x65\x66\x61ult\x18\x12 \x01(\x08\x12\x13\n\x0bweight_note\x18\x13 \x01(\t\x12\x0e\n\x06labels\x18\x14 \x03(\t\"f\n\x10LoadModelRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0c\n\x04path\x18\x02 \x01(\t\x12\x18\n\x0b\x64\x65scription\x18\x03 \x01(\tH\x00\x88\x01\x01\x12\x0c\n\x04wait\x18\x04 \x01(\x08\x42\x0e\n\x0c_description\"\"\n\x12UnloadModelRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\"\x15\n\x13UnloadModelResponse*\x90\x01\n\x0bModelStatus\x12\x1c\n\x18MODEL_STATUS_UNSPECIFIED\x10\x00\x12\x18\n\x14MODEL_STATUS_LOADING\x10\x01\x12\x16\n\x12MODEL_STATUS_READY\x10\x02\x12\x18\n\x14MODEL_STATUS_EVICTED\x10\x03\x12\x17\n\x13MODEL_STATUS_FAILED\x10\x04*W\n\tModelKind\x12\x1a\n\x16MODEL_KIND_UNSPECIFIED\x10\x00\x12\x16\n\x12MODEL_KIND_DECODER\x10\x01\x12\x16\n\x12MODEL_KIND_ENCODER\x10\x02\x32\xa7\x02\n\x06Models\x12I\n\nListModels\x12\x1c.agentd.v1.ListModelsRequest\x1a\x1d.agentd.v1.ListModelsResponse\x12\x44\n\x0cGetModelInfo\x12\x1e.agentd.v1.GetModelInfoRequest\x1a\x14.agentd.v1.ModelInfo\x12>\n\tLoadModel\x12\x1b.agentd.v1.LoadModelRequest\x1a\x14.agentd.v1.ModelInfo\x12L\n\x0bUnloadModel\x12\x1d.agentd.v1.UnloadModelRequest\x1a\x1e.agentd.v1.UnloadModelResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x16\x61gentd/v1/models.proto\x12\tagentd.v1\"\x13\n\x11ListModelsRequest\":\n\x12ListModelsResponse\x12$\n\x06models\x18\x01 \x03(\x0b\x32\x14.agentd.v1.ModelInfo\"#\n\x13GetModelInfoRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\"\xcf\x03\n\tModelInfo\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x14\n\x0c\x61rchitecture\x18\x02 \x01(\t\x12\"\n\x04kind\x18\x03 \x01(\x0e\x32\x14.agentd.v1.ModelKind\x12\x12\n\nparameters\x18\x04 \x01(\x04\x12\x16\n\x0e\x63ontext_length\x18\x05 \x01(\x05\x12\x12\n\nvocab_size\x18\x06 \x01(\x05\x12\r\n\x05\x64type\x18\x07 \x01(\t\x12\x1d\n\x15state_bytes_per_token\x18\x08 \x01(\x04\x12 \n\x18state_bytes_per_sequence\x18\t \x01(\x04\x12\x15\n\rembedding_dim\x18\n \x01(\x05\x12\x13\n\x0b\x64\x65scription\x18\x0b \x01(\t\x12\x0e\n\x06source\x18\x0c \x01(\t\x12&\n\x06status\x18\r \x01(\x0e\x32\x16.agentd.v1.ModelStatus\x12\x16\n\x0ehealth_service\x18\x0e \x01(\t\x12\x14\n\x0cweight_bytes\x18\x0f \x01(\x04\x12\x13\n\x0bstate_bytes\x18\x10 \x01(\x04\x12\r\n\x05\x65rror\x18\x11 \x01(\t\x12\x0f\n\x07\x64\x65\x66\x61ult\x18\x12 \x01(\x08\x12\x13\n\x0bweight_note\x18\x13 \x01(\t\x12\x0e\n\x06labels\x18\x14 \x03(\t\"\x84\x01\n\x10LoadModelRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0c\n\x04path\x18\x02 \x01(\t\x12\x18\n\x0b\x64\x65scription\x18\x03 \x01(\tH\x00\x88\x01\x01\x12\x0c\n\x04wait\x18\x04 \x01(\x08\x12\x12\n\x05quant\x18\x05 \x01(\tH\x01\x88\x01\x01\x42\x0e\n\x0c_descriptionB\x08\n\x06_quant\"\"\n\x12UnloadModelRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\"\x15\n\x13UnloadModelResponse*\x90\x01\n\x0bModelStatus\x12\x1c\n\x18MODEL_STATUS_UNSPECIFIED\x10\x00\x12\x18\n\x14MODEL_STATUS_LOADING\x10\x01\x12\x16\n\x12MODEL_STATUS_READY\x10\x02\x12\x18\n\x14MODEL_STATUS_EVICTED\x10\x03\x12\x17\n\x13MODEL_STATUS_FAILED\x10\x04*W\n\tModelKind\x12\x1a\n\x16MODEL_KIND_UNSPECIFIED\x10\x00\x12\x16\n\x12MODEL_KIND_DECODER\x10\x01\x12\x16\n\x12MODEL_KIND_ENCODER\x10\x02\x32\xa7\x02\n\x06Models\x12I\n\nListModels\x12\x1c.agentd.v1.ListModelsRequest\x1a\x1d.agentd.v1.ListModelsResponse\x12\x44\n\x0cGetModelInfo\x12\x1e.agentd.v1.GetModelInfoRequest\x1a\x14.agentd.v1.ModelInfo\x12>\n\tLoadModel\x12\x1b.agentd.v1.LoadModelRequest\x1a\x14.agentd.v1.ModelInfo\x12L\n\x0bUnloadModel\x12\x1d.agentd.v1.UnloadModelRequest\x1a\x1e.agentd.v1.UnloadModelResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'agentd.v1.models_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_MODELSTATUS']._serialized_start=785
-  _globals['_MODELSTATUS']._serialized_end=929
-  _globals['_MODELKIND']._serialized_start=931
-  _globals['_MODELKIND']._serialized_end=1018
+  _globals['_MODELSTATUS']._serialized_start=816
+  _globals['_MODELSTATUS']._serialized_end=960
+  _globals['_MODELKIND']._serialized_start=962
+  _globals['_MODELKIND']._serialized_end=1049
   _globals['_LISTMODELSREQUEST']._serialized_start=37
   _globals['_LISTMODELSREQUEST']._serialized_end=56
   _globals['_LISTMODELSRESPONSE']._serialized_start=58
@@ -43,12 +43,12 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_GETMODELINFOREQUEST']._serialized_end=153
   _globals['_MODELINFO']._serialized_start=156
   _globals['_MODELINFO']._serialized_end=619
-  _globals['_LOADMODELREQUEST']._serialized_start=621
-  _globals['_LOADMODELREQUEST']._serialized_end=723
-  _globals['_UNLOADMODELREQUEST']._serialized_start=725
-  _globals['_UNLOADMODELREQUEST']._serialized_end=759
-  _globals['_UNLOADMODELRESPONSE']._serialized_start=761
-  _globals['_UNLOADMODELRESPONSE']._serialized_end=782
-  _globals['_MODELS']._serialized_start=1021
-  _globals['_MODELS']._serialized_end=1316
+  _globals['_LOADMODELREQUEST']._serialized_start=622
+  _globals['_LOADMODELREQUEST']._serialized_end=754
+  _globals['_UNLOADMODELREQUEST']._serialized_start=756
+  _globals['_UNLOADMODELREQUEST']._serialized_end=790
+  _globals['_UNLOADMODELRESPONSE']._serialized_start=792
+  _globals['_UNLOADMODELRESPONSE']._serialized_end=813
+  _globals['_MODELS']._serialized_start=1052
+  _globals['_MODELS']._serialized_end=1347
 # @@protoc_insertion_point(module_scope)

@@ -90,16 +90,18 @@ class ModelInfo(_message.Message):
     def __init__(self, name: _Optional[str] = ..., architecture: _Optional[str] = ..., kind: _Optional[_Union[ModelKind, str]] = ..., parameters: _Optional[int] = ..., context_length: _Optional[int] = ..., vocab_size: _Optional[int] = ..., dtype: _Optional[str] = ..., state_bytes_per_token: _Optional[int] = ..., state_bytes_per_sequence: _Optional[int] = ..., embedding_dim: _Optional[int] = ..., description: _Optional[str] = ..., source: _Optional[str] = ..., status: _Optional[_Union[ModelStatus, str]] = ..., health_service: _Optional[str] = ..., weight_bytes: _Optional[int] = ..., state_bytes: _Optional[int] = ..., error: _Optional[str] = ..., default: _Optional[bool] = ..., weight_note: _Optional[str] = ..., labels: _Optional[_Iterable[str]] = ...) -> None: ...
 
 class LoadModelRequest(_message.Message):
-    __slots__ = ("name", "path", "description", "wait")
+    __slots__ = ("name", "path", "description", "wait", "quant")
     NAME_FIELD_NUMBER: _ClassVar[int]
     PATH_FIELD_NUMBER: _ClassVar[int]
     DESCRIPTION_FIELD_NUMBER: _ClassVar[int]
     WAIT_FIELD_NUMBER: _ClassVar[int]
+    QUANT_FIELD_NUMBER: _ClassVar[int]
     name: str
     path: str
     description: str
     wait: bool
-    def __init__(self, name: _Optional[str] = ..., path: _Optional[str] = ..., description: _Optional[str] = ..., wait: _Optional[bool] = ...) -> None: ...
+    quant: str
+    def __init__(self, name: _Optional[str] = ..., path: _Optional[str] = ..., description: _Optional[str] = ..., wait: _Optional[bool] = ..., quant: _Optional[str] = ...) -> None: ...
 
 class UnloadModelRequest(_message.Message):
     __slots__ = ("name",)
