@@ -85,11 +85,14 @@ def _write_bundle(checkpoint: Checkpoint, staging: Path, options: ExportOptions,
     graph_path = staging / GRAPH_FILE
     save_model(model, graph_path)
     del model  # the weights can be large; the quantiser reloads from disk
+    # A 4-bit source (GGUF Q4_0, Q4_1, Q4_K) keeps its grid; re-quantising it would compound the error.
+    keep_grid = checkpoint.stored_quant == "int4"
+    int4_blocks = None
     if options.quant in ("int8", "int4"):
         from .quantize import quantize_model
 
         progress(f"quantising to {options.quant}", 2, STAGES)
-        quantize_model(graph_path, options.quant, options.block_size, keep_float32, tuple(tied) if tied else None)
+        int4_blocks = quantize_model(graph_path, options.quant, options.block_size, keep_float32, tuple(tied) if tied else None, keep_grid)
 
     progress("writing tokenizer, configs and manifest", 3, STAGES)
     files = write_support_files(checkpoint, staging)
@@ -117,6 +120,8 @@ def _write_bundle(checkpoint: Checkpoint, staging: Path, options: ExportOptions,
     }
     if options.quant == "int4":
         section["block_size"] = options.block_size
+        # symmetric: a scale per block (llama.cpp's Q4_0); offset: a scale and an offset (Q4_1's grid, kept).
+        section["int4_blocks"] = int4_blocks
     return {
         "format": FORMAT,
         "format_version": FORMAT_VERSION,

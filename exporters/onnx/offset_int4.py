@@ -29,11 +29,15 @@ from onnx import helper, numpy_helper
 LEVELS = 15
 
 
-def quantize_offset_int4(model: onnx.ModelProto, block: int, exclude: set[str], accuracy_level: int) -> None:
+def quantize_offset_int4(model: onnx.ModelProto, block: int, exclude: set[str], accuracy_level: int) -> list[str]:
     """Replace every MatMul with a float weight ``(K, N)``, ``K % block == 0``, not in ``exclude``, in place.
 
     ``accuracy_level`` is MatMulNBits' (4: int8 activations, the fast CPU path).
+    A weight already on symmetric 4-bit blocks (a GGUF Q4_0 tensor) is left
+    alone: plain symmetric blocks reproduce it exactly and need no offset path,
+    where offsets would re-quantise it. Returns the names of those MatMuls.
     """
+    symmetric: list[str] = []
     graph = model.graph
     inits = {init.name: init for init in graph.initializer}
     consumers: dict[str, int] = {}
@@ -49,6 +53,10 @@ def quantize_offset_int4(model: onnx.ModelProto, block: int, exclude: set[str], 
             continue
         matrix = numpy_helper.to_array(weight)
         if matrix.ndim != 2 or matrix.dtype != np.float32 or matrix.shape[0] % block:
+            nodes.append(node)
+            continue
+        if on_symmetric_grid(matrix, block):
+            symmetric.append(node.name)
             nodes.append(node)
             continue
         k, n = matrix.shape
@@ -75,6 +83,18 @@ def quantize_offset_int4(model: onnx.ModelProto, block: int, exclude: set[str], 
         nodes.append(helper.make_node("Add", [f"{y}/codes", f"{y}/offsets"], [y], name=f"{node.name}/Add"))
     del graph.node[:]
     graph.node.extend(nodes)
+    return symmetric
+
+
+def on_symmetric_grid(matrix: np.ndarray, block: int) -> bool:
+    """Whether ``W = matrix.T`` is exactly ``scale * q`` per block, ``q`` in -8..7, ``scale`` = the
+    block's largest-magnitude weight / -8: the grid symmetric blocks (Q4_0, MatMulNBits) store."""
+    k, n = matrix.shape
+    w = matrix.T.reshape(n, k // block, block)  # (N, blocks, block)
+    peak = np.take_along_axis(w, np.abs(w).argmax(axis=-1)[..., None], axis=-1)  # (N, blocks, 1)
+    scale = np.where(peak == 0, 1.0, peak / -8.0)
+    q = np.clip(np.rint(w / scale), -8, 7)
+    return bool(np.array_equal((q * scale).astype(np.float32), w))
 
 
 def _blocks(matrix: np.ndarray, block: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:

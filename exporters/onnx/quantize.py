@@ -11,10 +11,19 @@ the table is stored once — the split llama.cpp's Q4_1/Q8_0 files make too.
   Q8_0. It replaced onnxruntime's dynamic quantisation (per-channel int8
   weights, per-tensor int8 activations), which on SmolLM2-135M's real weights
   took perplexity from 11.7 to 37.8; the blocks keep it at 11.8.
-* ``int4`` — 4-bit blocks with a scale and an offset each (Q4_1's layout,
-  :mod:`.offset_int4`) for the body; symmetric 4-bit blocks gave 20.1 there
-  (docs/quant_quality.md). An untied embedding is a symmetric 4-bit
-  ``GatherBlockQuantized``.
+* ``int4`` from float weights — symmetric 4-bit blocks with one scale each
+  (llama.cpp's Q4_0 layout, onnxruntime-genai's default): ``MatMulNBits``'
+  fastest path. An untied embedding is a symmetric 4-bit ``GatherBlockQuantized``.
+* ``int4`` from weights already on a 4-bit grid (a GGUF Q4 file, ``keep_grid``):
+  a weight on symmetric blocks (Q4_0) is stored as such, exactly; any other
+  (Q4_1, Q4_K) as 4-bit blocks with a scale and an offset each (Q4_1's layout,
+  :mod:`.offset_int4`), which reproduce that grid exactly: re-quantising it onto
+  symmetric blocks took SmolLM2-135M's perplexity from 11.7 to 20.1
+  (docs/quant_quality.md). The offset path costs decode speed (docs/bench_onnx.md).
+
+The 8-bit head uses blocks of :data:`HEAD_BLOCK` where the hidden size allows:
+on SmolLM2-135M 1.04 instead of 1.49 ms per token, perplexity unchanged
+(11.689 vs 11.708, docs/bench_onnx.md).
 
 Norm weights, biases, rotary tables and the KV cache are not touched: they stay
 float32. (``fp16`` needs no pass here: the graph is built with float16 weights.)
@@ -38,15 +47,26 @@ LM_HEAD = "/lm_head/MatMul"
 #: ``MatMulNBits`` accuracy level 4: int8 activations (the CPU kernel's fast path).
 ACCURACY_LEVEL = 4
 
+#: Block of the 8-bit LM head (and the tied embedding that shares it).
+HEAD_BLOCK = 128
+
 
 def quantize_model(
-    path: Path, quant: str, block_size: int, keep_float32: Sequence[str] = (), tied: tuple[str, str] | None = None
-) -> list[Path]:
-    """Rewrite the graph at ``path`` (external data beside it) in place; returns the files written.
+    path: Path,
+    quant: str,
+    block_size: int,
+    keep_float32: Sequence[str] = (),
+    tied: tuple[str, str] | None = None,
+    keep_grid: bool = False,
+) -> str | None:
+    """Rewrite the graph at ``path`` (external data beside it) in place.
 
+    Returns the 4-bit body's block layout (int4): ``offset`` when any weight
+    needed offsets, else ``symmetric``; None for int8.
     ``keep_float32`` names MatMul nodes left unquantised (an SSM's ``dt_proj``).
     ``tied`` names the (embedding, LM head) initializers of a tied model: the
-    embedding is rewired onto the head's blocks.
+    embedding is rewired onto the head's blocks. ``keep_grid``: the weights
+    already lie on 4-bit blocks of ``block_size`` with offsets (int4 only).
     """
     if quant not in ("int8", "int4"):
         raise ValueError(f"no quantisation pass for {quant!r}")
@@ -54,16 +74,35 @@ def quantize_model(
     if quant == "int8":
         model = _symmetric_blocks(model, 8, block_size, ("MatMul",), exclude=keep_float32)
     else:
-        quantize_offset_int4(model, block_size, {*keep_float32, LM_HEAD}, ACCURACY_LEVEL)
+        symmetric = None  # every MatMul but the excluded ones
+        if keep_grid:
+            symmetric = set(quantize_offset_int4(model, block_size, {*keep_float32, LM_HEAD}, ACCURACY_LEVEL))
+        body = [
+            node.name for node in model.graph.node
+            if node.op_type == "MatMul" and (node.name in keep_float32 or node.name == LM_HEAD or symmetric is not None and node.name not in symmetric)
+        ]
+        model = _symmetric_blocks(model, 4, block_size, ("MatMul",), exclude=body)
         # The quantiser's include list only adds nodes; exclude every other MatMul instead.
         others = [node.name for node in model.graph.node if node.op_type == "MatMul" and node.name != LM_HEAD]
         # 8 bits: with a 4-bit body this good, a 4-bit head cost SmolLM2 1.3 perplexity (12.99 vs 11.68).
-        model = _symmetric_blocks(model, 8, block_size, ("MatMul",), exclude=others)
+        model = _symmetric_blocks(model, 8, _head_block(model, block_size), ("MatMul",), exclude=others)
         if tied is None:
             model = _symmetric_blocks(model, 4, block_size, ("Gather",))
     if tied is not None:
         share_tied_embedding(model, *tied)
-    return save_model(model, path)
+    save_model(model, path)
+    if quant != "int4":
+        return None
+    return "offset" if any(node.name.endswith("/offsets") for node in model.graph.node) else "symmetric"
+
+
+def _head_block(model: onnx.ModelProto, block_size: int) -> int:
+    """:data:`HEAD_BLOCK` when the head's input (hidden) size is a multiple of it, else ``block_size``."""
+    head = next((node for node in model.graph.node if node.name == LM_HEAD), None)
+    inits = {init.name: init for init in model.graph.initializer}
+    weight = inits.get(head.input[1]) if head is not None else None
+    hidden = weight.dims[0] if weight is not None else 0
+    return HEAD_BLOCK if hidden and hidden % HEAD_BLOCK == 0 else block_size
 
 
 def _symmetric_blocks(
