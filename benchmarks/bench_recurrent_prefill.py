@@ -1,4 +1,6 @@
-"""Mamba ONNX bundles' prefill, before and after the parallel-form graph, side by side with llama.cpp.
+"""Mamba and Mamba-2 ONNX bundles' prefill, before and after the parallel-form graphs, side by side with llama.cpp / torch.
+
+``--model mamba`` (the default):
 
 One random-weight ``MambaForCausalLM`` at mamba-130m's shape (the checkpoint
 ``bench_ssm.py`` builds: vocab 50280, hidden 768, 24 layers, state 16, conv 4),
@@ -12,6 +14,19 @@ then, from that one checkpoint:
   llama.cpp's own Q4_0 of it (``llama_model_quantize``, ``LLAMA_FTYPE_MOSTLY_Q4_0``),
   run through ``llama-cpp-python``.
 
+``--model mamba2``: one random-weight ``Mamba2ForCausalLM`` at mamba2-130m's
+shape (vocab 50288, hidden 768, 24 layers, 24 heads of 64, state 128, 1 group,
+conv 4, tied), exported with the current exporter ("after": the chunked SSD
+prefill) and with ``exporters/onnx/mamba2.py`` at ``--mamba2-baseline`` ("before":
+a Scan stepping one token at a time), against agentd's torch backend
+(``agentd.load_model(..., quant)``, its own chunked SSD) at fp32 and int4.
+(llama.cpp is not in this case: agentd's GGUF writer has no Mamba-2.)
+
+``--model rwkv7``: a random RWKV-7 x070 state dict at rwkv7-0.1B's shape (vocab
+65536, hidden 768, 12 layers, heads of 64; the test fixture's small LoRA ranks),
+converted by agentd; the graph at ``--baseline`` (a 15-op Scan body) against the
+current one (the state update only), and the torch backend.
+
 Every engine runs in its own worker process (a crash is reported, not fatal),
 loaded once; each repeat asks every worker, in an order that alternates between
 repeats, for one 128-token prefill from an empty state and then ``--decode-tokens``
@@ -21,6 +36,8 @@ greedy tokens agree. onnxruntime's intra-op threads and llama.cpp's
 ``n_threads``/``n_threads_batch`` are the same ``--threads``.
 
     flock /tmp/agentd-bench.lock python benchmarks/bench_recurrent_prefill.py --repeats 7 --json /tmp/bench_recurrent_prefill.json
+    flock /tmp/agentd-bench.lock python benchmarks/bench_recurrent_prefill.py --model mamba2 --repeats 7 --json /tmp/bench_mamba2_prefill.json
+    flock /tmp/agentd-bench.lock python benchmarks/bench_recurrent_prefill.py --model rwkv7 --repeats 7 --json /tmp/bench_rwkv7_prefill.json
 
 Results go to docs/bench_recurrent_prefill.md.
 """
@@ -28,6 +45,7 @@ Results go to docs/bench_recurrent_prefill.md.
 from __future__ import annotations
 
 import argparse
+import importlib
 import importlib.util
 import json
 import os
@@ -45,6 +63,9 @@ import numpy as np
 ROOT = Path(__file__).resolve().parent.parent
 #: The last commit whose Mamba graph prefilled the old way (its parent of the parallel-form change).
 DEFAULT_BASELINE = "ed5b6d5^"
+#: Per ``--model``: for Mamba-2 and RWKV-7, the last commit that changed their exporter before the
+#: chunked SSD prefill / the state-only wkv Scan body.
+DEFAULT_BASELINES = {"mamba": DEFAULT_BASELINE, "mamba2": "e769dee", "rwkv7": "e769dee"}
 PROMPT_TOKENS = 128
 VOCAB = 50280
 
@@ -69,6 +90,21 @@ class AgentdEngine:
 
     def step(self, token: int) -> int:
         return int(self.backend.decode(np.array([token], dtype=np.int64), [self.state])[0].argmax())
+
+
+class TorchEngine:
+    """agentd's torch backend (``quant`` fp32 or int4) through the same backend contract."""
+
+    def __init__(self, path: str, threads: int, quant: str):
+        import torch
+
+        import agentd
+
+        torch.set_num_threads(threads)
+        self.backend = agentd.load_model(Path(path), quant).backend
+
+    prefill = AgentdEngine.prefill
+    step = AgentdEngine.step
 
 
 class LlamaCppEngine:
@@ -99,7 +135,12 @@ class LlamaCppEngine:
 
 def worker(kind: str, path: str, threads: int) -> None:
     """Serve ``run <decode tokens>`` lines on stdin with one JSON line each on stdout."""
-    engine = AgentdEngine(path, threads) if kind == "agentd" else LlamaCppEngine(path, threads)
+    if kind == "agentd":
+        engine: Any = AgentdEngine(path, threads)
+    elif kind.startswith("torch-"):
+        engine = TorchEngine(path, threads, kind.removeprefix("torch-"))
+    else:
+        engine = LlamaCppEngine(path, threads)
     prompt = np.random.RandomState(0).randint(0, VOCAB, PROMPT_TOKENS).tolist()
     print("ready", flush=True)
     for line in sys.stdin:
@@ -160,27 +201,75 @@ class Worker:
 # -- building the models -------------------------------------------------------------------------
 
 
-def baseline_mamba_module(repo: Path, commit: str) -> Any:
-    """``exporters/onnx/mamba.py`` as it was at ``commit``, imported inside the current exporter package."""
+def baseline_module(repo: Path, commit: str, name: str = "mamba") -> Any:
+    """``exporters/onnx/<name>.py`` as it was at ``commit``, imported inside the current exporter package."""
     source = subprocess.run(
-        ["git", "-C", str(repo), "show", f"{commit}:exporters/onnx/mamba.py"], check=True, capture_output=True, text=True
+        ["git", "-C", str(repo), "show", f"{commit}:exporters/onnx/{name}.py"], check=True, capture_output=True, text=True
     ).stdout
-    spec = importlib.util.spec_from_loader("agentd.exporters.onnx._mamba_baseline", loader=None)
+    spec = importlib.util.spec_from_loader(f"agentd.exporters.onnx._{name}_baseline", loader=None)
     module = importlib.util.module_from_spec(spec)  # type: ignore[arg-type]
     module.__package__ = "agentd.exporters.onnx"  # its relative imports (.graph, .layers) resolve to today's
-    exec(compile(source, f"{commit}:exporters/onnx/mamba.py", "exec"), module.__dict__)
+    exec(compile(source, f"{commit}:exporters/onnx/{name}.py", "exec"), module.__dict__)
     return module
 
 
-def export_bundle(hf_dir: Path, out: Path, quant: str, builder: Any | None = None) -> Path:
-    """``agentd export`` of ``hf_dir`` (through the exporter plugin), optionally with another Mamba graph builder."""
+def export_bundle(hf_dir: Path, out: Path, quant: str, builder: Any | None = None, name: str = "mamba") -> Path:
+    """``agentd export`` of ``hf_dir`` (through the exporter plugin), optionally with another graph module ``name``."""
     from agentd.exporter_registry import ExportOptions
     from agentd.exporters.onnx import export as export_module
     from agentd.formats import open_checkpoint
 
     options = ExportOptions(quant=quant, block_size=32, force=True)
-    with mock.patch.object(export_module, "mamba", builder or export_module.mamba):
+    with mock.patch.object(export_module, name, builder or getattr(export_module, name)):
         return export_module.export_onnx(open_checkpoint(hf_dir), out, options, lambda *_: None)
+
+
+def build_hf_mamba2(path: Path) -> None:
+    """Random-weight Mamba2ForCausalLM at mamba2-130m's shape, saved to ``path``."""
+    import torch
+    from transformers import Mamba2Config, Mamba2ForCausalLM
+
+    torch.manual_seed(0)
+    config = Mamba2Config(
+        vocab_size=50288, hidden_size=768, num_hidden_layers=24, num_heads=24, head_dim=64, state_size=128,
+        n_groups=1, conv_kernel=4, expand=2, tie_word_embeddings=True,
+        eos_token_id=None, bos_token_id=None, pad_token_id=None,
+    )
+    Mamba2ForCausalLM(config).eval().save_pretrained(path, safe_serialization=True)
+
+
+def build_rwkv7(path: Path) -> None:
+    """A random RWKV-7 x070 checkpoint at rwkv7-0.1B's shape (vocab 65536, hidden 768, 12 layers, heads of 64), converted."""
+    sys.path.insert(0, str(ROOT / "tests"))
+    from _rwkv_fixtures import make_rwkv7_pth
+
+    from agentd.plugins.linear.convert import convert_rwkv7_pth
+
+    path.mkdir(parents=True, exist_ok=True)
+    pth = make_rwkv7_pth(path / "rwkv7-0.1b-shape.pth", hidden=768, layers=12, head_size=64, vocab=65536)
+    convert_rwkv7_pth(pth, path / "converted")
+
+
+def build_checked_models(work: Path, repo: Path, baseline: str, name: str) -> dict[str, tuple[str, Path]]:
+    """Label -> (worker kind, model path) for the ``mamba2`` or ``rwkv7`` case: onnx before/after and torch, fp32 and int4."""
+    if name == "mamba2":
+        source = work / "mamba2-130m-hf"
+        if not (source / "config.json").exists():
+            build_hf_mamba2(source)
+    else:
+        source = work / "rwkv7-0.1b" / "converted"
+        if not (source / "config.json").exists():
+            build_rwkv7(source.parent)
+    old = baseline_module(repo, baseline, name)
+    models: dict[str, tuple[str, Path]] = {}
+    for quant in ("int4", "fp32"):
+        for label, builder in (("before", old), ("after", None)):
+            out = work / f"{name}-bundle-{quant}-{label}"
+            if not (out / "manifest.json").exists():
+                export_bundle(source, out, quant, builder, name)
+            models[f"agentd onnx {quant} {label}"] = ("agentd", out)
+        models[f"agentd torch {quant}"] = (f"torch-{quant}", source)
+    return models
 
 
 def build_models(work: Path, repo: Path, baseline: str) -> dict[str, tuple[str, Path]]:
@@ -194,7 +283,7 @@ def build_models(work: Path, repo: Path, baseline: str) -> dict[str, tuple[str, 
     hf_dir = work / "mamba-130m-hf"
     if not (hf_dir / "config.json").exists():
         build_hf(hf_dir, 24)
-    old = baseline_mamba_module(repo, baseline)
+    old = baseline_module(repo, baseline)
     models: dict[str, tuple[str, Path]] = {}
     for quant in ("int4", "fp32"):
         for label, builder in (("before", old), ("after", None)):
@@ -215,15 +304,24 @@ def build_models(work: Path, repo: Path, baseline: str) -> dict[str, tuple[str, 
 # -- measuring -----------------------------------------------------------------------------------
 
 #: (numerator, denominator) pairs reported as paired ratios: speed of the first over the second.
-PAIRS = (
-    ("agentd onnx int4 after", "llama.cpp q4_0"),
-    ("agentd onnx fp32 after", "llama.cpp f32"),
-    ("agentd onnx int4 after", "agentd onnx int4 before"),
-    ("agentd onnx fp32 after", "agentd onnx fp32 before"),
-)
+PAIRS = {
+    "mamba": (
+        ("agentd onnx int4 after", "llama.cpp q4_0"),
+        ("agentd onnx fp32 after", "llama.cpp f32"),
+        ("agentd onnx int4 after", "agentd onnx int4 before"),
+        ("agentd onnx fp32 after", "agentd onnx fp32 before"),
+    ),
+    "mamba2": (
+        ("agentd onnx int4 after", "agentd onnx int4 before"),
+        ("agentd onnx fp32 after", "agentd onnx fp32 before"),
+        ("agentd onnx int4 after", "agentd torch int4"),
+        ("agentd onnx fp32 after", "agentd torch fp32"),
+    ),
+}
+PAIRS["rwkv7"] = PAIRS["mamba2"]
 
 
-def measure(models: dict[str, tuple[str, Path]], threads: int, repeats: int, steps: int) -> dict[str, Any]:
+def measure(models: dict[str, tuple[str, Path]], threads: int, repeats: int, steps: int, pairs: Any) -> dict[str, Any]:
     workers = {label: Worker(label, kind, path, threads) for label, (kind, path) in models.items()}
     runs: dict[str, list[dict[str, Any]]] = {label: [] for label in workers}
     try:
@@ -253,7 +351,7 @@ def measure(models: dict[str, tuple[str, Path]], threads: int, repeats: int, ste
             "error": workers[label].error,
         }
     ratios: dict[str, Any] = {}
-    for ours, theirs in PAIRS:
+    for ours, theirs in pairs:
         a, b = runs.get(ours) or [], runs.get(theirs) or []
         n = min(len(a), len(b))
         if not n:
@@ -267,8 +365,8 @@ def measure(models: dict[str, tuple[str, Path]], threads: int, repeats: int, ste
 
 
 def environment(threads: int) -> dict[str, Any]:
-    import llama_cpp
     import onnxruntime
+    import torch
 
     from agentd.plugins.kernel_choice import cpu_model
 
@@ -282,8 +380,16 @@ def environment(threads: int) -> dict[str, Any]:
         "threads": threads,
         "load_average_1min_at_start": load,
         "onnxruntime": onnxruntime.__version__,
-        "llama_cpp_python": llama_cpp.__version__,
+        "torch": torch.__version__,
+        "llama_cpp_python": _version("llama_cpp"),
     }
+
+
+def _version(module: str) -> str | None:
+    try:
+        return importlib.import_module(module).__version__
+    except ImportError:
+        return None
 
 
 def print_report(report: dict[str, Any]) -> None:
@@ -303,10 +409,11 @@ def print_report(report: dict[str, Any]) -> None:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--model", choices=("mamba", "mamba2", "rwkv7"), default="mamba")
     parser.add_argument("--repeats", type=int, default=7)
     parser.add_argument("--decode-tokens", type=int, default=32)
     parser.add_argument("--threads", type=int, default=0, help="for every engine (default: agentd's setting, cores - 1)")
-    parser.add_argument("--baseline", default=DEFAULT_BASELINE, help="commit whose exporters/onnx/mamba.py builds the 'before' bundles")
+    parser.add_argument("--baseline", help="commit whose exporters/onnx/<model>.py builds the 'before' bundles (default: per model)")
     parser.add_argument("--repo", type=Path, default=ROOT, help="the git repository --baseline is read from")
     parser.add_argument("--work", type=Path, help="keep checkpoint, bundles and GGUF files here (reused when present)")
     parser.add_argument("--json", type=Path)
@@ -319,11 +426,15 @@ def main() -> None:
     if args.worker:
         worker(args.worker[0], args.worker[1], threads)
         return
-    baseline = subprocess.run(["git", "-C", str(args.repo), "rev-parse", "--short", args.baseline], check=True, capture_output=True, text=True).stdout.strip()
+    wanted = args.baseline or DEFAULT_BASELINES[args.model]
+    baseline = subprocess.run(["git", "-C", str(args.repo), "rev-parse", "--short", wanted], check=True, capture_output=True, text=True).stdout.strip()
 
     def run(work: Path) -> dict[str, Any]:
-        models = build_models(work, args.repo, baseline)
-        return measure(models, threads, args.repeats, args.decode_tokens)
+        if args.model == "mamba":
+            models = build_models(work, args.repo, baseline)
+        else:
+            models = build_checked_models(work, args.repo, baseline, args.model)
+        return measure(models, threads, args.repeats, args.decode_tokens, PAIRS[args.model])
 
     env = environment(threads)
     if args.work:
@@ -335,6 +446,7 @@ def main() -> None:
     report = {
         "command": "python benchmarks/bench_recurrent_prefill.py " + " ".join(sys.argv[1:]),
         "environment": env,
+        "model": args.model,
         "baseline_commit": baseline,
         "prompt_tokens": PROMPT_TOKENS,
         "decode_tokens": args.decode_tokens,

@@ -10,8 +10,9 @@ inputs, ``present_*`` outputs, batch first) and writes the manifest entries
 
 from __future__ import annotations
 
+from contextlib import contextmanager
 from dataclasses import dataclass, field
-from typing import Any, Sequence
+from typing import Any, Iterator, Sequence
 
 import numpy as np
 from onnx import TensorProto, helper
@@ -231,3 +232,23 @@ def softplus(g: GraphBuilder, name: str, x: str) -> str:
     tail = g.node("Add", [g.node("Exp", [tail], name=f"{name}/Exp"), g.const_f32(1.0)], name=f"{name}/Add_1")
     tail = g.node("Log", [tail], name=f"{name}/Log")
     return g.node("Add", [g.node("Relu", [x], name=f"{name}/Relu"), tail], name=f"{name}/Add")
+
+
+@contextmanager
+def subgraph_nodes(g: GraphBuilder) -> Iterator[list[Any]]:
+    """Collect the nodes ``g`` gets inside the ``with`` block into a list (a subgraph's body) instead of the graph.
+
+    Constants and parameters made in the block stay initializers of the outer
+    graph, which a subgraph may read; node names stay unique across both.
+    """
+    outer, g.nodes = g.nodes, []
+    try:
+        yield g.nodes
+    finally:
+        g.nodes = outer
+
+
+def branch(name: str, nodes: Sequence[Any], outputs: Sequence[tuple[str, int]]) -> Any:
+    """An ``If`` branch: a GraphProto with no inputs whose float32 ``outputs`` are ``(name, rank)`` pairs."""
+    values = [helper.make_tensor_value_info(n, TensorProto.FLOAT, [None] * rank) for n, rank in outputs]
+    return helper.make_graph(list(nodes), name.strip("/").replace("/", "_"), [], values)

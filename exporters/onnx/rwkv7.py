@@ -13,7 +13,10 @@ WKV matrix ``past_wkv.i`` ``(batch, heads, head_size, head_size)`` indexed
         ─ LayerNorm ─ token shift ─ lerp ─ MatMul(value, relu(MatMul(key))²) ─ Add ... ─ LayerNorm ─ MatMul(head)
 
 The scan is the exact recurrence (``wkv7_step`` per token; the torch backend's
-chunked prefill is the same sums reordered). The decay's low-rank projection
+chunked prefill is the same sums reordered). Everything that does not read the
+state (the projections, the decay ``e^w``, the vectors' shaping) runs once over
+all ``T`` tokens outside it; its body is one token's update and readout, seven
+ops. The decay's low-rank projection
 (``w0``, ``w1``, ``w2``) and the state stay float32 whatever the quantisation.
 Weights come from agentd's own RWKV-7 backend (:mod:`agentd.plugins.linear.rwkv7`).
 """
@@ -125,17 +128,26 @@ def build_rwkv7_graph(checkpoint: Checkpoint, *, weight_dtype: str) -> tuple[Any
         r_h, w_h, k_h, v_h = (
             g.node("Reshape", [t, to_heads], name=f"{base}/att/{n}/heads") for t, n in ((r, "r"), (log_decay, "w"), (k, "k"), (v, "v"))
         )  # (B, T, H, N) each
-        a_h = g.node("Neg", [kk], name=f"{base}/att/a_vec")
-        b_h = g.node("Mul", [kk, iclr_heads], name=f"{base}/att/b_vec")
+        # The Scan's inputs are shaped here, over all T tokens, so that one step's slice
+        # broadcasts against the (B, H, N, N) state as is: the body is only the update and readout.
+        column, row = g.const_i64([-1]), g.const_i64([-2])
+
+        def shaped(label: str, x: str, axis: str) -> str:
+            return g.node("Unsqueeze", [x, axis], name=f"{base}/att/wkv/{label}")  # (B, T, H, N, 1) or (B, T, H, 1, N)
+
+        a_col = shaped("a_col", g.node("Neg", [kk], name=f"{base}/att/a_vec"), column)
+        b_row = shaped("b_row", g.node("Mul", [kk, iclr_heads], name=f"{base}/att/b_vec"), row)
+        decay_row = shaped("decay_row", g.node("Exp", [w_h], name=f"{base}/att/decay"), row)  # scales the key axis
         (y,) = scan(
             g,
             f"{base}/att/wkv/Scan",
             [(f"past_wkv.{i}", f"present_wkv.{i}")],
-            [r_h, w_h, k_h, v_h, a_h, b_h],
-            _wkv_body(last_axis, g.const_i64([-2])),
-            ([("s_in", 4), ("r_t", 3), ("w_t", 3), ("k_t", 3), ("v_t", 3), ("a_t", 3), ("b_t", 3)], [("s_out", 4), ("y_t", 3)]),
+            [shaped("r_col", r_h, column), decay_row, shaped("k_row", k_h, row), shaped("v_col", v_h, column), a_col, b_row],
+            _wkv_body(),
+            ([("s_in", 4), ("r_t", 4), ("decay_t", 4), ("k_t", 4), ("v_t", 4), ("a_t", 4), ("b_t", 4)], [("s_out", 4), ("y_t", 4)]),
             outputs=1,
-        )  # (B, T, H, N)
+        )  # (B, T, H, N, 1)
+        y = g.node("Squeeze", [y, column], name=f"{base}/att/wkv/y_Squeeze")  # (B, T, H, N)
 
         # Per-head GroupNorm: normalise within each head, then the (C,) affine.
         unit = g.param(f"{key}.ln_x.unit", np.ones(N, dtype=np.float32))
@@ -164,23 +176,19 @@ def build_rwkv7_graph(checkpoint: Checkpoint, *, weight_dtype: str) -> tuple[Any
     return finish_recurrent(g, state, final, head, backend, layers=c.num_hidden_layers, hidden_size=C, keep_float32_nodes=excluded)
 
 
-def _wkv_body(last_axis: str, second_last_axis: str) -> list[Any]:
-    """One delta-rule step per row: ``S' = S·diag(e^w) + (S a) b^T + v k^T``; ``y = S' r`` (``S`` ``(B, H, N, N)``)."""
+def _wkv_body() -> list[Any]:
+    """One delta-rule step per row: ``S' = S·diag(e^w) + (S a) b^T + v k^T``; ``y = S' r`` (``S`` ``(B, H, N, N)``).
+
+    Its inputs come shaped: ``a_t``, ``v_t``, ``r_t`` columns ``(B, H, N, 1)``;
+    ``decay_t = e^w``, ``b_t``, ``k_t`` rows ``(B, H, 1, N)``.
+    """
     n = lambda op, inputs, out: helper.make_node(op, inputs, [out], name=f"wkv/{out}")  # noqa: E731
     return [
-        n("Unsqueeze", ["a_t", last_axis], "a_col"),  # (B, H, N, 1)
-        n("MatMul", ["s_in", "a_col"], "removed"),  # (B, H, N, 1): S a, before the decay
-        n("Exp", ["w_t"], "decay"),
-        n("Unsqueeze", ["decay", second_last_axis], "decay_row"),  # (B, H, 1, N): scales the key axis
-        n("Mul", ["s_in", "decay_row"], "decayed"),
-        n("Unsqueeze", ["b_t", second_last_axis], "b_row"),
-        n("Mul", ["removed", "b_row"], "correction"),  # (S a) b^T
-        n("Unsqueeze", ["v_t", last_axis], "v_col"),
-        n("Unsqueeze", ["k_t", second_last_axis], "k_row"),
-        n("Mul", ["v_col", "k_row"], "write"),  # v k^T
+        n("MatMul", ["s_in", "a_t"], "removed"),  # (B, H, N, 1): S a, before the decay
+        n("Mul", ["s_in", "decay_t"], "decayed"),
+        n("Mul", ["removed", "b_t"], "correction"),  # (S a) b^T
+        n("Mul", ["v_t", "k_t"], "write"),  # v k^T
         n("Add", ["decayed", "correction"], "corrected"),
         n("Add", ["corrected", "write"], "s_out"),
-        n("Unsqueeze", ["r_t", last_axis], "r_col"),
-        n("MatMul", ["s_out", "r_col"], "y_col"),
-        n("Squeeze", ["y_col", last_axis], "y_t"),  # (B, H, N)
+        n("MatMul", ["s_out", "r_t"], "y_t"),  # (B, H, N, 1)
     ]
