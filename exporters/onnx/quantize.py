@@ -21,10 +21,6 @@ the table is stored once — the split llama.cpp's Q4_1/Q8_0 files make too.
   symmetric blocks took SmolLM2-135M's perplexity from 11.7 to 20.1
   (docs/quant_quality.md). The offset path costs decode speed (docs/bench_onnx.md).
 
-The 8-bit head uses blocks of :data:`HEAD_BLOCK` where the hidden size allows:
-on SmolLM2-135M 1.04 instead of 1.49 ms per token, perplexity unchanged
-(11.689 vs 11.708, docs/bench_onnx.md).
-
 Norm weights, biases, rotary tables and the KV cache are not touched: they stay
 float32. (``fp16`` needs no pass here: the graph is built with float16 weights.)
 """
@@ -46,9 +42,6 @@ LM_HEAD = "/lm_head/MatMul"
 
 #: ``MatMulNBits`` accuracy level 4: int8 activations (the CPU kernel's fast path).
 ACCURACY_LEVEL = 4
-
-#: Block of the 8-bit LM head (and the tied embedding that shares it).
-HEAD_BLOCK = 128
 
 
 def quantize_model(
@@ -85,7 +78,7 @@ def quantize_model(
         # The quantiser's include list only adds nodes; exclude every other MatMul instead.
         others = [node.name for node in model.graph.node if node.op_type == "MatMul" and node.name != LM_HEAD]
         # 8 bits: with a 4-bit body this good, a 4-bit head cost SmolLM2 1.3 perplexity (12.99 vs 11.68).
-        model = _symmetric_blocks(model, 8, _head_block(model, block_size), ("MatMul",), exclude=others)
+        model = _symmetric_blocks(model, 8, block_size, ("MatMul",), exclude=others)
         if tied is None:
             model = _symmetric_blocks(model, 4, block_size, ("Gather",))
     if tied is not None:
@@ -94,15 +87,6 @@ def quantize_model(
     if quant != "int4":
         return None
     return "offset" if any(node.name.endswith("/offsets") for node in model.graph.node) else "symmetric"
-
-
-def _head_block(model: onnx.ModelProto, block_size: int) -> int:
-    """:data:`HEAD_BLOCK` when the head's input (hidden) size is a multiple of it, else ``block_size``."""
-    head = next((node for node in model.graph.node if node.name == LM_HEAD), None)
-    inits = {init.name: init for init in model.graph.initializer}
-    weight = inits.get(head.input[1]) if head is not None else None
-    hidden = weight.dims[0] if weight is not None else 0
-    return HEAD_BLOCK if hidden and hidden % HEAD_BLOCK == 0 else block_size
 
 
 def _symmetric_blocks(
