@@ -149,7 +149,7 @@ def test_bundle_layout_manifest_and_checker(checkpoints, tmp_path) -> None:
     assert manifest is not None and manifest["dtype"] == "int4"
     section = manifest["onnx"]
     assert (section["kind"], section["quantization"], section["block_size"]) == ("decoder", "int4", 16)
-    assert section["int4_blocks"] == "symmetric"  # a float source: Q4_0's layout, MatMulNBits' fast path
+    assert section["int4_blocks"] == "zero_point"  # a float source: integer zero points, MatMulNBits' fast path
     names = {value["name"] for value in section["graphs"]["model"]["inputs"]}
     assert {"input_ids", "attention_mask", "position_ids", "past_key_values.0.key", "past_key_values.1.value"} <= names
     assert {value["name"] for value in section["graphs"]["model"]["outputs"]} >= {"logits", "present.1.key"}
