@@ -287,7 +287,7 @@ def _models(value: Any, source: Source) -> dict[str, Path]:
         raise InvalidArgument(source.label, f"must be a table of name = \"path\", got {value!r}")
     models = {}
     for name, path in value.items():
-        if not MODEL_NAME.match(name):
+        if not MODEL_NAME.fullmatch(name):
             raise InvalidArgument(source.label, f"model name {name!r} must be letters, digits, '.', '_' or '-'")
         models[name] = _path(path, Source(f"{source.label}.{name}", source.base))
     return models

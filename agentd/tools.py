@@ -93,7 +93,7 @@ class ToolSpec:
     plugin: str = field(default="", compare=False)
 
     def __post_init__(self) -> None:
-        if not TOOL_NAME.match(self.name):
+        if not TOOL_NAME.fullmatch(self.name):
             raise AgentdError(f"tool name {self.name!r} must match {TOOL_NAME.pattern}")
         if self.parameters.get("type") != "object":
             raise AgentdError(f"tool {self.name!r}: 'parameters' must be a JSON schema of type 'object'")

@@ -125,7 +125,7 @@ class CredentialStore:
 
 
 def _check(provider: str) -> None:
-    if not PROVIDER.match(provider or ""):
+    if not PROVIDER.fullmatch(provider or ""):
         raise InvalidArgument("provider", f"must match {PROVIDER.pattern} (got {provider!r})")
 
 

@@ -92,7 +92,7 @@ def user_name(value: str | None) -> str:
     """The user a request names ("" or None: ``default``); INVALID_ARGUMENT for a malformed name."""
     if not value:
         return DEFAULT_USER
-    if not USER_NAME.match(value):
+    if not USER_NAME.fullmatch(value):
         raise InvalidArgument("user", f"must match {USER_NAME.pattern} (got {value!r})")
     return value
 

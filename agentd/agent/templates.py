@@ -157,7 +157,7 @@ def template_sources(
             if source is None and isinstance(value, str):
                 source = _verbatim(request, value)
             if source is None:
-                if isinstance(value, str) and ISO_DATE.match(value):
+                if isinstance(value, str) and ISO_DATE.fullmatch(value):
                     return None
                 continue
             if not 0 <= source.start < source.end <= len(request) or not request[source.start:source.end].strip():

@@ -163,7 +163,7 @@ def _status(error: BaseException | None, context: aio.ServicerContext) -> str:
 
 def _client_request_id(metadata: Any) -> str | None:
     for key, value in metadata:
-        if key.lower() == REQUEST_ID_METADATA and isinstance(value, str) and CLIENT_REQUEST_ID.match(value):
+        if key.lower() == REQUEST_ID_METADATA and isinstance(value, str) and CLIENT_REQUEST_ID.fullmatch(value):
             return value
     return None
 

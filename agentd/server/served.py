@@ -249,7 +249,7 @@ class ModelTable:
         ``quant`` (``auto`` or one of :data:`agentd.backend.QUANTS`) is required of the model's
         backend; None applies the daemon's setting where the backend has it.
         """
-        if not MODEL_NAME.match(name):
+        if not MODEL_NAME.fullmatch(name):
             raise InvalidArgument("name", "must be 1-128 characters of A-Z a-z 0-9 . _ - starting with a letter or digit")
         if name in self._models:
             raise InvalidArgument("name", f"model {name!r} is already served (unload it first)")

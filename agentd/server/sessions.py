@@ -289,7 +289,7 @@ class SessionStore:
 
 
 def check_session_id(session_id: str) -> None:
-    if not SESSION_ID.match(session_id or ""):
+    if not SESSION_ID.fullmatch(session_id or ""):
         raise InvalidArgument("session_id", "must be 1-128 characters of A-Z a-z 0-9 . _ - not starting with . _ -")
 
 

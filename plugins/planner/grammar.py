@@ -214,7 +214,7 @@ def _result_keys(tools: Iterable[ToolSpec]) -> set[str]:
         if not isinstance(schema, Mapping) or depth > 6:
             return
         for name, sub in (schema.get("properties") or {}).items():
-            if _IDENTIFIER.match(name):
+            if _IDENTIFIER.fullmatch(name):
                 keys.add(name)
             walk(sub, depth + 1)
         for keyword in ("items", "additionalProperties"):
