@@ -24,8 +24,8 @@ a Scan stepping one token at a time), against agentd's torch backend
 
 ``--model rwkv7``: a random RWKV-7 x070 state dict at rwkv7-0.1B's shape (vocab
 65536, hidden 768, 12 layers, heads of 64; the test fixture's small LoRA ranks),
-converted by agentd; the graph at ``--baseline`` (a 15-op Scan body) against the
-current one (the state update only), and the torch backend.
+converted by agentd; the graph at ``--baseline`` (a Scan stepping one token at a
+time) against the current one (the chunked delta rule), and the torch backend.
 
 Every engine runs in its own worker process (a crash is reported, not fatal),
 loaded once; each repeat asks every worker, in an order that alternates between
@@ -63,8 +63,8 @@ import numpy as np
 ROOT = Path(__file__).resolve().parent.parent
 #: The last commit whose Mamba graph prefilled the old way (its parent of the parallel-form change).
 DEFAULT_BASELINE = "ed5b6d5^"
-#: Per ``--model``: for Mamba-2 and RWKV-7, the last commit that changed their exporter before the
-#: chunked SSD prefill / the state-only wkv Scan body.
+#: Per ``--model``: for Mamba-2 and RWKV-7, the last commit that changed their exporter before
+#: their chunked prefill (one token per Scan step).
 DEFAULT_BASELINES = {"mamba": DEFAULT_BASELINE, "mamba2": "e769dee", "rwkv7": "e769dee"}
 PROMPT_TOKENS = 128
 VOCAB = 50280
