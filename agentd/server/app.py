@@ -262,11 +262,19 @@ def _add_port(server: aio.Server, target: str, security: Security | None = None)
 
 
 def _prepare_socket_dir(directory: Path) -> None:
-    """Create the socket's directory owner-only; an existing one is left as it is."""
+    """Create the socket's directory owner-only; an existing one is left as it is, with a warning
+    when others may write to it: they could then delete the socket and put their own in its place."""
     try:
         make_private_dirs(directory)
     except OSError as exc:
         raise InvalidArgument("--socket", f"cannot create {directory}: {exc.strerror}") from None
+    mode = directory.stat().st_mode
+    if mode & (stat.S_IWGRP | stat.S_IWOTH):
+        sticky = " (sticky, so others cannot remove it, but can squat names there)" if mode & stat.S_ISVTX else ""
+        log.warning(
+            "socket directory %s is writable by %s%s: prefer an owner-only directory such as $XDG_RUNTIME_DIR/agentd",
+            directory, "others" if mode & stat.S_IWOTH else "its group", sticky,
+        )
 
 
 def _remove_stale_socket(path: Path) -> None:
