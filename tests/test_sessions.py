@@ -143,6 +143,53 @@ def test_session_errors_map_to_status_codes(server) -> None:
     assert caught.value.code() == grpc.StatusCode.INVALID_ARGUMENT and str(path) in caught.value.details()
 
 
+def test_session_files_that_are_not_sessions_get_clear_errors(server, monkeypatch) -> None:
+    """Issue 12, breaks 4 and 5: no hang on a FIFO, no INTERNAL for a directory, a bad header or a full disk."""
+    import errno
+    import hashlib
+    import json
+    import os
+
+    import agentd.server.sessions as sessions_module
+
+    def restore_status(session_id: str) -> tuple[grpc.StatusCode, str]:
+        with pytest.raises(grpc.RpcError) as caught:
+            server.inference.RestoreSession(pb.RestoreSessionRequest(session_id=session_id), timeout=10)
+        return caught.value.code(), caught.value.details()
+
+    store = server.table.sessions
+    fifo = store.file_path("piped")
+    fifo.parent.mkdir(parents=True, exist_ok=True)
+    os.mkfifo(fifo)  # opening it for reading would block until a writer came
+    assert restore_status("piped") == (grpc.StatusCode.FAILED_PRECONDITION, f"{fifo} is not a regular file")
+    store.file_path("a-dir").mkdir()
+    assert restore_status("a-dir")[0] == grpc.StatusCode.FAILED_PRECONDITION
+
+    # The state's checksum is right, the header's fields are not.
+    state = b"\x00" * 16
+    header = {"format": 1, "model": "llama", "architecture": "LlamaForCausalLM", "tokens": "abc", "pending": None,
+              "state_sha256": hashlib.sha256(state).hexdigest()}
+    encoded = json.dumps(header).encode()
+    path = store.file_path("odd-header")
+    path.write_bytes(sessions_module._MAGIC + sessions_module._HEADER_LENGTH.pack(len(encoded)) + encoded + state)
+    code, details = restore_status("odd-header")
+    assert code == grpc.StatusCode.INVALID_ARGUMENT and "malformed header" in details
+
+    # Saving where a directory sits, and onto a full disk.
+    _generate(server, "llama", [1, 2, 3], session_id="a-dir")
+    with pytest.raises(grpc.RpcError) as caught:
+        server.inference.SaveSession(pb.SaveSessionRequest(session_id="a-dir"), timeout=10)
+    assert caught.value.code() == grpc.StatusCode.FAILED_PRECONDITION
+    assert [p.name for p in path.parent.iterdir() if p.name.startswith(".")] == []  # no temp file left
+    def full_disk(*args, **kwargs):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(sessions_module, "_write_session", full_disk)
+    with pytest.raises(grpc.RpcError) as caught:
+        server.inference.SaveSession(pb.SaveSessionRequest(session_id="a-dir"), timeout=10)
+    assert caught.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED and "No space left" in caught.value.details()
+
+
 # -- the store's limits, without a model --------------------------------------------------------
 class _SizedBackend:
     """Just enough of a backend for the store: every state weighs 64 bytes."""

@@ -23,11 +23,13 @@ The store is thread-safe: requests end on the engine's thread.
 from __future__ import annotations
 
 import asyncio
+import errno
 import hashlib
 import json
 import logging
 import os
 import re
+import stat
 import struct
 import tempfile
 import threading
@@ -36,7 +38,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Literal, Sequence
 
-from agentd.errors import InvalidArgument, NotFound, ResourceExhausted
+from agentd.errors import FailedPrecondition, InvalidArgument, NotFound, ResourceExhausted
 
 if TYPE_CHECKING:
     from agentd.backend import Backend, State
@@ -237,7 +239,10 @@ class SessionStore:
             session.busy = True  # no request may touch the state while it is serialised
         try:
             path = self.file_path(session_id)
-            return await asyncio.to_thread(_write_session, path, session, backend)
+            try:
+                return await asyncio.to_thread(_write_session, path, session, backend)
+            except OSError as exc:  # full disk, a directory in the way, no permission: say which
+                raise _disk_error(path, exc) from None
         finally:
             with self._lock:
                 session.busy = False
@@ -318,7 +323,11 @@ def _write_session(path: Path, session: Session, backend: "Backend") -> SavedSes
         except BaseException:
             os.unlink(out.name)
             raise
-    os.replace(out.name, path)
+    try:
+        os.replace(out.name, path)
+    except BaseException:  # e.g. a directory where the file goes: leave no temp file behind
+        os.unlink(out.name)
+        raise
     directory = os.open(path.parent, os.O_RDONLY)
     try:
         os.fsync(directory)
@@ -328,10 +337,7 @@ def _write_session(path: Path, session: Session, backend: "Backend") -> SavedSes
 
 
 def _read_session(path: Path) -> tuple[dict, bytes]:
-    try:
-        data = path.read_bytes()
-    except FileNotFoundError:
-        raise NotFound(f"no saved session at {path}") from None
+    data = _read_regular_file(path)
     prefix = len(_MAGIC) + _HEADER_LENGTH.size
     if len(data) < prefix or not data.startswith(_MAGIC):
         raise InvalidArgument("session_id", f"{path} is not a saved agentd session")
@@ -340,8 +346,49 @@ def _read_session(path: Path) -> tuple[dict, bytes]:
         header = json.loads(data[prefix : prefix + length])
         state = data[prefix + length :]
         valid = header.get("format") == _FORMAT and hashlib.sha256(state).hexdigest() == header["state_sha256"]
-    except (ValueError, KeyError, TypeError):
+    except (ValueError, KeyError, TypeError, AttributeError):
         valid = False
     if not valid:
         raise InvalidArgument("session_id", f"{path} is corrupt (header or state checksum)")
+    if not _header_fields_valid(header):  # a checksum over the state says nothing of the header
+        raise InvalidArgument("session_id", f"{path} has a malformed header (model, architecture, tokens or pending)")
     return header, state
+
+
+def _read_regular_file(path: Path) -> bytes:
+    """The bytes of ``path`` if it is a regular file. Opened non-blocking, so a named pipe put
+    in its place cannot hang the reader (nor the daemon's shutdown), and checked before reading."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK)
+    except FileNotFoundError:
+        raise NotFound(f"no saved session at {path}") from None
+    except OSError as exc:
+        raise _disk_error(path, exc) from None
+    try:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            raise FailedPrecondition(f"{path} is not a regular file")
+        with os.fdopen(fd, "rb", closefd=False) as file:
+            return file.read()
+    except OSError as exc:
+        raise _disk_error(path, exc) from None
+    finally:
+        os.close(fd)
+
+
+def _header_fields_valid(header: dict) -> bool:
+    tokens, pending = header.get("tokens"), header.get("pending")
+    return (
+        isinstance(header.get("model"), str)
+        and isinstance(header.get("architecture"), str)
+        and isinstance(tokens, list)
+        and all(type(t) is int and 0 <= t < 2**31 for t in tokens)
+        and (pending is None or type(pending) is int and 0 <= pending < 2**31)
+    )
+
+
+def _disk_error(path: Path, exc: OSError) -> Exception:
+    """The client-facing error of a failed session file operation (never INTERNAL)."""
+    reason = exc.strerror or type(exc).__name__
+    if exc.errno in (errno.ENOSPC, errno.EDQUOT):
+        return ResourceExhausted(f"cannot write {path}: {reason}")
+    return FailedPrecondition(f"{path}: {reason}")
