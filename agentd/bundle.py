@@ -28,7 +28,6 @@ import json
 import os
 import shutil
 import struct
-import uuid
 from collections import Counter
 from pathlib import Path
 from typing import Any, BinaryIO, Callable
@@ -41,6 +40,7 @@ from agentd.directory_checkpoint import DirectoryCheckpoint
 from agentd.errors import AgentdError, InvalidArgument, ModelLoadError
 from agentd.manifest import FORMAT, FORMAT_VERSION, MANIFEST_FILE, sha256_file
 from agentd.safetensors_header import SAFETENSORS_DTYPE_BITS, SINGLE_WEIGHTS, TensorEntry, WeightFile, read_safetensors_header
+from agentd.staging import remove_stale, staging_name
 
 #: Read/write/hash granularity: large enough to amortise syscalls, small enough to stream.
 CHUNK_BYTES = 1 << 20
@@ -126,9 +126,10 @@ def write_atomically(
     destination = Path(out).expanduser().absolute()
     check_destination(source, destination, force)
     # Not mkdtemp: its 0700 mode would end up on the bundle; mkdir honours the umask.
-    staging = destination.with_name(f".{destination.name}.{uuid.uuid4().hex[:8]}.{purpose}")
+    staging = staging_name(destination, purpose)
     try:
         destination.parent.mkdir(parents=True, exist_ok=True)
+        remove_stale(destination.parent, destination.name)  # what a killed earlier run left
         staging.mkdir()
     except OSError as exc:
         raise _write_error(destination, exc) from None
@@ -269,7 +270,7 @@ def _move_into_place(staging: Path, destination: Path, force: bool) -> None:
     if destination.exists() or destination.is_symlink():
         if not force:  # appeared while we were writing
             raise InvalidArgument(str(destination), "already exists; pass --force to replace it")
-        replaced = destination.with_name(f".{destination.name}.{uuid.uuid4().hex[:8]}.replaced")
+        replaced = staging_name(destination, "replaced")
         os.rename(destination, replaced)
     try:
         os.rename(staging, destination)

@@ -13,6 +13,7 @@ from pathlib import Path
 from agentd.checkpoint import Checkpoint
 from agentd.errors import ModelLoadError, NotFound
 from agentd.plugin_manager import load_plugins
+from agentd.staging import is_staging
 
 
 def open_checkpoint(path: str | Path) -> Checkpoint:
@@ -20,6 +21,8 @@ def open_checkpoint(path: str | Path) -> Checkpoint:
     resolved = Path(path).expanduser().resolve()
     if not resolved.exists():
         raise NotFound(f"{path}: no such model file or directory")
+    if is_staging(resolved):  # half an export or import, or the old copy a --force run set aside
+        raise ModelLoadError(resolved, "is an unfinished export or import's staging copy, not a model")
     try:
         checkpoint = load_plugins().hook.open_checkpoint(path=resolved)
     except PermissionError as exc:

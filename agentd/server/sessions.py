@@ -31,7 +31,6 @@ import os
 import re
 import stat
 import struct
-import tempfile
 import threading
 import time
 from dataclasses import dataclass, field
@@ -39,6 +38,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Literal, Sequence
 
 from agentd.errors import FailedPrecondition, InvalidArgument, NotFound, ResourceExhausted
+from agentd.staging import remove_stale, staging_name
 
 if TYPE_CHECKING:
     from agentd.backend import Backend, State
@@ -121,6 +121,8 @@ class SessionStore:
         #: Sessions dropped by TTL / by the budget, since start (for metrics and tests).
         self.expired = 0
         self.evicted = 0
+        # A daemon killed mid-save left its temp file: remove it (never a running daemon's).
+        remove_stale(self.settings.resolved_directory())
 
     # -- a request's use -----------------------------------------------------------------
     def begin(self, session_id: str, model: str, prompt: Sequence[int]) -> tuple[Session, SessionPlan]:
@@ -313,20 +315,18 @@ def _write_session(path: Path, session: Session, backend: "Backend") -> SavedSes
     }
     encoded = json.dumps(header, separators=(",", ":")).encode()
     make_private_dirs(path.parent)
-    # Temp file in the same directory + rename: a reader never sees half a session.
-    with tempfile.NamedTemporaryFile(dir=path.parent, prefix=f".{path.name}.", delete=False) as out:
-        try:
+    # Temp file in the same directory + rename: a reader never sees half a session. Its name
+    # carries this process's id, so a daemon killed mid-save has its leftover removed at the next start.
+    staging = staging_name(path, "session")
+    try:
+        with open(os.open(staging, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600), "wb") as out:
             out.write(_MAGIC + _HEADER_LENGTH.pack(len(encoded)) + encoded)
             out.write(state)
             out.flush()
             os.fsync(out.fileno())
-        except BaseException:
-            os.unlink(out.name)
-            raise
-    try:
-        os.replace(out.name, path)
-    except BaseException:  # e.g. a directory where the file goes: leave no temp file behind
-        os.unlink(out.name)
+        os.replace(staging, path)
+    except BaseException:  # a full disk, a directory where the file goes: leave no temp file behind
+        staging.unlink(missing_ok=True)
         raise
     directory = os.open(path.parent, os.O_RDONLY)
     try:
