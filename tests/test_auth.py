@@ -150,6 +150,48 @@ def test_health_needs_no_token_but_reflection_does(token_daemon, pki) -> None:
         assert "agentd.v1.Inference" in {s.name for s in allowed[0].list_services_response.service}
 
 
+MALFORMED = {
+    "corrupt wire format": b"\xff\xff\xff\xff",
+    "invalid UTF-8 in a string field": b"\x0a\x02\xff\xfe",  # GetModelInfoRequest.name
+}
+
+
+@pytest.mark.parametrize("payload", MALFORMED.values(), ids=MALFORMED.keys())
+def test_malformed_protobuf_is_refused_after_auth_and_logs_no_traceback(token_daemon, pki, payload, caplog) -> None:
+    """Issue 12, break 3: it was UNKNOWN ("Unexpected DecodeError") on every RPC, before auth, with a traceback."""
+    method = "/agentd.v1.Models/GetModelInfo"
+
+    def status(channel: grpc.Channel, metadata=(), stream: bool = False) -> tuple[grpc.StatusCode, str]:
+        if stream:
+            call = channel.unary_stream("/agentd.v1.Inference/Generate", request_serializer=lambda m: m, response_deserializer=lambda b: b)
+            try:
+                list(call(payload, metadata=metadata, timeout=30))
+            except grpc.RpcError as exc:
+                return exc.code(), exc.details()
+            return grpc.StatusCode.OK, ""
+        call = channel.unary_unary(method, request_serializer=lambda m: m, response_deserializer=lambda b: b)
+        try:
+            call(payload, metadata=metadata, timeout=30)
+        except grpc.RpcError as exc:
+            return exc.code(), exc.details()
+        return grpc.StatusCode.OK, ""
+
+    with caplog.at_level(logging.INFO):
+        with tls_channel(token_daemon.targets[1], pki) as channel:
+            assert status(channel)[0] == grpc.StatusCode.UNAUTHENTICATED  # no token: refused as such, whatever the bytes
+            assert status(channel, stream=True)[0] == grpc.StatusCode.UNAUTHENTICATED
+            code, details = status(channel, bearer(TOKEN))
+            assert code == grpc.StatusCode.INVALID_ARGUMENT
+            assert details == "request: is not a valid agentd.v1.GetModelInfoRequest message (malformed protobuf)"
+        with grpc.insecure_channel(token_daemon.targets[0]) as channel:
+            assert status(channel)[0] == grpc.StatusCode.INVALID_ARGUMENT
+            code, details = status(channel, stream=True)
+            assert code == grpc.StatusCode.INVALID_ARGUMENT and "agentd.v1.GenerateRequest" in details
+        with Client(token_daemon.targets[0], timeout=30) as client:  # still serving
+            assert client.list_models()
+    assert not [r for r in caplog.records if r.levelno >= logging.ERROR or r.exc_info], [r.getMessage() for r in caplog.records]
+
+
 def test_unix_socket_needs_no_token(token_daemon) -> None:
     with grpc.insecure_channel(token_daemon.targets[0]) as channel:
         response = models_pb2_grpc.ModelsStub(channel).ListModels(models_pb2.ListModelsRequest(), timeout=30)

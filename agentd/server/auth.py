@@ -167,10 +167,9 @@ def _denying_handler(
 
     if handler is None:  # unknown method: deny before revealing that it does not exist
         return grpc.unary_unary_rpc_method_handler(deny)
-    serializers = {
-        "request_deserializer": handler.request_deserializer,
-        "response_serializer": handler.response_serializer,
-    }
+    # No request deserializer: a denied request is never parsed, so malformed bytes are refused
+    # for the credentials like any other (not UNKNOWN for the parse, before auth).
+    serializers = {"response_serializer": handler.response_serializer}
     if handler.request_streaming and handler.response_streaming:
         return grpc.stream_stream_rpc_method_handler(deny, **serializers)
     if handler.request_streaming:
