@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from typing import Any, Iterator, Sequence
+from typing import Any, Callable, Iterator, Sequence
 
 import numpy as np
 from onnx import TensorProto, helper
@@ -246,6 +246,39 @@ def subgraph_nodes(g: GraphBuilder) -> Iterator[list[Any]]:
         yield g.nodes
     finally:
         g.nodes = outer
+
+
+def step_or_chunked(
+    g: GraphBuilder,
+    name: str,
+    sequence: str,
+    present: str,
+    step: Callable[[], tuple[str, str]],
+    chunked: Callable[[], tuple[str, str]],
+) -> str:
+    """A recurrence's ``If`` on the length ``T`` of ``sequence`` ``(B, T, ...)``: ``step()`` for one
+    token (decode), ``chunked()`` for more (prefill). Each builds its branch's nodes and returns
+    ``(y, state)`` names, both rank 4; the state goes to ``present``. Returns ``y``.
+
+    The branches read tensors of this graph, and the quantisers re-sort nodes by explicit inputs
+    only: ``sequence`` must come after every tensor the branches read.
+    """
+    length = g.node("Gather", [g.node("Shape", [sequence], name=f"{name}/Shape"), g.const_i64(1)], name=f"{name}/T", axis=0)
+    one_token = g.node("Equal", [length, g.const_i64(1)], name=f"{name}/one_token")
+    with subgraph_nodes(g) as step_nodes:
+        stepped = step()
+    with subgraph_nodes(g) as chunk_nodes:
+        chunks = chunked()
+    y = f"{name}/y"
+    g.node(
+        "If",
+        [one_token],
+        name=f"{name}/If",
+        outputs=[y, present],
+        then_branch=branch(f"{name}/step", step_nodes, [(stepped[0], 4), (stepped[1], 4)]),
+        else_branch=branch(f"{name}/chunked", chunk_nodes, [(chunks[0], 4), (chunks[1], 4)]),
+    )
+    return y
 
 
 def branch(name: str, nodes: Sequence[Any], outputs: Sequence[tuple[str, int]]) -> Any:

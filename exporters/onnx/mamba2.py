@@ -39,7 +39,7 @@ from agentd.checkpoint import Checkpoint
 
 from .graph import GraphBuilder
 from .layers import (
-    INT64_MAX, StateIO, branch, causal_conv, finish_recurrent, head_weight, linear, np32, rms_norm, scan, silu, subgraph_nodes,
+    INT64_MAX, StateIO, causal_conv, finish_recurrent, head_weight, linear, np32, rms_norm, scan, silu, step_or_chunked,
 )
 
 ARCHITECTURES = ("Mamba2ForCausalLM",)
@@ -134,22 +134,11 @@ def _ssd(g: GraphBuilder, name: str, dt: str, dtx: str, b_mat: str, c_mat: str, 
     only, so the condition is computed from ``dtx``, whose producers come after
     those of all four.
     """
-    length = g.node("Gather", [g.node("Shape", [dtx], name=f"{name}/Shape"), g.const_i64(1)], name=f"{name}/T", axis=0)
-    one_token = g.node("Equal", [length, g.const_i64(1)], name=f"{name}/one_token")
-    with subgraph_nodes(g) as step_nodes:
-        step = _ssd_step(g, f"{name}/step", dt, dtx, b_mat, c_mat, past, A, d)
-    with subgraph_nodes(g) as chunk_nodes:
-        chunked = _ssd_chunked(g, f"{name}/chunked", dt, dtx, b_mat, c_mat, past, A, d)
-    y = f"{name}/y"
-    g.node(
-        "If",
-        [one_token],
-        name=f"{name}/If",
-        outputs=[y, present],
-        then_branch=branch(f"{name}/step", step_nodes, [(step[0], 4), (step[1], 4)]),
-        else_branch=branch(f"{name}/chunked", chunk_nodes, [(chunked[0], 4), (chunked[1], 4)]),
+    return step_or_chunked(
+        g, name, dtx, present,
+        lambda: _ssd_step(g, f"{name}/step", dt, dtx, b_mat, c_mat, past, A, d),
+        lambda: _ssd_chunked(g, f"{name}/chunked", dt, dtx, b_mat, c_mat, past, A, d),
     )
-    return y
 
 
 def _ssd_step(g: GraphBuilder, name: str, dt: str, dtx: str, b_mat: str, c_mat: str, past: str, A: str, d: _Dims) -> tuple[str, str]:

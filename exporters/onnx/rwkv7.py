@@ -35,7 +35,7 @@ from agentd.checkpoint import Checkpoint
 
 from .graph import GraphBuilder
 from .layers import (
-    INT64_MAX, StateIO, branch, finish_recurrent, layer_norm, lerp, linear, np32, scan, subgraph_nodes, token_shift,
+    INT64_MAX, StateIO, finish_recurrent, layer_norm, lerp, linear, np32, scan, step_or_chunked, token_shift,
 )
 
 ARCHITECTURES = ("Rwkv7ForCausalLM",)
@@ -177,22 +177,11 @@ def _wkv(g: GraphBuilder, name: str, vectors: list[str], past: str, present: str
     inputs only, so the ``If``'s condition is computed from it.
     """
     packed = g.node("Concat", vectors, name=f"{name}/pack", axis=-1)  # (B, T, H, 6N)
-    length = g.node("Gather", [g.node("Shape", [packed], name=f"{name}/Shape"), g.const_i64(1)], name=f"{name}/T", axis=0)
-    one_token = g.node("Equal", [length, g.const_i64(1)], name=f"{name}/one_token")
-    with subgraph_nodes(g) as step_nodes:
-        step = _wkv_step(g, f"{name}/step", packed, past, H, N)
-    with subgraph_nodes(g) as chunk_nodes:
-        chunked = _wkv_chunked(g, f"{name}/chunked", packed, past, H, N)
-    y = f"{name}/y"
-    g.node(
-        "If",
-        [one_token],
-        name=f"{name}/If",
-        outputs=[y, present],
-        then_branch=branch(f"{name}/step", step_nodes, [(step[0], 4), (step[1], 4)]),
-        else_branch=branch(f"{name}/chunked", chunk_nodes, [(chunked[0], 4), (chunked[1], 4)]),
+    return step_or_chunked(
+        g, name, packed, present,
+        lambda: _wkv_step(g, f"{name}/step", packed, past, H, N),
+        lambda: _wkv_chunked(g, f"{name}/chunked", packed, past, H, N),
     )
-    return y
 
 
 def _wkv_step(g: GraphBuilder, name: str, packed: str, past: str, H: int, N: int) -> tuple[str, str]:

@@ -45,6 +45,7 @@ import numpy as np
 import torch
 
 from agentd.errors import InvalidArgument
+from agentd.slot_window import adjacent_swaps
 
 #: Slot capacities are multiples of this many tokens; growing copies a state once per chunk.
 GROW_TOKENS = 256
@@ -266,15 +267,7 @@ class _Arena:
 
     def make_adjacent(self, members: list[KVCache]) -> None:
         """Move slots so ``members`` occupy adjacent slots (a window holding most of them stays)."""
-        n = len(members)
-        taken = {m.slot for m in members}
-        if max(taken) - min(taken) + 1 == n:
-            return
-        start = max(range(len(self.owners) - n + 1), key=lambda s: sum(s + i in taken for i in range(n)))
-        window = range(start, start + n)
-        outside = [m.slot for m in members if m.slot not in window]
-        free = [s for s in window if s not in taken]
-        for a, b in zip(outside, free):
+        for a, b in adjacent_swaps([m.slot for m in members], len(self.owners)):
             self._swap(a, b)
 
     def _swap(self, a: int, b: int) -> None:
