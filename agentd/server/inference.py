@@ -102,7 +102,7 @@ class InferenceServicer(inference_pb2_grpc.InferenceServicer):
 
     async def Embed(self, request: pb.EmbedRequest, context: aio.ServicerContext) -> pb.EmbedResponse:
         async with self._models.use(request.model, "encoder") as served:
-            texts = _texts(request.texts)
+            texts = _texts(request.texts, served)
             started = time.monotonic()
             model = served.model
             vectors = await run_exclusive(served, lambda: model.embed(texts))
@@ -119,7 +119,7 @@ class InferenceServicer(inference_pb2_grpc.InferenceServicer):
                 raise FailedPrecondition(
                     f"model {served.name!r} is not a token classifier (it has no labels; see `agentd models list`)"
                 )
-            texts = _texts(request.texts)
+            texts = _texts(request.texts, served)
             started = time.monotonic()
             results = await run_exclusive(served, lambda: model.classify(texts))
         log.info("request %s Classify model=%s texts=%d %.3fs", request_id.get(), served.name, len(texts), time.monotonic() - started)
@@ -139,6 +139,7 @@ class InferenceServicer(inference_pb2_grpc.InferenceServicer):
     async def Tokenize(self, request: pb.TokenizeRequest, context: aio.ServicerContext) -> pb.TokenizeResponse:
         async with self._models.use(request.model, None) as served:
             tokenizer = _tokenizer(served, "model")
+            _check_text_size("text", len(request.text), served)
         ids = await asyncio.to_thread(tokenizer.encode, request.text, request.add_special_tokens)
         return pb.TokenizeResponse(ids=ids, tokens=[tokenizer.id_to_token(i) or "" for i in ids])
 
@@ -189,14 +190,35 @@ class InferenceServicer(inference_pb2_grpc.InferenceServicer):
 
 
 # -- request -> typed arguments ---------------------------------------------------
-def _texts(texts: Any) -> list[str]:
-    """Embed's and Classify's texts: at least one, at most :data:`MAX_EMBED_TEXTS`."""
+#: More characters than any tokenizer puts in one token. A text longer than this many per token of
+#: the model's context cannot fit it, so it is refused (or, for encoders, which keep only their first
+#: ``context`` tokens, cut) before tokenising: tokenising megabytes holds the GIL for seconds, and
+#: every other client (health checks included) would wait.
+MAX_CHARS_PER_TOKEN = 64
+
+
+def _texts(texts: Any, served: ServedModel) -> list[str]:
+    """Embed's and Classify's texts: at least one, at most :data:`MAX_EMBED_TEXTS`, each cut to what
+    the encoder can read (it keeps its first ``context_length`` tokens anyway)."""
     texts = list(texts)
     if not texts:
         raise InvalidArgument("texts", "is empty: give at least one text")
     if len(texts) > MAX_EMBED_TEXTS:
         raise InvalidArgument("texts", f"holds {len(texts)} texts; at most {MAX_EMBED_TEXTS} per call")
-    return texts
+    assert served.model is not None
+    readable = served.model.info.context_length * MAX_CHARS_PER_TOKEN
+    return [text[:readable] for text in texts]
+
+
+def _check_text_size(field: str, size: int, served: ServedModel) -> None:
+    """Refuse text that cannot fit the model's context whatever its tokenizer, before tokenising it."""
+    assert served.model is not None
+    context = served.model.info.context_length
+    if size > context * MAX_CHARS_PER_TOKEN:
+        raise OutOfRange(
+            f"{field} has {size} characters, more than the model's {context}-token context can hold "
+            f"(at most {MAX_CHARS_PER_TOKEN} characters per token)"
+        )
 
 
 def _prompt_ids(served: ServedModel, request: pb.GenerateRequest) -> tuple[list[int], list[int]]:
@@ -210,6 +232,7 @@ def _prompt_ids(served: ServedModel, request: pb.GenerateRequest) -> tuple[list[
     if which == "prompt":
         if not request.prompt:
             raise InvalidArgument("prompt", "is empty")
+        _check_text_size("prompt", len(request.prompt), served)
         ids = _tokenizer(served, "prompt").encode(request.prompt, add_special_tokens=True)
     elif which == "messages":
         messages = request.messages.messages
@@ -218,6 +241,7 @@ def _prompt_ids(served: ServedModel, request: pb.GenerateRequest) -> tuple[list[
         for index, message in enumerate(messages):
             if not message.role:
                 raise InvalidArgument(f"messages[{index}].role", "is empty")
+        _check_text_size("messages", sum(len(m.content) + len(m.role) for m in messages), served)
         chat = [{"role": message.role, "content": message.content} for message in messages]
         tokenizer = _tokenizer(served, "messages")
         ids = tokenizer.apply_chat_template(chat, add_generation_prompt=True)
