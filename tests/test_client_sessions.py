@@ -19,7 +19,7 @@ from agentd.aio_client import AsyncClient
 from agentd.cli import _register_commands, app
 from agentd.cli.client_cmds import _chat_repl
 from agentd.client import Client, SamplingOptions
-from agentd.errors import InvalidArgument, NotFound
+from agentd.errors import FailedPrecondition, InvalidArgument, NotFound
 from agentd.server.served import ModelSource, ModelTable, ServingSettings
 from agentd.server.sessions import SessionSettings
 from agentd.v1 import models_pb2
@@ -160,6 +160,24 @@ def test_load_model_computes_in_the_encoding_asked_for(client, checkpoint) -> No
     with pytest.raises(InvalidArgument, match="quant: 'int3': must be auto, fp32"):
         client.load_model("three", checkpoint, quant="int3")
     assert "three" not in [m.name for m in client.list_models()]
+
+
+def test_load_model_refuses_what_would_harm_other_clients(client, checkpoint, monkeypatch) -> None:
+    """Issue 12, break 2: a huge description stayed in every ListModels answer; an unreadable path was INTERNAL."""
+    import agentd.server.served as served_module
+
+    with pytest.raises(InvalidArgument, match="^description: has 20000 characters; at most 1024"):
+        client.load_model("wordy", checkpoint, description="x" * 20000)
+    with pytest.raises(NotFound, match="does not exist"):
+        client.load_model("nowhere", checkpoint.parent / "no-such-model")
+
+    def unreadable(path):  # noqa: ANN001, ANN202 - what listing a directory the daemon may not read raises
+        raise PermissionError(13, "Permission denied")
+
+    monkeypatch.setattr(served_module, "estimate_weight_bytes", unreadable)
+    with pytest.raises(FailedPrecondition, match="cannot read .* \\(Permission denied\\)"):
+        client.load_model("locked", checkpoint)
+    assert {"wordy", "nowhere", "locked"}.isdisjoint(m.name for m in client.list_models())
 
 
 def test_async_load_without_wait_reports_readiness(server, checkpoint) -> None:

@@ -24,6 +24,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
 import re
 import time
 from dataclasses import dataclass, field
@@ -31,7 +32,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, AsyncIterator, Iterator, Literal, Sequence
 
 from agentd.backend import QUANTS
-from agentd.errors import AgentdError, InvalidArgument, ModelLoadError, NotFound, ResourceExhausted
+from agentd.errors import AgentdError, FailedPrecondition, InvalidArgument, ModelLoadError, NotFound, ResourceExhausted
 from agentd.server.sessions import SessionSettings, SessionStore
 
 if TYPE_CHECKING:
@@ -47,6 +48,10 @@ DESCRIPTION_KEY = "agentd_description"
 HEALTH_PREFIX = "agentd.model."
 
 #: Names a client may give LoadModel (they also name a health service).
+#: Characters of a LoadModel description.
+MAX_DESCRIPTION = 1024
+#: Directory entries :func:`estimate_weight_bytes` looks at before it stops counting.
+MAX_SCANNED = 10_000
 MODEL_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
 
 Status = Literal["loading", "ready", "evicted", "failed"]
@@ -254,12 +259,17 @@ class ModelTable:
         if name in self._models:
             raise InvalidArgument("name", f"model {name!r} is already served (unload it first)")
         path = Path(path).expanduser()
-        if not path.exists():
-            raise NotFound(f"path: {path} does not exist")
         if quant is not None and quant != "auto" and quant not in QUANTS:
             raise InvalidArgument("quant", f"{quant!r}: must be auto, {', '.join(QUANTS)}")
-        served = ServedModel(name, path.resolve(), description or "", quant=quant)
-        served.weight_bytes = estimate_weight_bytes(path)
+        if description is not None and len(description) > MAX_DESCRIPTION:
+            # It is repeated in every ListModels answer: a huge one would break every client.
+            raise InvalidArgument("description", f"has {len(description)} characters; at most {MAX_DESCRIPTION}")
+        # Off the event loop: a path on a slow disk or a huge directory must not stall other clients.
+        resolved, weight_bytes = await asyncio.to_thread(_inspect_model_path, path)
+        if name in self._models:  # loaded by a concurrent call meanwhile
+            raise InvalidArgument("name", f"model {name!r} is already served (unload it first)")
+        served = ServedModel(name, resolved, description or "", quant=quant)
+        served.weight_bytes = weight_bytes
         self._make_room(served)
         self._models[name] = served
         self._start_loading(served, described=description is not None)
@@ -435,7 +445,8 @@ def weight_bytes(info: "ModelInfo", path: Path) -> int:
 
 
 def estimate_weight_bytes(path: Path) -> int:
-    """A model's size before it is loaded: its file, or every file under its directory.
+    """A model's size before it is loaded: its file, or the files of its directory and of the
+    directories in it (at most :data:`MAX_SCANNED` entries: a model is not a file system).
 
     Whatever the format: the weights dominate any model's files, and knowing
     which files hold them is the format plugin's business, not the server's.
@@ -443,7 +454,27 @@ def estimate_weight_bytes(path: Path) -> int:
     path = Path(path)
     if path.is_file():
         return path.stat().st_size
-    return sum(p.stat().st_size for p in path.rglob("*") if p.is_file())
+    total, seen = 0, 0
+    for directory in (path, *(p for p in path.iterdir() if p.is_dir() and not p.is_symlink())):
+        for entry in directory.iterdir():
+            seen += 1
+            if seen > MAX_SCANNED:
+                return total
+            if entry.is_file():
+                total += entry.stat().st_size
+    return total
+
+
+def _inspect_model_path(path: Path) -> tuple[Path, int]:
+    """``path`` resolved and its estimated weight bytes; a clear error when it cannot be a model."""
+    try:
+        if not path.exists():
+            raise NotFound(f"path: {path} does not exist")
+        if not os.access(path, os.R_OK | (os.X_OK if path.is_dir() else 0)):
+            raise FailedPrecondition(f"path: {path} is not readable by the daemon")
+        return path.resolve(), estimate_weight_bytes(path)
+    except OSError as exc:  # a directory that cannot be listed, a dangling link, ...
+        raise FailedPrecondition(f"path: cannot read {path} ({exc.strerror or exc})") from None
 
 
 def _description(source: ModelSource, model: "Model") -> str:
