@@ -149,6 +149,7 @@ class ServeConfig:
     session_budget: int = 512 * 2**20
     session_ttl: float = 1800.0
     quant: str = "auto"
+    model_dirs: tuple[Path, ...] = ()
     threads: int = 0
     metrics_host: str = "127.0.0.1"
     metrics_port: int | None = None
@@ -204,6 +205,15 @@ def _path(value: Any, source: Source) -> Path:
     if not path.is_absolute() and source.base is not None:
         path = source.base / path
     return path.absolute()
+
+
+def _dirs(value: Any, source: Source) -> tuple[Path, ...]:
+    """Directories: a TOML list, ``DIR,DIR`` in the environment, or repeated flags."""
+    if isinstance(value, str):
+        value = [item for item in value.split(",") if item.strip()]
+    if not isinstance(value, (list, tuple)):
+        raise InvalidArgument(source.label, f"must be a list of directories, got {value!r}")
+    return tuple(_path(item, source) for item in value)
 
 
 def _bool(value: Any, source: Source) -> bool:
@@ -316,6 +326,7 @@ KEYS: tuple[Key, ...] = (
     Key("prefix_cache_budget", _size, "Bytes of cached prompt-prefix states per model (0: no prefix cache)."),
     Key("session_budget", _size, "Bytes of state all in-memory sessions may hold together; past it the least recently used session is evicted."),
     Key("session_ttl", _seconds, "Seconds an idle session is kept."),
+    Key("model_dirs", _dirs, "Directories LoadModel may load from (a TOML list; DIR,DIR in the environment; repeatable --model-dir). Not set: any path the daemon can read. Set, any other path is PERMISSION_DENIED without being looked at, so a remote admin cannot probe the disk.", "--model-dir"),
     Key("quant", _choice(("auto", "fp32", "int8", "int4")), "Weight encoding the torch backends compute with: auto (each checkpoint's own: a GGUF Q4 file runs int4, Q5-Q8 int8, float checkpoints fp32), or fp32, int8 (rows), int4 (groups of 32) for every model that can; ONNX bundles keep the encoding they were exported with."),
     Key("threads", _count(0), "Intra-op threads for model work, torch and onnxruntime alike (0: one less than the cores, at least 1: on small machines the gRPC loop and the OS need a core)."),
     Key("metrics_host", _text, "Address the Prometheus metrics endpoint binds."),
@@ -452,6 +463,8 @@ def _toml_value(value: Any) -> str:
         return "true" if value else "false"
     if isinstance(value, (int, float)):
         return repr(value)
+    if isinstance(value, tuple) and all(isinstance(item, Path) for item in value):  # directories
+        return "[" + ", ".join(_toml_value(item) for item in value) + "]"
     if isinstance(value, tuple):  # a TCP address
         value = tcp_target(*value)
     # A JSON string is a valid TOML basic string (same escapes).

@@ -57,6 +57,9 @@ def serve(
     tcp: Annotated[
         Optional[str], typer.Option("--tcp", metavar="HOST:PORT", help="Also listen on TCP (needs TLS, or --insecure-loopback).")
     ] = None,
+    model_dir: Annotated[
+        Optional[list[Path]], typer.Option("--model-dir", metavar="DIR", help="A directory LoadModel may load from (repeatable; default: any path).")
+    ] = None,
     model: Annotated[
         Optional[list[str]], typer.Option("--model", metavar="NAME=PATH", help="Serve the model at PATH (a directory or file in any format `agentd models formats` lists; repeatable).")
     ] = None,
@@ -141,7 +144,7 @@ def serve(
     from agentd.config import config_to_toml, load_serve_config
 
     flags: dict[str, Any] = {
-        "socket": socket, "tcp": tcp, "models": model, "no_defaults": no_defaults, "grace": grace,
+        "socket": socket, "tcp": tcp, "models": model, "model_dirs": model_dir, "no_defaults": no_defaults, "grace": grace,
         "tls_cert": tls_cert, "tls_key": tls_key, "tls_client_ca": tls_client_ca, "auth_token_file": auth_token_file,
         "insecure_loopback": insecure_loopback, "socket_requires_token": socket_requires_token,
         "remote_admin": remote_admin, "log_format": log_format, "log_level": log_level, "log_prompts": log_prompts,
@@ -203,6 +206,7 @@ def _serve(config: ServeConfig) -> None:
             memory_budget=config.memory_budget,
             unload_grace=config.grace,
             quant=None if config.quant == "auto" else config.quant,
+            model_dirs=config.model_dirs,
             sessions=SessionSettings(ttl=config.session_ttl, budget_bytes=config.session_budget),
         )
         table = ModelTable.load(sources, settings)

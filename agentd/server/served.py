@@ -32,7 +32,9 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, AsyncIterator, Iterator, Literal, Sequence
 
 from agentd.backend import QUANTS
-from agentd.errors import AgentdError, FailedPrecondition, InvalidArgument, ModelLoadError, NotFound, ResourceExhausted
+from agentd.errors import (
+    AgentdError, FailedPrecondition, InvalidArgument, ModelLoadError, NotFound, PermissionDenied, ResourceExhausted,
+)
 from agentd.server.sessions import SessionSettings, SessionStore
 
 if TYPE_CHECKING:
@@ -86,6 +88,8 @@ class ServingSettings:
     unload_grace: float = 5.0
     #: Weight encoding models are computed in (``fp32``, ``int8``, ``int4``); None: each checkpoint's own.
     quant: str | None = None
+    #: Directories LoadModel may load from; empty: any path the daemon can read.
+    model_dirs: tuple[Path, ...] = ()
     sessions: SessionSettings = field(default_factory=SessionSettings)
 
 
@@ -265,7 +269,7 @@ class ModelTable:
             # It is repeated in every ListModels answer: a huge one would break every client.
             raise InvalidArgument("description", f"has {len(description)} characters; at most {MAX_DESCRIPTION}")
         # Off the event loop: a path on a slow disk or a huge directory must not stall other clients.
-        resolved, weight_bytes = await asyncio.to_thread(_inspect_model_path, path)
+        resolved, weight_bytes = await asyncio.to_thread(_inspect_model_path, path, self.settings.model_dirs)
         if name in self._models:  # loaded by a concurrent call meanwhile
             raise InvalidArgument("name", f"model {name!r} is already served (unload it first)")
         served = ServedModel(name, resolved, description or "", quant=quant)
@@ -465,8 +469,16 @@ def estimate_weight_bytes(path: Path) -> int:
     return total
 
 
-def _inspect_model_path(path: Path) -> tuple[Path, int]:
-    """``path`` resolved and its estimated weight bytes; a clear error when it cannot be a model."""
+def _inspect_model_path(path: Path, allowed: Sequence[Path] = ()) -> tuple[Path, int]:
+    """``path`` resolved and its estimated weight bytes; a clear error when it cannot be a model.
+
+    With ``allowed`` directories, a path outside them (symlinks resolved) is refused before
+    anything else is said about it: whether it exists is not the caller's to learn.
+    """
+    if allowed:
+        real = Path(os.path.realpath(path))
+        if not any(real.is_relative_to(os.path.realpath(root)) for root in allowed):
+            raise PermissionDenied(f"path: {path} is outside the directories models are loaded from (model_dirs)")
     try:
         if not path.exists():
             raise NotFound(f"path: {path} does not exist")
