@@ -49,11 +49,11 @@ DESCRIPTION_KEY = "agentd_description"
 #: Health service name of a model: ``agentd.model.<name>``.
 HEALTH_PREFIX = "agentd.model."
 
-#: Names a client may give LoadModel (they also name a health service).
 #: Characters of a LoadModel description.
 MAX_DESCRIPTION = 1024
 #: Directory entries :func:`estimate_weight_bytes` looks at before it stops counting.
 MAX_SCANNED = 10_000
+#: Names a client may give LoadModel (they also name a health service).
 MODEL_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
 
 Status = Literal["loading", "ready", "evicted", "failed"]

@@ -120,7 +120,7 @@ def _write_bundle(checkpoint: Checkpoint, staging: Path, options: ExportOptions,
     }
     if options.quant == "int4":
         section["block_size"] = options.block_size
-        # symmetric: a scale per block (llama.cpp's Q4_0); offset: a scale and an offset (Q4_1's grid, kept).
+        # zero_point (a float source); symmetric (a kept Q4_0 grid); offset (a kept Q4_1 / Q4_K grid).
         section["int4_blocks"] = int4_blocks
     return {
         "format": FORMAT,

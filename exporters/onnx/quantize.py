@@ -14,9 +14,9 @@ the table is stored once — the split llama.cpp's Q4_1/Q8_0 files make too.
 * ``int4`` from float weights — 4-bit blocks with a scale and an integer zero
   point each, on ``MatMulNBits``' fast path. On the one real float checkpoint
   here (all-MiniLM-L6-v2) they kept embeddings closer to fp32 than symmetric
-  blocks (llama.cpp Q4_0's layout, onnxruntime-genai's default): cosine 0.981
-  vs 0.978, nearest neighbour kept for 86.5% vs 84.0% of 200 sentences, for
-  2.6% slower decode on SmolLM2's shape (docs/quant_quality.md). An untied
+  blocks (llama.cpp Q4_0's layout, onnxruntime-genai's default): cosine 0.980
+  vs 0.976, nearest neighbour kept for 86% vs 84% of 50 clauses, for
+  0-2.6% slower decode on SmolLM2's shape (docs/quant_quality.md). An untied
   embedding is a symmetric 4-bit ``GatherBlockQuantized``.
 * ``int4`` from weights already on a 4-bit grid (a GGUF Q4 file, ``keep_grid``):
   a weight on symmetric blocks (Q4_0) is stored as such, exactly; any other
@@ -63,27 +63,27 @@ def quantize_model(
     ``keep_float32`` names MatMul nodes left unquantised (an SSM's ``dt_proj``).
     ``tied`` names the (embedding, LM head) initializers of a tied model: the
     embedding is rewired onto the head's blocks. ``keep_grid``: the weights
-    already lie on 4-bit blocks of ``block_size`` with offsets (int4 only).
+    already lie on 4-bit blocks of ``block_size`` (a GGUF Q4 source; int4 only).
     """
     if quant not in ("int8", "int4"):
         raise ValueError(f"no quantisation pass for {quant!r}")
     model = onnx.load(str(path))
     if quant == "int8":
-        model = _symmetric_blocks(model, 8, block_size, ("MatMul",), exclude=keep_float32)
+        model = _block_quantize(model, 8, block_size, ("MatMul",), exclude=keep_float32)
     else:
         if keep_grid:
             # Offsets for the Q4_1-style tensors; the ones on symmetric blocks (Q4_0) stay so, exactly.
             on_grid = set(quantize_offset_int4(model, block_size, {*keep_float32, LM_HEAD}, ACCURACY_LEVEL))
             rest = [node.name for node in model.graph.node if node.op_type == "MatMul" and node.name not in on_grid]
-            model = _symmetric_blocks(model, 4, block_size, ("MatMul",), exclude=rest)
+            model = _block_quantize(model, 4, block_size, ("MatMul",), exclude=rest)
         else:
-            model = _symmetric_blocks(model, 4, block_size, ("MatMul",), exclude=[*keep_float32, LM_HEAD], symmetric=False)
+            model = _block_quantize(model, 4, block_size, ("MatMul",), exclude=[*keep_float32, LM_HEAD], symmetric=False)
         # The quantiser's include list only adds nodes; exclude every other MatMul instead.
         others = [node.name for node in model.graph.node if node.op_type == "MatMul" and node.name != LM_HEAD]
         # 8 bits: with a 4-bit body this good, a 4-bit head cost SmolLM2 1.3 perplexity (12.99 vs 11.68).
-        model = _symmetric_blocks(model, 8, block_size, ("MatMul",), exclude=others)
+        model = _block_quantize(model, 8, block_size, ("MatMul",), exclude=others)
         if tied is None:
-            model = _symmetric_blocks(model, 4, block_size, ("Gather",))
+            model = _block_quantize(model, 4, block_size, ("Gather",))
     if tied is not None:
         share_tied_embedding(model, *tied)
     save_model(model, path)
@@ -94,7 +94,7 @@ def quantize_model(
     return "symmetric" if keep_grid else "zero_point"
 
 
-def _symmetric_blocks(
+def _block_quantize(
     model: onnx.ModelProto,
     bits: int,
     block_size: int,

@@ -33,14 +33,13 @@ backend holds for each call.
 
 from __future__ import annotations
 
-import threading
 import weakref
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
-from agentd.slot_window import adjacent_swaps
+from agentd.slot_pool import SlotPool, adjacent_swaps
 
 #: The smallest slot capacity; every capacity is a multiple of it.
 GROW_TOKENS = 256
@@ -132,7 +131,7 @@ class _Arena:
             slot = len(self.owners)
             self._resize(2 * slot)
         # No zeroing: GroupQueryAttention reads a row only up to its own length.
-        self.owners[slot] = self.pool._watch(state)
+        self.owners[slot] = self.pool.watch(state)
         return slot
 
     def release(self, slot: int) -> None:
@@ -173,7 +172,7 @@ class _Arena:
             values[:, new, :, : state.length] = self.values[:, old, :, : state.length]
         self.keys, self.values = keys, values
         self.bindings.clear()  # they point into the old arrays
-        self.owners = [p._watch(state) for _, state in live] + [None] * (slots - len(live))
+        self.owners = [p.watch(state) for _, state in live] + [None] * (slots - len(live))
         for new, (_, state) in enumerate(live):
             state.slot = new
 
@@ -188,7 +187,7 @@ class _Arena:
         return used
 
 
-class KVPool:
+class KVPool(SlotPool):
     """Every KV state of one model: arenas of slots by capacity, and the lock guarding them."""
 
     def __init__(self, layers: int, kv_heads: int, head_dim: int, context_length: int):
@@ -198,10 +197,8 @@ class KVPool:
         self.context_length = context_length
         #: One key and one value vector per layer and KV head, float32.
         self.bytes_per_token = 2 * layers * kv_heads * head_dim * _FLOAT32_BYTES
-        #: Held by the backend around every call that touches states.
-        self.lock = threading.Lock()
+        super().__init__()
         self._arenas: dict[int, _Arena] = {}
-        self._released = False
 
     @property
     def nbytes(self) -> int:
@@ -251,15 +248,6 @@ class KVPool:
             groups.append(DecodeGroup(arena, members[0].slot, members, rows))
         return groups
 
-    def collect(self) -> None:
-        """Free empty arenas and shrink sparse ones, if any state died or moved since last time (lock held)."""
-        if not self._released:
-            return
-        self._released = False
-        for capacity, arena in list(self._arenas.items()):
-            if not arena.trim():
-                del self._arenas[capacity]
-
     def _place(self, state: OnnxKVState, capacity: int) -> None:
         """Give ``state`` a slot of ``capacity``, moving what it holds."""
         arena = self._arenas.get(capacity)
@@ -274,19 +262,6 @@ class KVPool:
             old.release(old_slot)
             self._released = True
         state.arena, state.slot = arena, slot
-
-    def _watch(self, state: OnnxKVState) -> weakref.ref[OnnxKVState]:
-        return weakref.ref(state, self._on_release)
-
-    def _on_release(self, _ref: object) -> None:
-        """A state died: reclaim its slot now if nobody holds the lock, else at the next call."""
-        self._released = True
-        # Never blocks: a state dropped inside a locked call must not wait for itself.
-        if self.lock.acquire(blocking=False):
-            try:
-                self.collect()
-            finally:
-                self.lock.release()
 
 
 def _round_up(tokens: int) -> int:

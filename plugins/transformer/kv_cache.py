@@ -37,7 +37,6 @@ session may be saved or restored on another).
 from __future__ import annotations
 
 import struct
-import threading
 import weakref
 from dataclasses import dataclass
 
@@ -45,7 +44,7 @@ import numpy as np
 import torch
 
 from agentd.errors import InvalidArgument
-from agentd.slot_window import adjacent_swaps
+from agentd.slot_pool import SlotPool, adjacent_swaps
 
 #: Slot capacities are multiples of this many tokens; growing copies a state once per chunk.
 GROW_TOKENS = 256
@@ -259,7 +258,7 @@ class _Arena:
             # Masked scores are set to -inf, so stale keys never count, but stale values are
             # multiplied by a zero probability and must be finite: a new occupant starts from zeros.
             self.values[:, slot].zero_()
-        self.owners[slot] = self.pool._watch(cache)
+        self.owners[slot] = self.pool.watch(cache)
         return slot
 
     def release(self, slot: int) -> None:
@@ -294,7 +293,7 @@ class _Arena:
             values[:, new, :, : cache.length] = self.values[:, old, :, : cache.length]
         self.keys, self.values = keys, values
         self._layer_keys, self._layer_values = keys.unbind(0), values.unbind(0)
-        self.owners = [p._watch(cache) for _, cache in live] + [None] * (slots - len(live))
+        self.owners = [p.watch(cache) for _, cache in live] + [None] * (slots - len(live))
         for new, (_, cache) in enumerate(live):
             cache._bind(self, new)
 
@@ -309,7 +308,7 @@ class _Arena:
         return used
 
 
-class KVPool:
+class KVPool(SlotPool):
     """Every state of one model: arenas of slots by capacity, and the lock guarding them."""
 
     def __init__(self, layers: int, kv_heads: int, head_dim: int):
@@ -318,10 +317,8 @@ class KVPool:
         self.head_dim = head_dim
         #: One key and one value vector per layer and KV head, float32.
         self.bytes_per_token = 2 * layers * kv_heads * head_dim * _FLOAT32_BYTES
-        #: Held by the backend around every call that touches states.
-        self.lock = threading.Lock()
+        super().__init__()
         self._arenas: dict[int, _Arena] = {}
-        self._released = False
 
     @property
     def nbytes(self) -> int:
@@ -384,27 +381,8 @@ class KVPool:
 
     @torch.inference_mode()
     def collect(self) -> None:
-        """Free empty arenas and shrink sparse ones, if any state died since last time (lock held)."""
-        if not self._released:
-            return
-        self._released = False
-        for capacity, arena in list(self._arenas.items()):
-            if not arena.trim():
-                del self._arenas[capacity]
-
-    def _watch(self, cache: KVCache) -> weakref.ref[KVCache]:
-        return weakref.ref(cache, self._on_release)
-
-    def _on_release(self, _ref: object) -> None:
-        """A state died: reclaim its slot now if nobody holds the lock, else at the next call."""
-        self._released = True
-        # Never blocks: the engine thread may be mid-step (it collects at the end of its call),
-        # and a state dropped inside a locked call must not wait for itself.
-        if self.lock.acquire(blocking=False):
-            try:
-                self.collect()
-            finally:
-                self.lock.release()
+        """:meth:`SlotPool.collect`, trimming tensors without autograd (lock held)."""
+        super().collect()
 
 
 def _round_up(tokens: int) -> int:
