@@ -149,11 +149,12 @@ class Model:
         batch = [self.tokenizer.encode(text, add_special_tokens=True)[:limit] for text in texts]
         return self.backend.embed(batch)
 
-    def classify(self, texts: Sequence[str]) -> list[TokenLabels]:
+    def classify(self, texts: Sequence[str], *, first_index: int = 0) -> list[TokenLabels]:
         """Label every token of each text (token classifiers only, see ``info.labels``).
 
         A text longer than the model's context is refused (OUT_OF_RANGE), not cut:
-        its tail would silently get no labels.
+        its tail would silently get no labels. The error counts texts from
+        ``first_index`` (where ``texts`` starts in the caller's request).
         """
         labels = self.info.labels
         if not labels:
@@ -166,7 +167,7 @@ class Model:
         for index, encoding in enumerate(encodings):
             if len(encoding.ids) > self.info.context_length:
                 raise OutOfRange(
-                    f"text {index} has {len(encoding.ids)} tokens; the model's context is {self.info.context_length}"
+                    f"text {first_index + index} has {len(encoding.ids)} tokens; the model's context is {self.info.context_length}"
                 )
         results = []
         for text, encoding, logits in zip(texts, encodings, self.backend.classify([e.ids for e in encodings])):

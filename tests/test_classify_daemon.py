@@ -95,6 +95,9 @@ def test_error_statuses(client) -> None:
         client.classify(["hi"], model="nope")
     with pytest.raises(OutOfRange, match="text 0 has 302 tokens; the model's context is 128"):
         client.classify(["word " * 300])
+    # Counted over the whole request, also when the daemon ran it in pieces (here the third).
+    with pytest.raises(OutOfRange, match="text 40 has 302 tokens"):
+        client.classify(["word " * 120] * 40 + ["word " * 300])
 
 
 def test_async_client(served) -> None:

@@ -27,6 +27,7 @@ from _engine_fixtures import (
     save_tiny_mamba,
 )
 from agentd.engine import Engine, RequestHandle
+from agentd.engine.scheduler import fair_shares
 from agentd.errors import InvalidArgument, OutOfRange, ResourceExhausted, Unavailable, UnsupportedArchitecture
 from agentd.generation import GenerationEvent, SamplingParams, generate_stream
 
@@ -361,3 +362,36 @@ def test_close_drains_or_cancels_and_then_refuses_work(gated) -> None:
     finals = [_final(([first] if i == 0 else []) + list(s)) for i, s in enumerate(streams)]
     assert finals[2].finish_reason == "cancelled"  # never admitted
     assert engine.active_count() == engine.queued_count() == 0
+
+
+def test_a_short_prompt_is_not_prefilled_after_a_long_one(gated) -> None:
+    engine, backend, gate = gated(max_batch=4, prefill_chunk=64)
+    gate.open()
+    with engine._cond:  # both wait in the queue, so they are admitted in the same step, long one first
+        long_handle = engine.submit(_prompt(1, 600), GREEDY)
+        short_handle = engine.submit(_prompt(2, 10), GREEDY)
+    long_events, short_events = list(long_handle), list(short_handle)
+
+    prefills = [entry for entry in backend.log if entry[0] == "prefill"]
+    # The first step shares the 64-token budget: all of the short prompt, the rest to the long one
+    # (oldest first, it took 9 steps of 64 tokens before the short one got any).
+    assert prefills[:2] == [("prefill", 0, 54), ("prefill", 1, 10)]
+    assert sum(size for _, tag, size in prefills if tag == 0) == 600
+    assert _tokens(short_events) == _tokens(_alone(RecordingBackend, _prompt(2, 10), GREEDY))
+    assert _tokens(long_events) == _tokens(_alone(RecordingBackend, _prompt(1, 600), GREEDY))
+
+
+@pytest.mark.parametrize(
+    ("needs", "budget", "shares"),
+    [
+        ([600, 10], 64, [54, 10]),  # the short one fits its half: all of it now
+        ([600, 600], 64, [32, 32]),  # equal long prompts share equally
+        ([5, 100, 7], 64, [5, 52, 7]),
+        ([100, 100, 100], 64, [22, 21, 21]),  # what cannot be split equally goes to the oldest
+        ([3, 2], 64, [3, 2]),  # less needed than the budget: everything
+        ([1, 1, 1], 2, [1, 1, 0]),  # more requests than tokens: the oldest first
+        ([], 64, []),
+    ],
+)
+def test_fair_shares_split_the_prefill_budget_max_min_fairly(needs, budget, shares) -> None:
+    assert fair_shares(needs, budget) == shares

@@ -4,9 +4,11 @@ Each step:
 
 1. drops cancelled and expired requests (queued or running), freeing their state;
 2. admits queued requests into free slots (at most ``max_batch`` run at once);
-3. prefills at most ``prefill_chunk`` prompt tokens in total, oldest request
-   first, so one long prompt is spread over several steps while every
-   running stream keeps producing a token per step;
+3. prefills at most ``prefill_chunk`` prompt tokens in total, split fairly
+   between the requests still prefilling (max-min fair, see :func:`fair_shares`):
+   one long prompt is spread over several steps while every running stream
+   keeps producing a token per step, and a short prompt that arrives behind a
+   long one is prefilled at once instead of after it;
 4. runs ONE ``backend.decode`` over every sequence that is decoding, whatever
    its length, and samples each row with that request's own
    :class:`~agentd.generation.GenerationSequence`. The grammar masks of the
@@ -113,7 +115,7 @@ class Engine:
         # Guards _queue, _running and the flags; the engine thread waits on it when idle.
         self._cond = threading.Condition()
         self._queue: collections.deque[_Request] = collections.deque()
-        # Admission order: the oldest request gets the prefill budget first.
+        # Admission order: the oldest request gets what the fair split of the prefill budget leaves over.
         self._running: list[_Request] = []
         self._accepting = True
         self._stopping = False
@@ -325,18 +327,22 @@ class Engine:
                 request.snapshot_at = later[-1]
 
     def _prefill(self) -> None:
-        """Spend at most ``prefill_chunk`` prompt tokens, oldest request first."""
-        budget = self.prefill_chunk
-        for request in list(self._running):
-            if budget <= 0:
-                break
+        """Spend at most ``prefill_chunk`` prompt tokens, shared fairly by the prefilling requests."""
+        prefilling = [r for r in self._running if r.sequence.needs_prefill]
+        if not prefilling:
+            return
+        needs = []
+        for request in prefilling:
             sequence = request.sequence
-            if not sequence.needs_prefill:
-                continue
-            limit = budget
+            need = int(sequence.prompt.size) - sequence.prefilled
             if request.snapshot_at is not None:
-                limit = min(limit, request.snapshot_at - sequence.prefilled)  # stop exactly at the boundary
-            chunk = sequence.next_prompt_chunk(limit)
+                need = min(need, request.snapshot_at - sequence.prefilled)  # stop exactly at the boundary
+            needs.append(need)
+        for request, share in zip(prefilling, fair_shares(needs, self.prefill_chunk)):
+            if share == 0:
+                continue
+            sequence = request.sequence
+            chunk = sequence.next_prompt_chunk(share)
             try:
                 logits = self.backend.prefill(chunk, sequence.state)
                 events = sequence.accept_prefill(chunk.size, logits)
@@ -344,7 +350,6 @@ class Engine:
                 self._remove(request)
                 self._fail(request, exc)
                 continue
-            budget -= chunk.size
             if request.snapshot_at == sequence.prefilled:
                 self._snapshot(request)
             self._publish(request, events)
@@ -465,3 +470,20 @@ class Engine:
             self._end(request, request.sequence.finish("cancelled"))
         with self._cond:
             self._cond.notify_all()
+
+
+def fair_shares(needs: Sequence[int], budget: int) -> list[int]:
+    """Split ``budget`` tokens between requests needing ``needs`` tokens, max-min fairly.
+
+    Water-filling: every request is offered an equal share and what a short request does not need
+    goes to the others, so a request needing less than its share gets all it needs this step. Of
+    equal needs the older request (earlier in ``needs``) is served last, so it receives the tokens
+    an equal split leaves over.
+    """
+    shares = [0] * len(needs)
+    left = budget
+    order = sorted(range(len(needs)), key=lambda i: (needs[i], -i))
+    for rank, index in enumerate(order):
+        shares[index] = min(needs[index], left // (len(needs) - rank))
+        left -= shares[index]
+    return shares

@@ -22,7 +22,7 @@ from agentd.errors import FailedPrecondition, InvalidArgument, OutOfRange
 from agentd.server.interceptor import request_id
 from agentd.server.served import ModelTable, ServedModel
 from agentd.server.sessions import Session
-from agentd.server.streaming import GenerationRun, run_exclusive
+from agentd.server.streaming import GenerationRun, run_in_turns
 from agentd.v1 import inference_pb2 as pb
 from agentd.v1 import inference_pb2_grpc
 
@@ -105,9 +105,9 @@ class InferenceServicer(inference_pb2_grpc.InferenceServicer):
             texts = _texts(request.texts, served)
             started = time.monotonic()
             model = served.model
-            vectors = await run_exclusive(served, lambda: model.embed(texts))
+            vectors = await run_in_turns(served, texts, lambda piece, start: model.embed(piece))
         log.info("request %s Embed model=%s texts=%d %.3fs", request_id.get(), served.name, len(texts), time.monotonic() - started)
-        dim = int(vectors.shape[1])
+        dim = int(vectors[0].shape[0])
         return pb.EmbedResponse(embeddings=[pb.Embedding(values=row.tolist()) for row in vectors], dim=dim)
 
     async def Classify(self, request: pb.ClassifyRequest, context: aio.ServicerContext) -> pb.ClassifyResponse:
@@ -121,7 +121,7 @@ class InferenceServicer(inference_pb2_grpc.InferenceServicer):
                 )
             texts = _texts(request.texts, served)
             started = time.monotonic()
-            results = await run_exclusive(served, lambda: model.classify(texts))
+            results = await run_in_turns(served, texts, lambda piece, start: model.classify(piece, first_index=start))
         log.info("request %s Classify model=%s texts=%d %.3fs", request_id.get(), served.name, len(texts), time.monotonic() - started)
         return pb.ClassifyResponse(
             labels=labels,

@@ -8,8 +8,9 @@ stopping) cancels the request, which frees its slot by the engine's next
 step. With a session the run borrows the session's state and gives the
 final one back when the engine ends the request, whatever the reader did.
 
-``run_exclusive`` runs one-shot work (an encoder's embed) in a thread under
-the model's lock.
+:func:`run_in_turns` runs an encoder's work (Embed, Classify) in a thread, a
+piece at a time under the model's lock, so that concurrent callers take turns:
+a small request waits for one piece of a large one, not for all of it.
 """
 
 from __future__ import annotations
@@ -137,12 +138,45 @@ class GenerationRun:
         metrics.PROMPT_TOKENS.labels(model, "prefilled").inc(max(0, len(self.prompt_ids) - cached))
 
 
-async def run_exclusive(served: ServedModel, work: Callable[[], T]) -> T:
-    """Run ``work`` in a thread while holding the model's lock, which outlives a cancellation."""
-    async with served.lock:
-        worker = asyncio.ensure_future(asyncio.to_thread(work))
-        await _wait_for(worker)
-        return worker.result()
+#: Roughly how many tokens one turn of encoder work covers (a text's cost is its length / 4,
+#: at most the model's context): about a second of a small encoder's time on a phone-class CPU.
+TURN_TOKENS = 2048
+
+
+def pieces(texts: Sequence[str], context_length: int, turn_tokens: int = TURN_TOKENS) -> list[tuple[int, list[str]]]:
+    """``texts`` cut into consecutive ``(start index, texts)`` pieces of about ``turn_tokens``
+    estimated tokens each (at least one text per piece)."""
+    found: list[tuple[int, list[str]]] = []
+    start, cost = 0, 0
+    for index, text in enumerate(texts):
+        estimate = min(len(text) // 4 + 1, context_length)
+        if index > start and cost + estimate > turn_tokens:
+            found.append((start, list(texts[start:index])))
+            start, cost = index, 0
+        cost += estimate
+    if start < len(texts):
+        found.append((start, list(texts[start:])))
+    return found
+
+
+async def run_in_turns(
+    served: ServedModel, texts: Sequence[str], work: Callable[[list[str], int], Sequence[T]]
+) -> list[T]:
+    """``work(piece, start)`` over ``texts`` piece by piece (see :func:`pieces`), concatenated.
+
+    Each piece takes the model's lock anew, and an asyncio lock hands itself to its waiters in
+    order: concurrent requests on one model take turns piece by piece (round robin), so a small
+    request is not starved behind a large one. The lock is held until a piece's thread ends,
+    also if the caller is cancelled meanwhile.
+    """
+    assert served.model is not None
+    results: list[T] = []
+    for start, piece in pieces(texts, served.model.info.context_length):
+        async with served.lock:
+            worker = asyncio.ensure_future(asyncio.to_thread(work, piece, start))
+            await _wait_for(worker)
+            results.extend(worker.result())
+    return results
 
 
 async def _wait_for(worker: "asyncio.Future[object]") -> None:
