@@ -1,4 +1,4 @@
-"""Encoder work is shared fairly between concurrent requests (issue 12, break 1).
+"""Encoder work is shared fairly between concurrent requests and its queue is bounded (issue 12, break 1).
 
 An ``Embed`` of 256 long texts held the model for its whole run (105 s), and a
 one-text ``Embed`` sent meanwhile waited behind all of it (23 s). The daemon
@@ -19,7 +19,8 @@ import pytest
 
 from _serving_fixtures import ServingHarness
 from agentd.client import Client
-from agentd.server.served import ModelSource, ModelTable
+from agentd.errors import ResourceExhausted
+from agentd.server.served import ModelSource, ModelTable, ServingSettings
 from agentd.server.streaming import TURN_TOKENS, pieces
 from tests._daemon_fixtures import socket_dir, tiny_bert
 
@@ -82,3 +83,33 @@ def test_pieces_cover_every_text_in_order_within_the_turn_budget() -> None:
     for _, piece in found:
         cost = sum(min(len(t) // 4 + 1, 4096) for t in piece)
         assert len(piece) == 1 or cost <= TURN_TOKENS
+
+
+def test_encoder_requests_beyond_the_queue_are_refused_at_once(tmp_path, monkeypatch) -> None:
+    settings = ServingSettings(max_queue=1)
+    table = ModelTable.load([ModelSource("bert", tiny_bert(tmp_path))], settings)
+    model = table.get("bert").model
+    running, release = threading.Event(), threading.Event()
+    original = model.embed
+
+    def embed(texts):  # noqa: ANN001, ANN202
+        running.set()
+        assert release.wait(60)
+        return original(texts)
+
+    monkeypatch.setattr(model, "embed", embed)
+    with socket_dir() as directory, ServingHarness(table, directory / "q.sock") as harness:
+        with Client(harness.target, timeout=60) as client, ThreadPoolExecutor(2) as pool:
+            first = pool.submit(client.embed, ["one"], model="bert")
+            assert running.wait(60)
+            second = pool.submit(client.embed, ["two"], model="bert")
+            while _waiters(table.get("bert").lock) < 1:
+                threading.Event().wait(0.01)
+            # One runs, one waits (max_queue=1): a third is refused while both are still in progress.
+            with pytest.raises(ResourceExhausted, match="1 requests are already waiting"):
+                client.embed(["three"], model="bert")
+            assert not first.done() and not second.done()
+            release.set()
+            assert first.result().shape[0] == second.result().shape[0] == 1
+            assert table.get("bert").encoder_requests == 0
+            assert client.embed(["four"], model="bert").shape[0] == 1  # served again once there is room

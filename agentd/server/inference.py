@@ -59,6 +59,7 @@ class InferenceServicer(inference_pb2_grpc.InferenceServicer):
 
     def __init__(self, models: ModelTable):
         self._models = models
+        self._max_queue = models.settings.max_queue
 
     async def Generate(self, request: pb.GenerateRequest, context: aio.ServicerContext) -> AsyncIterator[pb.GenerateResponse]:
         started = time.monotonic()
@@ -105,7 +106,7 @@ class InferenceServicer(inference_pb2_grpc.InferenceServicer):
             texts = _texts(request.texts, served)
             started = time.monotonic()
             model = served.model
-            vectors = await run_in_turns(served, texts, lambda piece, start: model.embed(piece))
+            vectors = await run_in_turns(served, texts, lambda piece, start: model.embed(piece), max_queue=self._max_queue)
         log.info("request %s Embed model=%s texts=%d %.3fs", request_id.get(), served.name, len(texts), time.monotonic() - started)
         dim = int(vectors[0].shape[0])
         return pb.EmbedResponse(embeddings=[pb.Embedding(values=row.tolist()) for row in vectors], dim=dim)
@@ -121,7 +122,9 @@ class InferenceServicer(inference_pb2_grpc.InferenceServicer):
                 )
             texts = _texts(request.texts, served)
             started = time.monotonic()
-            results = await run_in_turns(served, texts, lambda piece, start: model.classify(piece, first_index=start))
+            results = await run_in_turns(
+                served, texts, lambda piece, start: model.classify(piece, first_index=start), max_queue=self._max_queue
+            )
         log.info("request %s Classify model=%s texts=%d %.3fs", request_id.get(), served.name, len(texts), time.monotonic() - started)
         return pb.ClassifyResponse(
             labels=labels,

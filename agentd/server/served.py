@@ -118,8 +118,10 @@ class ServedModel:
     #: RPCs using the model now; a model in use is never evicted.
     in_use: int = 0
     last_used: float = field(default_factory=time.monotonic)
-    #: Serialises an encoder's embed and classify calls (one batch at a time).
+    #: Serialises an encoder's embed and classify calls (one piece at a time).
     lock: asyncio.Lock = field(default_factory=asyncio.Lock)
+    #: Embed / Classify requests taking turns on the encoder (one running, the rest waiting).
+    encoder_requests: int = 0
     _loading: "asyncio.Future[None] | None" = None
 
     @property

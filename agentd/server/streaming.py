@@ -20,6 +20,7 @@ import time
 from contextlib import aclosing
 from typing import TYPE_CHECKING, AsyncIterator, Callable, Sequence, TypeVar
 
+from agentd.errors import ResourceExhausted
 from agentd.server import metrics
 from agentd.server.served import ServedModel
 from agentd.server.sessions import Outcome, SessionStore
@@ -160,23 +161,32 @@ def pieces(texts: Sequence[str], context_length: int, turn_tokens: int = TURN_TO
 
 
 async def run_in_turns(
-    served: ServedModel, texts: Sequence[str], work: Callable[[list[str], int], Sequence[T]]
+    served: ServedModel, texts: Sequence[str], work: Callable[[list[str], int], Sequence[T]], *, max_queue: int
 ) -> list[T]:
     """``work(piece, start)`` over ``texts`` piece by piece (see :func:`pieces`), concatenated.
 
     Each piece takes the model's lock anew, and an asyncio lock hands itself to its waiters in
     order: concurrent requests on one model take turns piece by piece (round robin), so a small
     request is not starved behind a large one. The lock is held until a piece's thread ends,
-    also if the caller is cancelled meanwhile.
+    also if the caller is cancelled meanwhile. As for a decoder's engine, at most ``max_queue``
+    requests wait behind the running one; beyond that :class:`ResourceExhausted` at once.
     """
     assert served.model is not None
-    results: list[T] = []
-    for start, piece in pieces(texts, served.model.info.context_length):
-        async with served.lock:
-            worker = asyncio.ensure_future(asyncio.to_thread(work, piece, start))
-            await _wait_for(worker)
-            results.extend(worker.result())
-    return results
+    if served.encoder_requests > max_queue:
+        raise ResourceExhausted(
+            f"model {served.name!r}: {served.encoder_requests - 1} requests are already waiting (max_queue); retry later"
+        )
+    served.encoder_requests += 1
+    try:
+        results: list[T] = []
+        for start, piece in pieces(texts, served.model.info.context_length):
+            async with served.lock:
+                worker = asyncio.ensure_future(asyncio.to_thread(work, piece, start))
+                await _wait_for(worker)
+                results.extend(worker.result())
+        return results
+    finally:
+        served.encoder_requests -= 1
 
 
 async def _wait_for(worker: "asyncio.Future[object]") -> None:
