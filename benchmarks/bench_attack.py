@@ -181,7 +181,8 @@ def report(results: dict[str, dict], before: str, repeats: int) -> str:
         cpu = next(l.split(":", 1)[1].strip() for l in Path("/proc/cpuinfo").read_text().splitlines() if l.startswith("model name"))
     except StopIteration:
         pass
-    lines = [f"CPU: {cpu}, {os.cpu_count()} cores; medians of {repeats} rounds; before = {before}, after = working tree.", "",
+    head = subprocess.run(["git", "-C", str(ROOT), "rev-parse", "--short", "HEAD"], capture_output=True, text=True).stdout.strip()
+    lines = [f"CPU: {cpu}, {os.cpu_count()} cores; medians of {repeats} rounds; before = {before}, after = the working tree at {head}.", "",
              "| attack | before | after | before / after |", "|---|---:|---:|---:|"]
     for label, test, key in rows:
         b, a = _median(results["before"]["rounds"], test, key), _median(results["after"]["rounds"], test, key)
