@@ -65,6 +65,38 @@ def _truncated(tmp: Path, good: Path) -> Path:
     return path
 
 
+def _wrapping_dimensions(tmp: Path, good: Path) -> Path:
+    """``blk.0.attn_q.weight`` declared 2**32 x 2**32: its element count wraps to 0 in int64
+    (issue 12), which passed the size check and failed later with a reshape error."""
+    import struct
+
+    data = bytearray(good.read_bytes())
+    name = b"blk.0.attn_q.weight"
+    at = data.index(struct.pack("<Q", len(name)) + name) + 8 + len(name)
+    assert struct.unpack_from("<I", data, at)[0] == 2  # n_dims; the dimensions follow
+    struct.pack_into("<QQ", data, at + 4, 2**32, 2**32)
+    path = tmp / "wrapping.gguf"
+    path.write_bytes(data)
+    return path
+
+
+def _merges_out_of_vocabulary(tmp: Path) -> Path:
+    """A merge naming tokens the vocabulary lacks: tokenizers raised a bare Exception (a traceback)."""
+    from _gguf_fixtures import add_spm_tokenizer, encoder
+    from agentd.plugins.gguf import writer
+
+    spm = spm_vocabulary()
+    model = make_hf_model("llama", vocab_size=len(spm[0]))
+    config = {**model.config.to_dict(), "architectures": [type(model).__name__]}
+    tensors = ((name, tensor.detach().float().numpy()) for name, tensor in model.state_dict().items())
+
+    def metadata(gguf_writer) -> None:
+        add_spm_tokenizer(gguf_writer, *spm)
+        gguf_writer.add_token_merges(["no-such-token neither"])
+
+    return writer.write_gguf(tmp / "merges.gguf", config, tensors, types=uniform("Q8_0"), metadata=metadata, encoder=encoder(np.random.default_rng(0)))
+
+
 def _last_tensor(path: Path) -> str:
     import gguf
 
@@ -81,12 +113,16 @@ def broken(request, tmp_path: Path, good_gguf: Path) -> tuple[Path, str]:
         return _unsupported_architecture(tmp_path), r".*architecture 'falcon'.*not supported.*"
     if kind == "truncated":
         return _truncated(tmp_path, good_gguf), rf".*tensor '{_last_tensor(good_gguf)}'.*truncated.*"
+    if kind == "wrapping":
+        return _wrapping_dimensions(tmp_path, good_gguf), r".*tensor 'blk\.0\.attn_q\.weight' data ends at byte \d+ but the file has \d+ bytes \(truncated file\)"
+    if kind == "merges":
+        return _merges_out_of_vocabulary(tmp_path), r"tokenizer metadata cannot be built into a tokenizer \(.*Token `no-such-token` out of vocabulary.*\)"
     path = tmp_path / "header.gguf"  # cut inside the metadata
     path.write_bytes(good_gguf.read_bytes()[:300])
     return path, r".*corrupt or truncated GGUF header.*"
 
 
-KINDS = ["type", "architecture", "truncated", "header"]
+KINDS = ["type", "architecture", "truncated", "header", "wrapping", "merges"]
 
 
 @pytest.mark.parametrize("broken", KINDS, indirect=True)

@@ -14,6 +14,7 @@ tensor rather than a numpy reshape error.
 
 from __future__ import annotations
 
+import math
 import mmap
 import struct
 from dataclasses import dataclass
@@ -155,7 +156,7 @@ class GgufFile:
         block, type_size = gguf.GGML_QUANT_SIZES[qtype]
         if not dims or dims[0] % block:
             raise refuse(f"row length {dims[0] if dims else None} is not a multiple of the {qtype.name} block {block}")
-        n_bytes = int(np.prod(dims, dtype=np.int64)) // block * type_size
+        n_bytes = math.prod(dims) // block * type_size  # Python ints: a corrupt dimension cannot wrap around
         if offset + n_bytes > len(self._map):
             raise refuse(f"data ends at byte {offset + n_bytes} but the file has {len(self._map)} bytes (truncated file)")
         return TensorInfo(name, qtype.name, tuple(reversed(dims)), offset, n_bytes)

@@ -80,6 +80,18 @@ def merges_from_scores(tokens: list[str], scores: list[float]) -> list[tuple[str
 
 def build_tokenizer(meta: dict[str, Any], path: Path) -> tuple[str, dict[str, Any]]:
     """``(tokenizer.json text, tokenizer_config.json dict)`` from the GGUF metadata."""
+    try:
+        return _build_tokenizer(meta, path)
+    except ModelLoadError:
+        raise
+    except Exception as exc:  # noqa: BLE001 - tokenizers raises plain Exception on pieces it cannot use
+        # Metadata of the wrong shape (a corrupted file: a token that is a number, a special
+        # token the post-processor cannot parse) is the file's problem, not a bug to report.
+        detail = " ".join(str(exc).split())[:200]
+        raise ModelLoadError(path, f"tokenizer metadata cannot be built into a tokenizer ({type(exc).__name__}: {detail})") from None
+
+
+def _build_tokenizer(meta: dict[str, Any], path: Path) -> tuple[str, dict[str, Any]]:
     from tokenizers import AddedToken, Regex, Tokenizer, decoders, pre_tokenizers, processors
     from tokenizers.models import BPE
 
