@@ -8,6 +8,10 @@ reported as INTERNAL / exit 70 without leaking a traceback to the client.
 
 from __future__ import annotations
 
+import errno
+import os
+import sqlite3
+
 
 class AgentdError(Exception):
     """Base class: a clear, one-line message a user can act on."""
@@ -81,7 +85,7 @@ class Unavailable(AgentdError):
 
 
 class ResourceExhausted(AgentdError):
-    """A queue, slot pool or memory budget is full; retry later."""
+    """A queue, slot pool, memory budget or the storage is full; retry later."""
 
     grpc_code = "RESOURCE_EXHAUSTED"
     exit_code = 75
@@ -106,3 +110,25 @@ class Cancelled(AgentdError):
 
     grpc_code = "CANCELLED"
     exit_code = 130
+
+
+#: What the OS says when a write finds no room: the device, or the user's quota, is full.
+_FULL_ERRNOS = (errno.ENOSPC, errno.EDQUOT)
+
+
+def storage_full(exc: BaseException) -> ResourceExhausted | None:
+    """``exc`` as a ResourceExhausted when it is the device's storage running out, else None.
+
+    A phone fills up; every writer (SQLite journals and memories, session files,
+    bundles, tool state) then fails with an error of its own library. The
+    server and the CLI map them here, in one place, to one clear error instead
+    of INTERNAL and a traceback.
+    """
+    if isinstance(exc, ResourceExhausted):
+        return exc
+    if isinstance(exc, OSError) and exc.errno in _FULL_ERRNOS:
+        where = f" writing {exc.filename}" if exc.filename else ""
+        return ResourceExhausted(f"{os.strerror(exc.errno)}{where}: free some space and retry")
+    if isinstance(exc, sqlite3.Error) and getattr(exc, "sqlite_errorcode", None) == sqlite3.SQLITE_FULL:
+        return ResourceExhausted(f"{os.strerror(errno.ENOSPC)} (SQLite: {exc}): free some space and retry")
+    return None

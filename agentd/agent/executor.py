@@ -26,7 +26,7 @@ import asyncio
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, AsyncIterator, Mapping
+from typing import TYPE_CHECKING, Any, AsyncIterator, Callable, Mapping
 
 from agentd.agent.events import ApprovalNeeded, Event, PlanReady, RunFinished, StepFinished, StepStarted
 from agentd.agent.journal import Journal
@@ -71,11 +71,18 @@ class ApprovalGate:
         future.add_done_callback(lambda _: self._pending.pop((run_id, step), None))
         return future
 
-    def decide(self, run_id: str, step: int, approved: bool) -> None:
-        """Approve or reject a waiting step; INVALID_ARGUMENT if that step is not waiting."""
+    def decide(self, run_id: str, step: int, approved: bool, *, record: Callable[[], None] | None = None) -> None:
+        """Approve or reject a waiting step; INVALID_ARGUMENT if that step is not waiting.
+
+        ``record`` makes the decision durable before it takes effect (the
+        journal): if it raises (a full disk), the step keeps waiting and the
+        caller gets the error, rather than a yes the journal never held.
+        """
         future = self._pending.get((run_id, step))
         if future is None or future.done():
             raise InvalidArgument("step", f"step {step} of run {run_id!r} is not waiting for approval")
+        if record is not None:
+            record()
         future.set_result(approved)
 
 

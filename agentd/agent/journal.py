@@ -263,6 +263,16 @@ class _Transaction:
 
     def __exit__(self, kind, value, traceback) -> None:
         try:
-            self._db.execute("ROLLBACK" if kind else "COMMIT")
+            if kind is not None:
+                self._db.execute("ROLLBACK")
+                return
+            try:
+                self._db.execute("COMMIT")
+            except sqlite3.Error:
+                # A COMMIT that fails (SQLITE_FULL: a full disk) leaves the transaction open, and
+                # every later BEGIN would fail with it: undo this one, so the next write can succeed.
+                if self._db.in_transaction:
+                    self._db.execute("ROLLBACK")
+                raise
         finally:
             self._lock.release()

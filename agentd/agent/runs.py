@@ -34,7 +34,7 @@ from agentd.agent.plan import Plan
 from agentd.agent.planner import PlanningContext, PlanResult, planner_facts, planner_spec, today_of
 from agentd.agent.summary import summarise
 from agentd.agent.templates import TemplateCache
-from agentd.errors import AgentdError, InvalidArgument
+from agentd.errors import AgentdError, InvalidArgument, storage_full
 from agentd.tools import tool_specs
 
 if TYPE_CHECKING:
@@ -175,7 +175,8 @@ class RunManager:
     def approve(self, run_id: str, step: int, approved: bool) -> None:
         if run_id not in self._runs:
             self.journal.run(run_id)  # NOT_FOUND for an unknown id
-        self.gate.decide(run_id, step, approved)
+        verdict = "approved" if approved else "rejected"
+        self.gate.decide(run_id, step, approved, record=lambda: self.journal.set_approval(run_id, step, verdict))
 
     def cancel(self, run_id: str) -> bool:
         run = self._runs.get(run_id)
@@ -261,9 +262,14 @@ class RunManager:
                 self._end(run, "cancelled", "cancelled")
         except AgentdError as exc:
             self._end(run, "failed", str(exc))
-        except Exception as exc:  # a planner or tool bug: the run fails, the daemon keeps serving
-            log.exception("run %s failed", run.run_id)
-            self._end(run, "failed", f"internal error: {type(exc).__name__}")
+        except Exception as exc:  # a full disk, a planner or tool bug: the run fails, the daemon keeps serving
+            full = storage_full(exc)
+            if full is not None:
+                log.warning("run %s failed: %s", run.run_id, full)
+                self._end(run, "failed", str(full))
+            else:
+                log.exception("run %s failed", run.run_id)
+                self._end(run, "failed", f"internal error: {type(exc).__name__}")
         finally:
             run.close()
 
@@ -329,7 +335,11 @@ class RunManager:
 
     def _end(self, run: LiveRun, status: str, error: str) -> None:
         """Journal and announce the end of a run the executor did not finish itself."""
-        self.journal.set_run_status(run.run_id, status, error=error)
+        try:
+            self.journal.set_run_status(run.run_id, status, error=error)
+        except Exception as exc:  # noqa: BLE001 - e.g. a full disk: the client still hears how the run ended
+            # The journal keeps the run's last recorded state, so the next daemon resumes it.
+            log.warning("run %s: its end (%s) is not journaled (%s)", run.run_id, status, type(exc).__name__)
         if not any(isinstance(event, RunFinished) for event in run.events):
             run.publish(RunFinished(run.run_id, status, {}, error=error))
 

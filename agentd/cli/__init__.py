@@ -11,7 +11,7 @@ import sys
 
 import typer
 
-from agentd.errors import AgentdError
+from agentd.errors import AgentdError, storage_full
 
 app = typer.Typer(
     no_args_is_help=True,
@@ -33,6 +33,9 @@ def main() -> None:
     _register_commands()
     try:
         app()  # standalone: click prints usage errors itself and exits 2
-    except AgentdError as exc:
-        typer.echo(f"agentd: error: {exc}", err=True)
-        sys.exit(exc.exit_code)
+    except Exception as exc:  # noqa: BLE001 - only the user's errors are caught; bugs re-raise
+        error = exc if isinstance(exc, AgentdError) else storage_full(exc)
+        if error is None:
+            raise
+        typer.echo(f"agentd: error: {error}", err=True)
+        sys.exit(error.exit_code)

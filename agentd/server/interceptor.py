@@ -20,7 +20,7 @@ from typing import Any, AsyncIterator, Awaitable, Callable
 import grpc
 from grpc import aio
 
-from agentd.errors import AgentdError, InvalidArgument
+from agentd.errors import AgentdError, InvalidArgument, storage_full
 from agentd.server import metrics
 
 log = logging.getLogger(__name__)
@@ -35,7 +35,7 @@ Parse = Callable[[bytes], Any] | None  # a message type's FromString
 
 
 class ErrorInterceptor(aio.ServerInterceptor):
-    """Wraps every unary-request handler so exceptions map to status codes once."""
+    """Wraps every unary-request handler (and reflection's bidi one) so exceptions map to status codes once."""
 
     async def intercept_service(
         self,
@@ -60,7 +60,13 @@ class ErrorInterceptor(aio.ServerInterceptor):
                 _wrap_stream(handler.unary_stream, method, parse),
                 response_serializer=handler.response_serializer,
             )
-        # Client-streaming RPCs (only reflection's, today) keep their own handling.
+        if handler.stream_stream is not None and inspect.isasyncgenfunction(handler.stream_stream):
+            # Reflection's bidi stream: each incoming message is parsed as it is read.
+            return grpc.stream_stream_rpc_method_handler(
+                _wrap_stream(handler.stream_stream, method, parse, each=True),
+                response_serializer=handler.response_serializer,
+            )
+        # Other client-streaming handlers (none today) keep grpc's own handling.
         return handler
 
 
@@ -87,7 +93,8 @@ def _wrap_unary(behavior: UnaryBehavior, method: str, parse: Parse) -> UnaryBeha
     return wrapped
 
 
-def _wrap_stream(behavior: StreamBehavior, method: str, parse: Parse) -> StreamBehavior:
+def _wrap_stream(behavior: StreamBehavior, method: str, parse: Parse, *, each: bool = False) -> StreamBehavior:
+    """A streaming handler whose request (``each``: every message of its request stream) is parsed here."""
     if not inspect.isasyncgenfunction(behavior):
         # e.g. health Watch: a coroutine that writes with ``context.write``.
         return _wrap_unary(behavior, method, parse)
@@ -98,7 +105,8 @@ def _wrap_stream(behavior: StreamBehavior, method: str, parse: Parse) -> StreamB
         request_id.set(_new_request_id())
         code = "OK"
         try:
-            async for response in behavior(_parsed(request, parse, method), context):
+            parsed = _parsed_each(request, parse, method) if each else _parsed(request, parse, method)
+            async for response in behavior(parsed, context):
                 yield response
         except aio.AbortError:
             code = _aborted_code(context)
@@ -127,10 +135,19 @@ def _parsed(request: Any, parse: Parse, method: str) -> Any:
         raise InvalidArgument("request", f"is not {kind} message (malformed protobuf)") from None
 
 
+async def _parsed_each(requests: AsyncIterator[Any], parse: Parse, method: str) -> AsyncIterator[Any]:
+    """The messages of a request stream, parsed as they arrive (InvalidArgument at the first bad one)."""
+    async for request in requests:
+        yield _parsed(request, parse, method)
+
+
 def status_for(exc: BaseException) -> tuple[grpc.StatusCode, str]:
     """The status code and client-visible message for ``exc``."""
     if isinstance(exc, AgentdError):
         return getattr(grpc.StatusCode, exc.grpc_code, grpc.StatusCode.INTERNAL), str(exc)
+    full = storage_full(exc)
+    if full is not None:
+        return grpc.StatusCode.RESOURCE_EXHAUSTED, str(full)
     return grpc.StatusCode.INTERNAL, f"internal error (request id {request_id.get()}); details are in the daemon log"
 
 
@@ -143,6 +160,8 @@ async def abort_with(context: aio.ServicerContext, exc: BaseException, method: s
         log.info("request %s %s -> %s (field %s)", rid, method, code.name, exc.field)
     elif isinstance(exc, AgentdError):
         log.info("request %s %s -> %s: %s", rid, method, code.name, message)
+    elif storage_full(exc) is not None:  # the device is full: a condition to report, not a bug
+        log.warning("request %s %s -> %s: %s", rid, method, code.name, message)
     else:
         log.error("request %s %s failed with an unexpected error", rid, method, exc_info=exc)
     await context.abort(code, message, trailing_metadata=((REQUEST_ID_METADATA, rid),))
