@@ -156,6 +156,7 @@ class ModelTable:
         """Load every source now (slow: weights are read here, before serving starts)."""
         from agentd.model import load_model
 
+        remove_staging_leftovers((settings or ServingSettings()).model_dirs)
         models = []
         for source in sources:
             model = load_model(source.path, _quant_for(source.path, settings))
@@ -469,6 +470,19 @@ def estimate_weight_bytes(path: Path) -> int:
             if entry.is_file():
                 total += entry.stat().st_size
     return total
+
+
+def remove_staging_leftovers(directories: Sequence[Path]) -> None:
+    """Remove what killed imports and exports left in the model directories, before anything loads.
+
+    Only the staging copies of writers that no longer run (:func:`agentd.staging.remove_stale`),
+    and an old bundle a killed ``--force`` run had set aside goes back in place, so the model
+    it was is served again. The directories themselves are scanned, not their subdirectories.
+    """
+    from agentd.staging import remove_stale
+
+    for directory in directories:
+        remove_stale(Path(directory).expanduser())
 
 
 def _inspect_model_path(path: Path, allowed: Sequence[Path] = ()) -> tuple[Path, int]:
