@@ -1,54 +1,38 @@
-"""Property-based fuzzing of every unary-request RPC of the Models and Inference services (issue 12).
+"""Property-based fuzzing of every RPC of the Models, Inference, health and reflection services (issue 12).
 
 Each RPC gets hypothesis-generated wire bytes (raw, and messages of the right type with random
-fields) on the real daemon stack (interceptors included) over its Unix socket. The contract: every
-answer is OK or a documented client error naming what was wrong, never UNKNOWN or INTERNAL; the
-daemon keeps serving and health answers within its deadline after each batch; no request slot is
-left taken. Bounded: a fixed number of examples per RPC, no deadline per example.
+fields, nested and repeated ones included) on the real daemon stack (interceptors included) over
+its Unix socket; reflection's bidi stream gets sequences of them. The contract: every answer is OK
+or a documented client error naming what was wrong, never UNKNOWN or INTERNAL; health answers
+within its deadline throughout (a watcher thread checks it every ~0.5 s); the daemon keeps serving
+and no request slot is left taken. Bounded: a fixed number of examples per RPC, derandomised.
+The Agent service is fuzzed in test_fuzz_agent.py, a daemon process in test_fuzz_process.py.
 """
 
 from __future__ import annotations
 
+from collections import Counter
+
 import grpc
 import pytest
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+from grpc_reflection.v1alpha import reflection_pb2
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from agentd.client import Client
 from agentd.server.served import ModelSource, ModelTable
 from agentd.v1 import inference_pb2, models_pb2
+from tests._attack_fixtures import Answer, Kind, call, check_answer, health_watch, rpcs, wire
 from tests._daemon_fixtures import socket_dir, tiny_bert, tiny_llama
 from tests._deploy_fixtures import in_process_daemon
 
 pytestmark = pytest.mark.slow
 
-#: What a client may be told; anything else (UNKNOWN, INTERNAL, UNIMPLEMENTED ...) is a break.
-DOCUMENTED = {
-    grpc.StatusCode.OK,
-    grpc.StatusCode.INVALID_ARGUMENT,
-    grpc.StatusCode.NOT_FOUND,
-    grpc.StatusCode.OUT_OF_RANGE,
-    grpc.StatusCode.FAILED_PRECONDITION,
-    grpc.StatusCode.RESOURCE_EXHAUSTED,
-    grpc.StatusCode.PERMISSION_DENIED,
-}
 EXAMPLES = 40
-
-
-def _rpcs() -> list[tuple[str, type, bool]]:
-    """``(method path, request type, server streaming)`` of every unary-request RPC of both services."""
-    found = []
-    for module in (models_pb2, inference_pb2):
-        for service in module.DESCRIPTOR.services_by_name.values():
-            for method in service.methods:
-                if method.client_streaming:
-                    continue
-                request = getattr(module, method.input_type.name, None) or getattr(models_pb2, method.input_type.name)
-                found.append((f"/{service.full_name}/{method.name}", request, method.server_streaming))
-    return found
-
-
-RPCS = _rpcs()
+#: Values worth trying besides random ones: with a served model's name a request gets past the lookup.
+HINTS = {"model": ["llama", "bert"], "role": ["system", "user", "assistant"], "service": ["agentd.v1.Inference", "agentd.model.llama"]}
+RPCS = rpcs(models_pb2, inference_pb2, health_pb2, reflection_pb2)
 
 
 @pytest.fixture(scope="module")
@@ -60,60 +44,27 @@ def daemon(tmp_path_factory):
             yield running, table, channel
 
 
-def _call(channel: grpc.Channel, method: str, streaming: bool, payload: bytes) -> tuple[grpc.StatusCode, str]:
-    kind = channel.unary_stream if streaming else channel.unary_unary
-    call = kind(method, request_serializer=lambda b: b, response_deserializer=lambda b: b)
-    try:
-        result = call(payload, timeout=60)
-        if streaming:
-            for _ in result:
-                pass
-    except grpc.RpcError as exc:
-        return exc.code(), exc.details() or ""
-    return grpc.StatusCode.OK, ""
-
-
-def _fields(request_type: type) -> st.SearchStrategy[bytes]:
-    """Messages of ``request_type`` with random scalar fields, serialised (valid wire format)."""
-    strategies = {}
-    for field in request_type.DESCRIPTOR.fields:
-        if field.is_repeated or field.message_type is not None:
-            continue
-        if field.type == field.TYPE_STRING:
-            strategies[field.name] = st.text(max_size=40)
-        elif field.type == field.TYPE_BOOL:
-            strategies[field.name] = st.booleans()
-        elif field.type in (field.TYPE_FLOAT, field.TYPE_DOUBLE):
-            strategies[field.name] = st.floats(allow_nan=True, allow_infinity=True, width=32)
-        elif field.type == field.TYPE_ENUM:
-            strategies[field.name] = st.sampled_from([v.number for v in field.enum_type.values])
-        elif field.type in (field.TYPE_INT32, field.TYPE_SINT32, field.TYPE_SFIXED32):
-            strategies[field.name] = st.integers(-(2**31), 2**31 - 1)
-        elif field.type in (field.TYPE_UINT32, field.TYPE_FIXED32):
-            strategies[field.name] = st.integers(0, 2**32 - 1)
-        elif field.type in (field.TYPE_INT64, field.TYPE_SINT64, field.TYPE_SFIXED64):
-            strategies[field.name] = st.integers(-(2**63), 2**63 - 1)
-        elif field.type in (field.TYPE_UINT64, field.TYPE_FIXED64):
-            strategies[field.name] = st.integers(0, 2**64 - 1)
-    chosen = st.fixed_dictionaries({}, optional=strategies)
-    return chosen.map(lambda values: request_type(**values).SerializeToString())
-
-
-@pytest.mark.parametrize(("method", "request_type", "streaming"), RPCS, ids=[m for m, _, _ in RPCS])
-def test_every_rpc_answers_garbage_with_a_documented_status(daemon, method, request_type, streaming) -> None:
+@pytest.mark.parametrize("rpc", RPCS, ids=[rpc.method for rpc in RPCS])
+def test_every_rpc_answers_garbage_with_a_documented_status(daemon, rpc) -> None:
     running, table, channel = daemon
-    answers: list[tuple[grpc.StatusCode, str]] = []
+    answers: list[Answer] = []
+    payloads = wire(rpc.request, HINTS)
+    if rpc.kind is Kind.BIDI:
+        payloads = st.lists(payloads, min_size=1, max_size=3)
 
     @settings(max_examples=EXAMPLES, deadline=None, derandomize=True, suppress_health_check=list(HealthCheck), database=None)
-    @given(payload=st.one_of(st.binary(max_size=64), _fields(request_type)))
-    def probe(payload: bytes) -> None:
-        code, details = _call(channel, method, streaming, payload)
-        answers.append((code, details))
-        assert code in DOCUMENTED, (code, details, payload)
-        if code != grpc.StatusCode.OK:
-            assert details, (code, payload)  # every refusal says why
+    @given(payload=payloads)
+    def probe(payload) -> None:
+        # A health watch never ends: its first answer is the one that matters.
+        answer = call(channel, rpc, payload, until=(lambda _: True) if rpc.method.endswith("/Watch") else None)
+        answers.append(answer)
+        check_answer(answer, payload)
 
-    probe()
+    with health_watch(running.targets[0]) as health:
+        probe()
+    print(rpc.method, dict(Counter(answer.code.name for answer in answers)))
+    assert health.checks >= 1 and health.failures == [], health
+    assert len(answers) >= EXAMPLES // 2  # the examples really ran (hypothesis may stop early on duplicates)
     with Client(running.targets[0], timeout=5) as client:
         assert client.health() == "SERVING"
         assert {"llama", "bert"} <= {m.name for m in client.list_models()}
@@ -122,3 +73,27 @@ def test_every_rpc_answers_garbage_with_a_documented_status(daemon, method, requ
         if served.engine is not None:
             assert served.engine.wait_idle(timeout=30), served.name
             assert (served.engine.active_count(), served.engine.queued_count()) == (0, 0), served.name
+
+
+def test_reflection_answers_garbage_bytes_with_invalid_argument(daemon) -> None:
+    """Bytes that are no ServerReflectionRequest were grpc's UNKNOWN ("Unexpected DecodeError")."""
+    running, _, channel = daemon
+    (reflection,) = [rpc for rpc in RPCS if rpc.kind is Kind.BIDI]
+    answer = call(channel, reflection, [b"\xff\xff"])
+    assert answer.code == grpc.StatusCode.INVALID_ARGUMENT, answer
+    assert "ServerReflectionRequest" in answer.details
+    good = reflection_pb2.ServerReflectionRequest(list_services="").SerializeToString()
+    assert call(channel, reflection, [good, good]).code == grpc.StatusCode.OK  # and it still serves
+
+
+def test_health_list_and_an_unknown_service_have_answers(daemon) -> None:
+    """List was INTERNAL (grpcio-health-checking's servicer does not implement it); Check of an
+    unknown service was a NOT_FOUND without a word of why."""
+    running, _, channel = daemon
+    stub = health_pb2_grpc.HealthStub(channel)
+    statuses = stub.List(health_pb2.HealthListRequest(), timeout=10).statuses
+    assert statuses[""].status == health_pb2.HealthCheckResponse.SERVING
+    assert "agentd.v1.Inference" in statuses
+    with pytest.raises(grpc.RpcError) as caught:
+        stub.Check(health_pb2.HealthCheckRequest(service="nope"), timeout=10)
+    assert caught.value.code() == grpc.StatusCode.NOT_FOUND and "nope" in caught.value.details()

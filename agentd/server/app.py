@@ -23,6 +23,7 @@ import stat
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+import grpc
 from grpc import aio
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
@@ -56,6 +57,24 @@ SERVER_OPTIONS = [
     ("grpc.so_reuseport", 0),
     ("grpc.max_receive_message_length", 16 * 1024 * 1024),
 ]
+
+
+class HealthServicer(health.aio.HealthServicer):
+    """grpc's health servicer, answering as the rest of the daemon does.
+
+    Its Check refuses an unknown service with a bare NOT_FOUND, and it lacks List (added to the
+    health protocol after it was written: the generated base raises, which was INTERNAL).
+    """
+
+    async def Check(self, request: health_pb2.HealthCheckRequest, context: aio.ServicerContext) -> health_pb2.HealthCheckResponse:
+        status = self._server_status.get(request.service)
+        if status is None:
+            await context.abort(grpc.StatusCode.NOT_FOUND, f"no health status for service {request.service!r}")
+        return health_pb2.HealthCheckResponse(status=status)
+
+    async def List(self, request: health_pb2.HealthListRequest, context: aio.ServicerContext) -> health_pb2.HealthListResponse:
+        statuses = {service: health_pb2.HealthCheckResponse(status=status) for service, status in self._server_status.items()}
+        return health_pb2.HealthListResponse(statuses=statuses)
 
 
 class Daemon:
@@ -97,7 +116,7 @@ class Daemon:
         #: Targets clients dial, filled by ``start()`` (``unix:///...``, ``127.0.0.1:PORT``).
         self.targets: list[str] = []
         self._servers: list[aio.Server] = []
-        self._health: health.aio.HealthServicer | None = None
+        self._health: HealthServicer | None = None
         self._socket_inode: int | None = None
         #: Where the agent keeps its journal (``journal.sqlite``) and tool packs their state
         #: (``tools/``); None serves no Agent service. The agent needs the Unix socket: its
@@ -110,7 +129,7 @@ class Daemon:
 
     async def start(self) -> list[str]:
         """Bind, start serving and report SERVING; returns the targets listened on."""
-        self._health = health.aio.HealthServicer()
+        self._health = HealthServicer()
         if self.agent_home is not None:
             from agentd.agent.credentials import CredentialStore
             from agentd.agent.runs import RunManager
