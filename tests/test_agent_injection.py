@@ -147,3 +147,13 @@ def test_no_credential_reaches_any_file_the_agent_wrote(agent) -> None:
             assert not any(secret.encode() in data for secret in SECRETS), path
             checked += 1
     assert checked >= 2  # at least the journal and the world
+
+
+def test_no_request_text_reaches_the_log(agent) -> None:
+    """Issue 12: after the runs above (done, replanned, with tool output full of instructions), no log
+    record at any level holds the text of a request; the journal keeps it, the log does not."""
+    client, _, _, records = agent
+    assert list(client.run_task("dumplings", auto_approve=True))[-1].run_finished.status == "done"
+    requests = {run.request for run in client.list_runs()}
+    assert "dumplings" in requests, requests
+    assert records.lines and not [line for line in records.lines for text in requests if text in line]
