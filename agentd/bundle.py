@@ -194,11 +194,23 @@ def check_destination(source: Path, destination: Path, force: bool) -> None:
         raise InvalidArgument(str(destination), "is the source checkpoint or contains it; choose another directory")
     if (destination.exists() or destination.is_symlink()) and not force:
         raise InvalidArgument(str(destination), "already exists; pass --force to replace it")
+    if force and (destination.exists() or destination.is_symlink()) and not _replaceable(destination):
+        # --force moves the old output aside and deletes it: never a home directory, a file, a device.
+        raise InvalidArgument(
+            str(destination), "is not a bundle (no manifest.json); --force replaces only a bundle or an empty directory"
+        )
     ancestor = destination.parent
     while not ancestor.exists():
         ancestor = ancestor.parent
     if not ancestor.is_dir():
         raise InvalidArgument(str(ancestor), "is not a directory; cannot create the bundle inside it")
+
+
+def _replaceable(destination: Path) -> bool:
+    """Whether ``--force`` may delete ``destination``: a real directory holding a bundle, or nothing."""
+    if destination.is_symlink() or not destination.is_dir():
+        return False
+    return (destination / MANIFEST_FILE).is_file() or not any(destination.iterdir())
 
 
 def _write_bundle(checkpoint: Checkpoint, staging: Path, target: str | None) -> dict[str, Any]:

@@ -270,3 +270,25 @@ def test_unwritable_destination_is_one_line_error(tiny_llama: Path, tmp_path: Pa
     assert result.stderr.splitlines() == [
         f"agentd: error: {tmp_path / 'file'}: is not a directory; cannot create the bundle inside it"
     ]
+
+
+def test_force_replaces_only_a_bundle(tiny_llama: Path, tmp_path: Path) -> None:
+    """Issue 12: --force moved any existing output aside and deleted it, so `agentd import m ~/Documents
+    --force` deleted the user's documents, and as root `/dev/null` could be replaced. Now only a bundle
+    (or an empty directory) is replaced; anything else is refused and left as it was."""
+    precious = tmp_path / "documents"
+    precious.mkdir()
+    (precious / "letter.txt").write_text("keep me")
+    plain = tmp_path / "notes.txt"
+    plain.write_text("keep me too")
+    fifo = tmp_path / "pipe"
+    os.mkfifo(fifo)
+    link = tmp_path / "link"
+    link.symlink_to(import_checkpoint(tiny_llama, tmp_path / "real-bundle"))
+    for out in (precious, plain, fifo, link):
+        with pytest.raises(InvalidArgument, match="is not a bundle .no manifest.json.; --force replaces only a bundle"):
+            import_checkpoint(tiny_llama, out, force=True)
+    assert (precious / "letter.txt").read_text() == "keep me" and plain.read_text() == "keep me too"
+    assert fifo.is_fifo() and link.is_symlink()
+    (tmp_path / "empty").mkdir()
+    verify_manifest(import_checkpoint(tiny_llama, tmp_path / "empty", force=True))

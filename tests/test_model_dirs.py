@@ -46,3 +46,31 @@ def test_load_model_stays_inside_the_configured_directories(tmp_path: Path) -> N
         await table.close()
 
     asyncio.run(scenario())
+
+
+def test_fifos_and_devices_are_refused_without_blocking(tmp_path: Path) -> None:
+    """A named pipe or a device where a model should be: opening a FIFO to read its magic would block
+    the loader until a writer came, a device could stream forever. Each load fails at once, naming the path."""
+    import os
+
+    allowed = tmp_path / "models"
+    allowed.mkdir()
+    os.mkfifo(allowed / "model.gguf")
+    piped = allowed / "piped-config"
+    piped.mkdir()
+    os.mkfifo(piped / "config.json")
+    (allowed / "zero.gguf").symlink_to("/dev/zero")
+
+    async def scenario() -> None:
+        table = ModelTable([], ServingSettings())
+        for name, path in (("fifo", allowed / "model.gguf"), ("dir", piped), ("device", allowed / "zero.gguf"), ("null", Path("/dev/null"))):
+            try:
+                served = await table.start_load(name, path)
+            except Exception as exc:  # refused up front
+                assert "not" in str(exc), exc
+                continue
+            await asyncio.wait_for(table.wait_loaded(name), timeout=30)
+            assert served.status == "failed" and path.name in str(served.error), (name, served.status, served.error)
+        await table.close()
+
+    asyncio.run(scenario())
