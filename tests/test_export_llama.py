@@ -171,9 +171,13 @@ def test_existing_output_is_refused_without_force(checkpoints, tmp_path) -> None
     with pytest.raises(InvalidArgument, match="already exists"):
         export(directory, out)
     assert (out / "keep.txt").read_text() == "mine"
-    export(directory, out, quant="fp16", force=True)
-    assert open_checkpoint(out).manifest["dtype"] == "float16"
-    assert not (out / "keep.txt").exists()
+    # --force replaces a bundle, never a directory of the user's (issue 12).
+    with pytest.raises(InvalidArgument, match="is not a bundle"):
+        export(directory, out, quant="fp16", force=True)
+    assert (out / "keep.txt").read_text() == "mine"
+    bundle = export(directory, tmp_path / "bundle2")
+    export(directory, bundle, quant="fp16", force=True)
+    assert open_checkpoint(bundle).manifest["dtype"] == "float16"
 
 
 def test_interrupted_export_leaves_nothing(checkpoints, tmp_path, monkeypatch) -> None:
