@@ -25,12 +25,12 @@ $(STAMP): pyproject.toml
 demo: $(STAMP)
 	$(BIN)/python scripts/demo.py
 
-# The tests also hold agentd's GGUF writer and `agentd bench` against the peers themselves, so they
+# The tests also run agentd behind Ray Serve (the ray extra) and hold agentd's GGUF writer and `agentd bench` against the peers themselves, so they
 # install the bench extra: llama-cpp-python compiles llama.cpp from source (about 6 minutes on 2
 # cores, once: pip keeps the wheel) and onnxruntime-genai.
 TEST_STAMP := $(VENV)/.installed-bench
 $(TEST_STAMP): $(STAMP)
-	$(BIN)/pip install --quiet --disable-pip-version-check -e '.[dev,bench]'
+	$(BIN)/pip install --quiet --disable-pip-version-check -e '.[dev,bench,ray]'
 	touch $(TEST_STAMP)
 
 test: $(TEST_STAMP)

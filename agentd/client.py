@@ -566,6 +566,15 @@ class Client:
             raise error_from_rpc(exc, self.target) from None
 
 
+def _answered_by_agentd(exc: grpc.RpcError | grpc.aio.AioRpcError) -> bool:
+    """Whether the status came from agentd (it tags every refusal with its request id), not the transport."""
+    try:
+        trailing = exc.trailing_metadata() or ()  # type: ignore[attr-defined]
+    except Exception:  # noqa: BLE001 - a call that never reached a server has none
+        return False
+    return any(key == "x-request-id" for key, _ in trailing)
+
+
 def error_from_rpc(exc: grpc.RpcError | grpc.aio.AioRpcError, target: str) -> AgentdError:
     """The agentd error for a failed call, carrying the daemon's one-line message."""
     code: grpc.StatusCode = exc.code()  # type: ignore[attr-defined]
@@ -574,6 +583,8 @@ def error_from_rpc(exc: grpc.RpcError | grpc.aio.AioRpcError, target: str) -> Ag
         lowered = details.lower()
         if "ssl" in lowered or "handshake" in lowered or "certificate" in lowered:
             return Unavailable(f"TLS handshake with agentd at {target} failed (check the CA, client certificate and host name): {details}")
+        if _answered_by_agentd(exc):  # the daemon said so itself (a replica gone, a stopping daemon)
+            return Unavailable(details)
         return Unavailable(f"cannot reach agentd at {target}: is `agentd serve` running?")
     if code == grpc.StatusCode.INVALID_ARGUMENT:
         field, sep, problem = details.partition(": ")

@@ -155,6 +155,9 @@ class ServeConfig:
     metrics_port: int | None = None
     planner: str | None = None
     plan_cache: bool = True
+    ray: str | None = None
+    replicas: int = 1
+    ray_grpc_port: int = 0
 
     @property
     def tls(self) -> bool:
@@ -281,6 +284,13 @@ def _choice(choices: tuple[str, ...]) -> Parser:
     return parse
 
 
+def _ray_address(value: Any, source: Source) -> str:
+    text = _text(value, source)
+    if text.startswith("-"):
+        raise InvalidArgument(source.label, f"must be 'local' or a Ray cluster address (ray://HOST:PORT, HOST:PORT, auto), got {text!r}")
+    return text
+
+
 def _models(value: Any, source: Source) -> dict[str, Path]:
     """A TOML table ``{name = "path"}``, or ``NAME=PATH`` items (comma-separated in the environment)."""
     if isinstance(value, str):
@@ -333,6 +343,9 @@ KEYS: tuple[Key, ...] = (
     Key("metrics_port", _port, "Port of the Prometheus /metrics endpoint (unset: no metrics server; 0: any free port)."),
     Key("planner", _text, "Planner the agent plans requests with, by the name its plugin registers (not set: the highest-ranked registered planner — `frames`, the trained one, when its adapter is installed)."),
     Key("plan_cache", _bool, "Plan a request from one of the user's plan templates (a plan that worked for a similar request) without the planner when one fits; false: always ask the planner."),
+    Key("ray", _ray_address, "Serve through Ray Serve: 'local' starts a Ray instance on this machine, anything else is the address of a running cluster (ray://HOST:PORT, HOST:PORT or auto). Each model becomes a deployment; agentd's listeners forward to Ray's gRPC proxy (docs/ray.md)."),
+    Key("replicas", _count(1), "With ray: replicas of every model deployment."),
+    Key("ray_grpc_port", _port, "With ray: port of Ray Serve's gRPC proxy (0: any free port)."),
 )
 KEYS_BY_NAME: dict[str, Key] = {key.name: key for key in KEYS}
 assert set(KEYS_BY_NAME) == {f.name for f in dataclasses.fields(ServeConfig)}, "KEYS and ServeConfig disagree"

@@ -18,7 +18,8 @@ from agentd.cli import app
 if TYPE_CHECKING:
     from agentd.config import ServeConfig
     from agentd.server.app import Daemon
-    from agentd.server.served import ModelSource
+    from agentd.server.auth import Security
+    from agentd.server.served import ModelSource, ServingSettings
 
 
 class LogFormatChoice(str, enum.Enum):
@@ -41,6 +42,7 @@ class LogLevelChoice(str, enum.Enum):
 SECURITY = "Security"
 LOGGING = "Logging"
 ENGINE = "Engine"
+RAY = "Ray Serve"
 
 
 @app.command()
@@ -139,6 +141,16 @@ def serve(
         Optional[bool],
         typer.Option("--plan-cache/--no-plan-cache", show_default=False, help="Plan from a user's plan template when one fits (default: on)."),
     ] = None,
+    ray: Annotated[
+        Optional[str],
+        typer.Option("--ray", metavar="local|ADDRESS", help="Serve through Ray Serve: 'local' starts a Ray instance here; else the cluster at ADDRESS (docs/ray.md).", rich_help_panel=RAY),
+    ] = None,
+    replicas: Annotated[
+        Optional[int], typer.Option("--replicas", help="With --ray: replicas of every model deployment.", rich_help_panel=RAY)
+    ] = None,
+    ray_grpc_port: Annotated[
+        Optional[int], typer.Option("--ray-grpc-port", help="With --ray: port of Ray Serve's gRPC proxy (0: any free one).", rich_help_panel=RAY)
+    ] = None,
 ) -> None:
     """Serve models over gRPC until SIGTERM or SIGINT (then drain for --grace seconds)."""
     from agentd.config import config_to_toml, load_serve_config
@@ -152,6 +164,7 @@ def serve(
         "memory_budget": memory_budget, "prefix_cache_budget": prefix_cache_budget,
         "session_budget": session_budget, "session_ttl": session_ttl, "quant": quant, "threads": threads, "metrics_host": metrics_host,
         "metrics_port": metrics_port, "planner": planner, "plan_cache": plan_cache,
+        "ray": ray, "replicas": replicas, "ray_grpc_port": ray_grpc_port,
     }
     config = load_serve_config(config_file, flags=flags)
     if print_config:
@@ -209,6 +222,9 @@ def _serve(config: ServeConfig) -> None:
             model_dirs=config.model_dirs,
             sessions=SessionSettings(ttl=config.session_ttl, budget_bytes=config.session_budget),
         )
+        if config.ray is not None:
+            _serve_on_ray(config, sources, settings, security)
+            return
         table = ModelTable.load(sources, settings)
         if config.no_defaults:
             require_models(table)
@@ -237,6 +253,39 @@ def _serve(config: ServeConfig) -> None:
     if not len(table):
         typer.echo("agentd: serving no models yet: load one with `agentd models load NAME PATH`")
     asyncio.run(_run(daemon))
+    typer.echo("agentd: stopped")
+
+
+def _serve_on_ray(config: ServeConfig, sources: list[ModelSource], settings: ServingSettings, security: Security) -> None:
+    """The models as Ray Serve deployments; this process keeps agentd's listeners (and the agent) in front."""
+    import asyncio
+
+    from agentd.config import agentd_home
+    from agentd.rayserve.app import RayOptions, deploy, shutdown
+    from agentd.server.app import Daemon
+    from agentd.server.served import ModelTable
+
+    from agentd.errors import AgentdError
+
+    try:
+        import ray  # noqa: F401
+    except ImportError:
+        raise AgentdError("--ray needs Ray Serve: pip install 'agentd[ray]'") from None
+    address = None if config.ray == "local" else config.ray
+    typer.echo(f"agentd: deploying {len(sources)} models on {'a local Ray instance' if address is None else address}...")
+    app = deploy(sources, settings, RayOptions(address=address, replicas=config.replicas, grpc_port=config.ray_grpc_port))
+    try:
+        for name in app.models:
+            typer.echo(f"agentd: serving {name} through Ray Serve ({app.replicas} replicas)")
+        typer.echo(f"agentd: Ray Serve gRPC proxy on {app.target}")
+        daemon = Daemon(
+            ModelTable([], settings), socket_path=config.socket, tcp=config.tcp, grace=config.grace, security=security,
+            log_prompts=config.log_prompts, agent_home=agentd_home() / "agent", planner=config.planner or None,
+            plan_cache=config.plan_cache, upstream=app.target,
+        )
+        asyncio.run(_run(daemon))
+    finally:
+        shutdown(app)
     typer.echo("agentd: stopped")
 
 

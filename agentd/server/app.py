@@ -99,6 +99,7 @@ class Daemon:
         agent_home: Path | None = None,
         planner: str | None = None,
         plan_cache: bool = True,
+        upstream: str | None = None,
     ):
         if socket_path is None and tcp is None:
             raise InvalidArgument("--socket", "the daemon needs a Unix socket or a TCP address to listen on")
@@ -126,6 +127,10 @@ class Daemon:
         self.planner = planner
         #: False: the agent never plans from a user's plan templates (``--no-plan-cache``).
         self.plan_cache = plan_cache
+        #: Where Inference and Models are served instead of from ``models`` (``agentd serve --ray``:
+        #: the Ray Serve proxy); every call is forwarded there (agentd.server.forward).
+        self.upstream = upstream
+        self._upstream_channel: aio.Channel | None = None
 
     async def start(self) -> list[str]:
         """Bind, start serving and report SERVING; returns the targets listened on."""
@@ -140,6 +145,8 @@ class Daemon:
                 plan_cache=self.plan_cache,
             )
         servicers = (InferenceServicer(self.models), ModelsServicer(self.models))
+        if self.upstream is not None:
+            self._upstream_channel = aio.insecure_channel(self.upstream, options=[("grpc.max_receive_message_length", 64 * 1024 * 1024)])
         try:
             if self.socket_path is not None:
                 server = self._server(servicers, self.security.unix_interceptors())
@@ -174,6 +181,9 @@ class Daemon:
         if self.runs is not None:
             await self.runs.close()  # runs stop; their journal says where, for the next start
         await self.models.close()  # after the RPCs that used the engines have ended
+        if self._upstream_channel is not None:
+            await self._upstream_channel.close()
+            self._upstream_channel = None
         if self._metrics_server is not None:
             self._metrics_server.shutdown()
             self._metrics_server = None
@@ -195,9 +205,14 @@ class Daemon:
         """One listener's server: auth first, then error mapping, then the access log around the servicer."""
         interceptors = [*auth, ErrorInterceptor(), AccessLogInterceptor(log_prompts=self.log_prompts)]
         server = aio.server(interceptors=interceptors, options=SERVER_OPTIONS)
-        inference, models = servicers
-        inference_pb2_grpc.add_InferenceServicer_to_server(inference, server)
-        models_pb2_grpc.add_ModelsServicer_to_server(models, server)
+        if self._upstream_channel is not None:
+            from agentd.server.forward import ForwardingHandler
+
+            server.add_generic_rpc_handlers((ForwardingHandler(self._upstream_channel),))
+        else:
+            inference, models = servicers
+            inference_pb2_grpc.add_InferenceServicer_to_server(inference, server)
+            models_pb2_grpc.add_ModelsServicer_to_server(models, server)
         services = [INFERENCE_SERVICE, MODELS_SERVICE]
         if self.runs is not None:
             from agentd.server.agent import AgentServicer

@@ -232,13 +232,7 @@ class SessionStore:
     # -- disk ------------------------------------------------------------------------------
     async def save(self, session_id: str, backend: "Backend") -> SavedSession:
         """Write the session to disk (its state bytes and token history), atomically."""
-        session = self.get(session_id)
-        with self._lock:
-            if session.busy:
-                raise ResourceExhausted(f"session {session_id!r} is in use by a request; save it when that ends")
-            if session.state is None:
-                raise InvalidArgument("session_id", f"session {session_id!r} holds no state yet (generate first)")
-            session.busy = True  # no request may touch the state while it is serialised
+        session = self._claim_idle(session_id)
         try:
             path = self.file_path(session_id)
             try:
@@ -246,9 +240,32 @@ class SessionStore:
             except OSError as exc:  # full disk, a directory in the way, no permission: say which
                 raise _disk_error(path, exc) from None
         finally:
-            with self._lock:
-                session.busy = False
-                session.last_used = time.monotonic()
+            self._release(session)
+
+    def _claim_idle(self, session_id: str) -> Session:
+        """The session, marked busy so no request touches its state while it is serialised."""
+        session = self.get(session_id)
+        with self._lock:
+            if session.busy:
+                raise ResourceExhausted(f"session {session_id!r} is in use by a request; save it when that ends")
+            if session.state is None:
+                raise InvalidArgument("session_id", f"session {session_id!r} holds no state yet (generate first)")
+            session.busy = True
+        return session
+
+    def _release(self, session: Session) -> None:
+        with self._lock:
+            session.busy = False
+            session.last_used = time.monotonic()
+
+    async def export(self, session_id: str, backend: "Backend") -> tuple[bytes, int]:
+        """The session as ``.session`` bytes and the tokens it holds, without touching the disk
+        (a session moving to another replica, :mod:`agentd.rayserve.sessions`)."""
+        session = self._claim_idle(session_id)
+        try:
+            return await asyncio.to_thread(encode_session, session, backend), len(session.tokens)
+        finally:
+            self._release(session)
 
     def read_header(self, session_id: str) -> tuple[dict, bytes]:
         """The saved session's header and state bytes (blocking: call from a thread)."""
@@ -300,9 +317,8 @@ def check_session_id(session_id: str) -> None:
         raise InvalidArgument("session_id", "must be 1-128 characters of A-Z a-z 0-9 . _ - not starting with . _ -")
 
 
-def _write_session(path: Path, session: Session, backend: "Backend") -> SavedSession:
-    from agentd.config import make_private_dirs
-
+def encode_session(session: Session, backend: "Backend") -> bytes:
+    """A session as the bytes of a ``.session`` file: magic, header length, JSON header, state."""
     state = backend.save_state(session.state)
     header = {
         "format": _FORMAT,
@@ -314,14 +330,39 @@ def _write_session(path: Path, session: Session, backend: "Backend") -> SavedSes
         "state_sha256": hashlib.sha256(state).hexdigest(),
     }
     encoded = json.dumps(header, separators=(",", ":")).encode()
+    return _MAGIC + _HEADER_LENGTH.pack(len(encoded)) + encoded + state
+
+
+def decode_session(data: bytes, where: object) -> tuple[dict, bytes]:
+    """The header and state bytes of :func:`encode_session`'s bytes; INVALID_ARGUMENT naming ``where``."""
+    prefix = len(_MAGIC) + _HEADER_LENGTH.size
+    if len(data) < prefix or not data.startswith(_MAGIC):
+        raise InvalidArgument("session_id", f"{where} is not a saved agentd session")
+    (length,) = _HEADER_LENGTH.unpack_from(data, len(_MAGIC))
+    try:
+        header = json.loads(data[prefix : prefix + length])
+        state = data[prefix + length :]
+        valid = header.get("format") == _FORMAT and hashlib.sha256(state).hexdigest() == header["state_sha256"]
+    except (ValueError, KeyError, TypeError, AttributeError):
+        valid = False
+    if not valid:
+        raise InvalidArgument("session_id", f"{where} is corrupt (header or state checksum)")
+    if not _header_fields_valid(header):  # a checksum over the state says nothing of the header
+        raise InvalidArgument("session_id", f"{where} has a malformed header (model, architecture, tokens or pending)")
+    return header, state
+
+
+def _write_session(path: Path, session: Session, backend: "Backend") -> SavedSession:
+    from agentd.config import make_private_dirs
+
+    data = encode_session(session, backend)
     make_private_dirs(path.parent)
     # Temp file in the same directory + rename: a reader never sees half a session. Its name
     # carries this process's id, so a daemon killed mid-save has its leftover removed at the next start.
     staging = staging_name(path, "session")
     try:
         with open(os.open(staging, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600), "wb") as out:
-            out.write(_MAGIC + _HEADER_LENGTH.pack(len(encoded)) + encoded)
-            out.write(state)
+            out.write(data)
             out.flush()
             os.fsync(out.fileno())
         os.replace(staging, path)
@@ -337,22 +378,7 @@ def _write_session(path: Path, session: Session, backend: "Backend") -> SavedSes
 
 
 def _read_session(path: Path) -> tuple[dict, bytes]:
-    data = _read_regular_file(path)
-    prefix = len(_MAGIC) + _HEADER_LENGTH.size
-    if len(data) < prefix or not data.startswith(_MAGIC):
-        raise InvalidArgument("session_id", f"{path} is not a saved agentd session")
-    (length,) = _HEADER_LENGTH.unpack_from(data, len(_MAGIC))
-    try:
-        header = json.loads(data[prefix : prefix + length])
-        state = data[prefix + length :]
-        valid = header.get("format") == _FORMAT and hashlib.sha256(state).hexdigest() == header["state_sha256"]
-    except (ValueError, KeyError, TypeError, AttributeError):
-        valid = False
-    if not valid:
-        raise InvalidArgument("session_id", f"{path} is corrupt (header or state checksum)")
-    if not _header_fields_valid(header):  # a checksum over the state says nothing of the header
-        raise InvalidArgument("session_id", f"{path} has a malformed header (model, architecture, tokens or pending)")
-    return header, state
+    return decode_session(_read_regular_file(path), path)
 
 
 def _read_regular_file(path: Path) -> bytes:

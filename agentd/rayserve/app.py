@@ -1,0 +1,164 @@
+"""``agentd serve --ray``: start (or join) Ray, deploy the agentd application, report the proxy's address.
+
+The application is one ingress deployment (:class:`~agentd.rayserve.ingress.Ingress`)
+plus one deployment per model (:class:`~agentd.rayserve.replica.ModelReplica`,
+``model-<name>``, ``replicas`` each) and a named actor for sessions
+(:class:`~agentd.rayserve.sessions.SessionDirectory`). Ray Serve's gRPC proxy
+serves the ``agentd.v1`` services from their generated ``add_*_to_server``
+functions, so clients speak the same proto to it as to the daemon.
+
+Without an address a local Ray instance is started on 127.0.0.1 (its
+dashboard off). Ray Serve 2.60 binds its gRPC proxy to every interface and has
+no option to change that; for the local instance a worker set-up hook
+(:mod:`agentd.rayserve.loopback`) binds it to 127.0.0.1 instead, so nothing
+listens beyond loopback unauthenticated. Remote clients reach the application
+through agentd's own listener in front of the proxy (TLS and a token, as for the
+daemon: :mod:`agentd.server.forward`). On a real cluster, Ray's own ports must
+stay on a private network, as Ray's security guide requires.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import socket
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Sequence
+
+from agentd.errors import AgentdError
+
+log = logging.getLogger(__name__)
+
+APP_NAME = "agentd"
+NAMESPACE = "agentd"
+SERVICER_FUNCTIONS = [
+    "agentd.v1.inference_pb2_grpc.add_InferenceServicer_to_server",
+    "agentd.v1.models_pb2_grpc.add_ModelsServicer_to_server",
+]
+
+
+@dataclass(frozen=True)
+class RayOptions:
+    """Where and how wide: ``agentd serve --ray [ADDRESS] --replicas N``."""
+
+    #: A running cluster (``ray://...`` or ``host:port``, or ``auto``); None starts a local instance.
+    address: str | None = None
+    #: Replicas of every model deployment.
+    replicas: int = 1
+    #: The gRPC proxy's port; 0 picks a free one.
+    grpc_port: int = 0
+    #: CPUs Ray reserves for each model replica (0: replicas share what the node has).
+    replica_cpus: float = 0.0
+
+
+@dataclass(frozen=True)
+class RayApplication:
+    """What :func:`deploy` started."""
+
+    #: What clients dial: the proxy, ``127.0.0.1:PORT``.
+    target: str
+    models: tuple[str, ...]
+    replicas: int
+    #: Ray was started here (and stops with :func:`shutdown`), not joined.
+    local: bool = True
+    #: The session directory's handle: held here, since Ray ends an actor nothing refers to.
+    directory: Any = field(default=None, compare=False, repr=False)
+
+
+def serving_settings(settings: dict[str, Any], sessions: Any) -> Any:
+    """A replica's :class:`ServingSettings` from the plain dict :func:`deploy` ships to it."""
+    from agentd.server.served import ServingSettings
+
+    threads = settings.pop("threads", None)
+    if threads:
+        from agentd.cli.serve import _set_threads
+
+        _set_threads(threads)
+    return ServingSettings(sessions=sessions, **settings)
+
+
+def deploy(sources: Sequence[Any], settings: Any, options: RayOptions) -> RayApplication:
+    """Start or join Ray, deploy the application and wait until it serves; see the module doc."""
+    import ray
+    from ray import serve
+    from ray.serve.config import gRPCOptions
+
+    from agentd.rayserve.ingress import Ingress
+    from agentd.rayserve.replica import ModelReplica
+    from agentd.rayserve.sessions import DIRECTORY_NAME, DIRECTORY_NAMESPACE, SessionDirectory
+
+    if not sources:
+        raise AgentdError("agentd serve --ray needs at least one model (--model NAME=PATH)")
+    port = options.grpc_port or _free_port()
+    replicas = max(1, options.replicas)
+    if options.address is None:
+        cpus = os.cpu_count() or 1
+        ray.init(
+            address="local", namespace=NAMESPACE, include_dashboard=False, log_to_driver=False,
+            _node_ip_address="127.0.0.1", num_cpus=max(cpus, 2),
+            runtime_env={"worker_process_setup_hook": "agentd.rayserve.loopback.bind_proxies_to_loopback"},
+        )
+    else:
+        try:
+            ray.init(address=options.address, namespace=NAMESPACE, log_to_driver=False)
+        except (ValueError, ConnectionError) as exc:
+            raise AgentdError(f"cannot join the Ray cluster at {options.address!r}: {exc}") from None
+    serve.start(
+        http_options={"host": "127.0.0.1", "port": _free_port()},
+        grpc_options=gRPCOptions(port=port, grpc_servicer_functions=SERVICER_FUNCTIONS),
+    )
+    sessions = settings.sessions
+    directory = ray.remote(SessionDirectory).options(
+        name=DIRECTORY_NAME, namespace=DIRECTORY_NAMESPACE, get_if_exists=True, num_cpus=0, max_restarts=-1
+    ).remote(sessions.ttl)
+    ray.get(directory.sessions.remote())  # up before any replica asks for it
+    plain = _plain_settings(settings, replicas * len(sources))
+    handles = {}
+    for source in sources:
+        deployment = serve.deployment(
+            ModelReplica, name=f"model-{source.name}", num_replicas=replicas,
+            ray_actor_options={"num_cpus": options.replica_cpus}, health_check_period_s=2, health_check_timeout_s=30,
+            max_ongoing_requests=settings.max_batch + settings.max_queue,
+        )
+        handles[source.name] = deployment.bind(
+            source.name, str(Path(source.path).expanduser().absolute()), plain, DIRECTORY_NAME
+        )
+    ingress = serve.deployment(Ingress, name="ingress", ray_actor_options={"num_cpus": 0}, max_ongoing_requests=1000)
+    serve.run(
+        ingress.bind(handles, [source.name for source in sources], DIRECTORY_NAME, str(sessions.resolved_directory())),
+        name=APP_NAME, route_prefix="/",
+    )
+    return RayApplication(f"127.0.0.1:{port}", tuple(source.name for source in sources), replicas, options.address is None, directory)
+
+
+def shutdown(app: RayApplication | None = None) -> None:
+    """Take the application down and disconnect; a local instance stops with it (no need to drain
+    Serve's controller first, which takes up to 30 s)."""
+    import ray
+    from ray import serve
+
+    try:
+        if app is None or not app.local:
+            serve.delete(APP_NAME)
+    finally:
+        ray.shutdown()
+
+
+def _plain_settings(settings: Any, replicas_in_all: int) -> dict[str, Any]:
+    """``ServingSettings`` as a dict that pickles anywhere, each replica's thread share included."""
+    fields = asdict(settings)
+    fields.pop("model_dirs", None)  # LoadModel is not served behind Ray
+    sessions = fields.pop("sessions")
+    sessions.pop("directory", None)
+    sessions["directory"] = str(settings.sessions.resolved_directory())
+    fields["sessions"] = sessions
+    # Replicas on one node share its cores: each gets its part, not a pool of all of them.
+    fields["threads"] = max(1, (os.cpu_count() or 1) // max(1, replicas_in_all))
+    return fields
+
+
+def _free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
