@@ -158,6 +158,7 @@ class ServeConfig:
     ray: str | None = None
     replicas: int = 1
     ray_grpc_port: int = 0
+    upstream: str | None = None
 
     @property
     def tls(self) -> bool:
@@ -346,6 +347,7 @@ KEYS: tuple[Key, ...] = (
     Key("ray", _ray_address, "Serve through Ray Serve: 'local' starts a Ray instance on this machine, anything else is the address of a running cluster (ray://HOST:PORT, HOST:PORT or auto). Each model becomes a deployment; agentd's listeners forward to Ray's gRPC proxy (docs/ray.md)."),
     Key("replicas", _count(1), "With ray: replicas of every model deployment."),
     Key("ray_grpc_port", _port, "With ray: port of Ray Serve's gRPC proxy (0: any free port)."),
+    Key("upstream", _text, "Serve no models here: forward Inference and Models to HOST:PORT, a Ray Serve gRPC proxy running the agentd application (a KubeRay RayService, docs/ray.md), behind this daemon's listeners and auth."),
 )
 KEYS_BY_NAME: dict[str, Key] = {key.name: key for key in KEYS}
 assert set(KEYS_BY_NAME) == {f.name for f in dataclasses.fields(ServeConfig)}, "KEYS and ServeConfig disagree"

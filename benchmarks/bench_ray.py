@@ -166,7 +166,7 @@ def report(results: dict[str, list[dict]], args: argparse.Namespace) -> str:
         "the ratio is the configuration's figure over the local daemon's.", "",
         f"    flock /tmp/agentd-bench.lock python benchmarks/bench_ray.py --repeats {args.repeats}", "",
         f"CPU: {cpu}, {os.cpu_count()} cores.", "",
-        "| configuration | tokens/s | ratio | inter-token ms | ratio | first token ms | ratio | session turn ms | ratio | bytes a turn moves |",
+        "| configuration | tokens/s | ratio | inter-token ms | ratio | first token ms | ratio | session turn ms | ratio | session bytes into the object store, last turn |",
         "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for config in results:

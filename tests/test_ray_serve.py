@@ -12,11 +12,13 @@ store); a replica killed mid-stream is UNAVAILABLE and Ray brings it back.
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import signal
 import socket
 import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -37,6 +39,26 @@ from tests._serving_fixtures import assert_greedy_under, collect, ids_request  #
 pytestmark = pytest.mark.slow
 
 PROMPT = [5, 17, 33, 2, 41, 9, 60]
+#: test_agent_durable.py's fixed plan, answered with what the Llama says (reached through Ray).
+ANSWERING_PLANNER = """
+from agentd.hookspecs import hookimpl
+from agentd.agent.plan import Plan, Ref, Step
+from agentd.agent.planner import PlannerSpec, PlanResult
+from agentd.client import SamplingOptions
+
+class Answering:
+    async def plan(self, context):
+        plan = Plan((Step(1, "kt_lookup", {"name": "Maria"}), Step(2, "kt_pay", {"to": Ref(1, ("handle",)), "amount": 45})))
+        return PlanResult(plan, text="fixed")
+
+    async def answer(self, context, plan, results):
+        stream = await context.client.generate("Once upon a time", model="llama", sampling=SamplingOptions(max_tokens=6, temperature=0))
+        return await stream.text()
+
+@hookimpl
+def register_planners(register):
+    register(PlannerSpec("ray_fixed", make=Answering))
+"""
 WIDE_LLAMA = RandomLlamaSpec(
     hidden_size=256, num_hidden_layers=4, num_attention_heads=8, num_key_value_heads=8,
     intermediate_size=256, max_position_embeddings=2048,
@@ -63,17 +85,28 @@ def cluster(tmp_path_factory):
     token = write_token(root)
     references = {"llama": LlamaForCausalLM.from_pretrained(llama).eval(), "mamba": mamba_reference}
     home = root / "home"
+    # The agent in front of Ray: the fixed planner and payment tool of test_agent_durable.py.
+    from tests.test_agent_durable import install_plugin
+
+    site, ledger = install_plugin(root / "site"), root / "ledger.sqlite"
+    (site / "agentd_raytest.py").write_text(ANSWERING_PLANNER)
+    info = site / "agentd_raytest-0.0.1.dist-info"
+    info.mkdir()
+    (info / "METADATA").write_text("Metadata-Version: 2.1\nName: agentd-raytest\nVersion: 0.0.1\n")
+    (info / "entry_points.txt").write_text("[agentd]\nraytest = agentd_raytest\n")
+    env = {**environment(home), "PYTHONPATH": os.pathsep.join(filter(None, [str(site), os.environ.get("PYTHONPATH", "")])),
+           "KT_LEDGER": str(ledger), "AGENTD_PLANNER": "ray_fixed"}
     with socket_dir() as directory:
         daemon = DaemonProcess(
             ["--ray", "local", "--replicas", "2", "--no-defaults", "--model", f"llama={llama}", "--model", f"mamba={root / 'mamba'}",
              "--tcp", "127.0.0.1:0", "--tls-cert", str(pki.server_cert), "--tls-key", str(pki.server_key), "--auth-token-file", str(token)],
-            home, directory / "ray.sock", env=environment(home),
+            home, directory / "ray.sock", env=env,
         )
         try:
             daemon.wait_serving()
             proxy = re.search(r"Ray Serve gRPC proxy on (127\.0\.0\.1:\d+)", daemon.stdout()).group(1)
             yield {"front": daemon.unix_target, "proxy": proxy, "tcp": daemon.tcp_target(), "pki": pki, "daemon": daemon,
-                   "references": references}
+                   "references": references, "token": token, "ledger": ledger, "env": env}
         finally:
             if daemon.process.poll() is None:
                 daemon.process.send_signal(signal.SIGTERM)
@@ -205,3 +238,79 @@ def _wait_for_replicas(model: str, count: int, exclude: list[int], timeout: floa
     while len([pid for pid in _replicas(model) if pid not in exclude]) < count:
         assert time.monotonic() < deadline, f"Ray did not replace {model}'s replicas"
         time.sleep(0.5)
+
+
+def test_the_cli_and_the_node_client_work_unchanged(cluster) -> None:
+    """`agentd generate` on the front's socket, Node.js (@grpc/grpc-js) over the front's TLS + token:
+    the same tokens as the Python SDK gets straight from Ray's proxy."""
+    from tests._deploy_fixtures import AGENTD
+    from tests.test_node_client import NODE_DIR, node_available
+
+    sampling = SamplingOptions(max_tokens=12, temperature=0)
+    with Client(cluster["proxy"], timeout=120) as client:
+        stream = client.generate("Once upon a time", model="llama", sampling=sampling)
+        expected = [i for chunk in stream for i in chunk.token_ids]
+        text = "".join(chunk.text for chunk in client.generate("Once upon a time", model="llama", sampling=sampling))
+    cli = subprocess.run(
+        [*AGENTD, "generate", "Once upon a time", "--model", "llama", "--max-tokens", "12", "--temperature", "0"],
+        capture_output=True, text=True, timeout=120, env={**cluster["env"], "AGENTD_SOCKET": cluster["daemon"].socket_path.as_posix()},
+    )
+    assert cli.returncode == 0, cli.stderr
+    assert cli.stdout.strip() == text.strip()
+    node = node_available()
+    result = subprocess.run(
+        [node, str(NODE_DIR / "client.js"), "--target", cluster["tcp"].replace("127.0.0.1:", "localhost:"), "--ca", str(cluster["pki"].ca),
+         "--token-file", str(cluster["token"]), "--model", "llama", "--prompt", "Once upon a time", "--max-tokens", "12", "--temperature", "0"],
+        capture_output=True, text=True, timeout=120,
+    )
+    assert result.returncode == 0, result.stderr
+    *deltas, end = [json.loads(line) for line in result.stdout.splitlines()]
+    assert [i for d in deltas for i in d["token_ids"]] == expected and end["finish_reason"] == "length"
+
+
+def test_an_agent_run_calls_the_models_through_ray(cluster) -> None:
+    """The agent runs in front of Ray (its journal is this machine's SQLite file) and reaches the
+    models through the same routing as any client; the payment happens once."""
+    from tests.test_agent_durable import paid
+
+    with Client(cluster["front"], timeout=120) as client:
+        events = list(client.run_task("send Maria 45 bucks", auto_approve=True))
+        said = "".join(c.text for c in client.generate("Once upon a time", model="llama", sampling=SamplingOptions(max_tokens=6, temperature=0)))
+    assert events[-1].run_finished.status == "done", events[-1]
+    assert events[-1].run_finished.answer == said and said
+    assert [(recipient, amount) for _, recipient, amount in paid(cluster["ledger"])] == [("maria@bank", 45.0)]
+
+
+BUILDER_SCRIPT = """
+import sys, json
+import ray
+from ray import serve
+from ray.serve.config import gRPCOptions
+from agentd.rayserve.app import SERVICER_FUNCTIONS, build
+from agentd.client import Client, SamplingOptions
+model, port = sys.argv[1], int(sys.argv[2])
+ray.init(address="local", include_dashboard=False, log_to_driver=False, num_cpus=2,
+         runtime_env={"worker_process_setup_hook": "agentd.rayserve.loopback.bind_proxies_to_loopback"})
+serve.start(http_options={"host": "127.0.0.1", "port": port + 1}, grpc_options=gRPCOptions(port=port, grpc_servicer_functions=SERVICER_FUNCTIONS))
+serve.run(build({"models": {"llama": model}, "replicas": 1, "replica_cpus": 0, "max_batch": 4, "threads": 1}), name="agentd", route_prefix="/")
+with Client(f"127.0.0.1:{port}", timeout=120) as client:
+    names = [m.name for m in client.list_models()]
+    ids = [i for c in client.generate("hello", sampling=SamplingOptions(max_tokens=5, temperature=0)) for i in c.token_ids]
+print(json.dumps({"models": names, "tokens": len(ids)}))
+ray.shutdown()
+"""
+
+
+def test_the_rayservice_builder_deploys_the_application(tmp_path) -> None:
+    """What a Serve config / KubeRay RayService deploys (docs/ray.md): agentd.rayserve.app:build with args."""
+    from tests._daemon_fixtures import tiny_llama
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    result = subprocess.run(
+        [sys.executable, "-c", BUILDER_SCRIPT, str(tiny_llama(tmp_path)), str(port)],
+        capture_output=True, text=True, timeout=600, env={**os.environ, "AGENTD_HOME": str(tmp_path / "home")},
+    )
+    assert result.returncode == 0, result.stderr[-4000:]
+    assert json.loads(result.stdout.strip().splitlines()[-1]) == {"models": ["llama"], "tokens": 5}

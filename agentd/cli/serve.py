@@ -151,6 +151,9 @@ def serve(
     ray_grpc_port: Annotated[
         Optional[int], typer.Option("--ray-grpc-port", help="With --ray: port of Ray Serve's gRPC proxy (0: any free one).", rich_help_panel=RAY)
     ] = None,
+    upstream: Annotated[
+        Optional[str], typer.Option("--upstream", metavar="HOST:PORT", help="Serve no models: forward to the Ray Serve proxy at HOST:PORT (a RayService), behind this daemon's listeners.", rich_help_panel=RAY)
+    ] = None,
 ) -> None:
     """Serve models over gRPC until SIGTERM or SIGINT (then drain for --grace seconds)."""
     from agentd.config import config_to_toml, load_serve_config
@@ -164,7 +167,7 @@ def serve(
         "memory_budget": memory_budget, "prefix_cache_budget": prefix_cache_budget,
         "session_budget": session_budget, "session_ttl": session_ttl, "quant": quant, "threads": threads, "metrics_host": metrics_host,
         "metrics_port": metrics_port, "planner": planner, "plan_cache": plan_cache,
-        "ray": ray, "replicas": replicas, "ray_grpc_port": ray_grpc_port,
+        "ray": ray, "replicas": replicas, "ray_grpc_port": ray_grpc_port, "upstream": upstream,
     }
     config = load_serve_config(config_file, flags=flags)
     if print_config:
@@ -222,6 +225,9 @@ def _serve(config: ServeConfig) -> None:
             model_dirs=config.model_dirs,
             sessions=SessionSettings(ttl=config.session_ttl, budget_bytes=config.session_budget),
         )
+        if config.upstream is not None:
+            _serve_forwarding(config, settings, security, config.upstream)
+            return
         if config.ray is not None:
             _serve_on_ray(config, sources, settings, security)
             return
@@ -258,12 +264,7 @@ def _serve(config: ServeConfig) -> None:
 
 def _serve_on_ray(config: ServeConfig, sources: list[ModelSource], settings: ServingSettings, security: Security) -> None:
     """The models as Ray Serve deployments; this process keeps agentd's listeners (and the agent) in front."""
-    import asyncio
-
-    from agentd.config import agentd_home
     from agentd.rayserve.app import RayOptions, deploy, shutdown
-    from agentd.server.app import Daemon
-    from agentd.server.served import ModelTable
 
     from agentd.errors import AgentdError
 
@@ -278,14 +279,27 @@ def _serve_on_ray(config: ServeConfig, sources: list[ModelSource], settings: Ser
         for name in app.models:
             typer.echo(f"agentd: serving {name} through Ray Serve ({app.replicas} replicas)")
         typer.echo(f"agentd: Ray Serve gRPC proxy on {app.target}")
-        daemon = Daemon(
-            ModelTable([], settings), socket_path=config.socket, tcp=config.tcp, grace=config.grace, security=security,
-            log_prompts=config.log_prompts, agent_home=agentd_home() / "agent", planner=config.planner or None,
-            plan_cache=config.plan_cache, upstream=app.target,
-        )
-        asyncio.run(_run(daemon))
+        _serve_forwarding(config, settings, security, app.target)
     finally:
         shutdown(app)
+
+
+def _serve_forwarding(config: ServeConfig, settings: ServingSettings, security: Security, upstream: str) -> None:
+    """agentd's listeners, auth and agent, with Inference and Models forwarded to ``upstream``."""
+    import asyncio
+
+    from agentd.config import agentd_home
+    from agentd.server.app import Daemon
+    from agentd.server.served import ModelTable
+
+    if config.upstream is not None:
+        typer.echo(f"agentd: forwarding to the agentd application at {upstream}")
+    daemon = Daemon(
+        ModelTable([], settings), socket_path=config.socket, tcp=config.tcp, grace=config.grace, security=security,
+        log_prompts=config.log_prompts, agent_home=agentd_home() / "agent", planner=config.planner or None,
+        plan_cache=config.plan_cache, upstream=upstream,
+    )
+    asyncio.run(_run(daemon))
     typer.echo("agentd: stopped")
 
 

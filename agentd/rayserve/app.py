@@ -84,10 +84,6 @@ def deploy(sources: Sequence[Any], settings: Any, options: RayOptions) -> RayApp
     from ray import serve
     from ray.serve.config import gRPCOptions
 
-    from agentd.rayserve.ingress import Ingress
-    from agentd.rayserve.replica import ModelReplica
-    from agentd.rayserve.sessions import DIRECTORY_NAME, DIRECTORY_NAMESPACE, SessionDirectory
-
     if not sources:
         raise AgentdError("agentd serve --ray needs at least one model (--model NAME=PATH)")
     port = options.grpc_port or _free_port()
@@ -108,28 +104,59 @@ def deploy(sources: Sequence[Any], settings: Any, options: RayOptions) -> RayApp
         http_options={"host": "127.0.0.1", "port": _free_port()},
         grpc_options=gRPCOptions(port=port, grpc_servicer_functions=SERVICER_FUNCTIONS),
     )
-    sessions = settings.sessions
-    directory = ray.remote(SessionDirectory).options(
-        name=DIRECTORY_NAME, namespace=DIRECTORY_NAMESPACE, get_if_exists=True, num_cpus=0, max_restarts=-1
-    ).remote(sessions.ttl)
-    ray.get(directory.sessions.remote())  # up before any replica asks for it
     plain = _plain_settings(settings, replicas * len(sources))
-    handles = {}
-    for source in sources:
-        deployment = serve.deployment(
-            ModelReplica, name=f"model-{source.name}", num_replicas=replicas,
-            ray_actor_options={"num_cpus": options.replica_cpus}, health_check_period_s=2, health_check_timeout_s=30,
-            max_ongoing_requests=settings.max_batch + settings.max_queue,
-        )
-        handles[source.name] = deployment.bind(
-            source.name, str(Path(source.path).expanduser().absolute()), plain, DIRECTORY_NAME
-        )
-    ingress = serve.deployment(Ingress, name="ingress", ray_actor_options={"num_cpus": 0}, max_ongoing_requests=1000)
-    serve.run(
-        ingress.bind(handles, [source.name for source in sources], DIRECTORY_NAME, str(sessions.resolved_directory())),
-        name=APP_NAME, route_prefix="/",
+    application, directory = _application(
+        {source.name: str(Path(source.path).expanduser().absolute()) for source in sources}, replicas, options.replica_cpus, plain
     )
+    serve.run(application, name=APP_NAME, route_prefix="/")
     return RayApplication(f"127.0.0.1:{port}", tuple(source.name for source in sources), replicas, options.address is None, directory)
+
+
+def build(args: dict[str, Any]) -> Any:
+    """The application for a Ray Serve config file or a KubeRay ``RayService`` (``import_path:
+    agentd.rayserve.app:build``); ``args``: ``models`` (name: path on every node), ``replicas``,
+    ``replica_cpus``, and any ``agentd serve`` engine setting (``max_batch``, ``session_ttl``...).
+    See docs/ray.md."""
+    from agentd.server.served import ServingSettings
+    from agentd.server.sessions import SessionSettings
+
+    models = dict(args.get("models") or {})
+    if not models:
+        raise AgentdError("the agentd application needs 'models': {name: path}")
+    engine = {key: args[key] for key in ("max_batch", "max_queue", "prefill_chunk", "prefix_cache_bytes", "quant") if key in args}
+    sessions = SessionSettings(ttl=float(args.get("session_ttl", 1800.0)), budget_bytes=int(args.get("session_budget", 512 * 2**20)),
+                               directory=args.get("sessions_dir"))
+    replicas = int(args.get("replicas", 1))
+    plain = _plain_settings(ServingSettings(sessions=sessions, **engine), replicas * len(models), threads=args.get("threads"))
+    application, _ = _application(models, replicas, float(args.get("replica_cpus", 1.0)), plain, detached=True)
+    return application
+
+
+def _application(models: dict[str, str], replicas: int, replica_cpus: float, plain: dict[str, Any], *, detached: bool = False) -> tuple[Any, Any]:
+    """The bound application (ingress over one deployment per model) and the session directory's handle."""
+    import ray
+    from ray import serve
+
+    from agentd.rayserve.ingress import Ingress
+    from agentd.rayserve.replica import ModelReplica
+    from agentd.rayserve.sessions import DIRECTORY_NAME, DIRECTORY_NAMESPACE, SessionDirectory
+
+    # Detached when a config file deploys the application: no agentd process holds its handle then.
+    directory = ray.remote(SessionDirectory).options(
+        name=DIRECTORY_NAME, namespace=DIRECTORY_NAMESPACE, get_if_exists=True, num_cpus=0, max_restarts=-1,
+        lifetime="detached" if detached else None,
+    ).remote(plain["sessions"]["ttl"])
+    ray.get(directory.sessions.remote())  # up before any replica asks for it
+    handles = {}
+    for name, path in models.items():
+        deployment = serve.deployment(
+            ModelReplica, name=f"model-{name}", num_replicas=replicas,
+            ray_actor_options={"num_cpus": replica_cpus}, health_check_period_s=2, health_check_timeout_s=30,
+            max_ongoing_requests=plain["max_batch"] + plain["max_queue"],
+        )
+        handles[name] = deployment.bind(name, path, plain, DIRECTORY_NAME)
+    ingress = serve.deployment(Ingress, name="ingress", ray_actor_options={"num_cpus": 0}, max_ongoing_requests=1000)
+    return ingress.bind(handles, list(models), DIRECTORY_NAME, plain["sessions"]["directory"]), directory
 
 
 def shutdown(app: RayApplication | None = None) -> None:
@@ -145,7 +172,7 @@ def shutdown(app: RayApplication | None = None) -> None:
         ray.shutdown()
 
 
-def _plain_settings(settings: Any, replicas_in_all: int) -> dict[str, Any]:
+def _plain_settings(settings: Any, replicas_in_all: int, threads: int | None = None) -> dict[str, Any]:
     """``ServingSettings`` as a dict that pickles anywhere, each replica's thread share included."""
     fields = asdict(settings)
     fields.pop("model_dirs", None)  # LoadModel is not served behind Ray
@@ -154,7 +181,7 @@ def _plain_settings(settings: Any, replicas_in_all: int) -> dict[str, Any]:
     sessions["directory"] = str(settings.sessions.resolved_directory())
     fields["sessions"] = sessions
     # Replicas on one node share its cores: each gets its part, not a pool of all of them.
-    fields["threads"] = max(1, (os.cpu_count() or 1) // max(1, replicas_in_all))
+    fields["threads"] = threads or max(1, (os.cpu_count() or 1) // max(1, replicas_in_all))
     return fields
 
 
