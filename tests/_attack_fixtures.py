@@ -198,6 +198,39 @@ def wire(request_type: type[Message], hints: Mapping[str, Sequence] = {}) -> st.
     return st.one_of(st.binary(max_size=64), typed.map(lambda m: m.SerializeToString()))
 
 
+def fuzz(channel: grpc.Channel, rpc: Rpc, hints: Mapping[str, Sequence], examples: int,
+         seen: Callable[[Answer, object], None] = lambda answer, payload: None) -> None:
+    """Call ``rpc`` with ``examples`` hypothesis-generated payloads (:func:`wire`; lists of them for a
+    bidi RPC), derandomised; each answer must keep :func:`check_answer`'s contract, and is passed to
+    ``seen`` first. Streams that may never end stop at their first answer that says enough (a health
+    watch's first, a run's request for approval)."""
+    from hypothesis import HealthCheck, given, settings
+
+    payloads = wire(rpc.request, hints)
+    if rpc.kind is Kind.BIDI:
+        payloads = st.lists(payloads, min_size=1, max_size=3)
+
+    @settings(max_examples=examples, deadline=None, derandomize=True, suppress_health_check=list(HealthCheck), database=None)
+    @given(payload=payloads)
+    def probe(payload: object) -> None:
+        answer = call(channel, rpc, payload, until=open_ended(rpc.method))
+        seen(answer, payload)
+        check_answer(answer, (rpc.method, payload))
+
+    probe()
+
+
+def open_ended(method: str) -> Callable[[bytes], bool] | None:
+    """Where to stop reading a stream that may never end on its own (nobody decides an approval)."""
+    if method.endswith("/Watch"):
+        return lambda _: True
+    if method.endswith("/RunTask"):
+        from agentd.v1 import agent_pb2
+
+        return lambda response: agent_pb2.RunEvent.FromString(response).WhichOneof("event") == "approval_needed"
+    return None
+
+
 def check_answer(answer: Answer, payload: object) -> None:
     """The contract: a documented status, and a refusal that says why."""
     assert answer.code in DOCUMENTED, (answer.code, answer.details, payload)

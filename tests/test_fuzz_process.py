@@ -17,12 +17,10 @@ import grpc
 import pytest
 from grpc_health.v1 import health_pb2
 from grpc_reflection.v1alpha import reflection_pb2
-from hypothesis import HealthCheck, given, settings
-from hypothesis import strategies as st
 
 from agentd.client import Client
 from agentd.v1 import agent_pb2, inference_pb2, inference_pb2_grpc, models_pb2
-from tests._attack_fixtures import Kind, call, check_answer, health_watch, rss_bytes, rpcs, wire
+from tests._attack_fixtures import fuzz, health_watch, rss_bytes, rpcs
 from tests._daemon_fixtures import socket_dir, tiny_bert, tiny_llama
 from tests._deploy_fixtures import DaemonProcess
 
@@ -32,16 +30,6 @@ EXAMPLES = 30
 RSS_SLACK = 300 * 1024 * 1024
 RPCS = rpcs(models_pb2, inference_pb2, agent_pb2, health_pb2, reflection_pb2)
 HINTS = {"model": ["llama", "bert"], "role": ["system", "user", "assistant"], "user": ["default"], "request": ["pay Maria 5"]}
-
-
-def _until(method: str):
-    """Where to stop reading a stream that may never end on its own: a health watch's first answer,
-    a run's request for approval (nobody will decide)."""
-    if method.endswith("/Watch"):
-        return lambda _: True
-    if method.endswith("/RunTask"):
-        return lambda response: agent_pb2.RunEvent.FromString(response).WhichOneof("event") == "approval_needed"
-    return None
 
 
 def test_a_fuzzing_pass_leaves_the_daemon_process_serving_within_its_memory(tmp_path) -> None:
@@ -59,18 +47,7 @@ def test_a_fuzzing_pass_leaves_the_daemon_process_serving_within_its_memory(tmp_
             codes: Counter[str] = Counter()
             with grpc.insecure_channel(target) as channel, health_watch(target) as health:
                 for rpc in RPCS:
-                    payloads = wire(rpc.request, HINTS)
-                    if rpc.kind is Kind.BIDI:
-                        payloads = st.lists(payloads, min_size=1, max_size=3)
-
-                    @settings(max_examples=EXAMPLES, deadline=None, derandomize=True, suppress_health_check=list(HealthCheck), database=None)
-                    @given(payload=payloads)
-                    def probe(payload) -> None:
-                        answer = call(channel, rpc, payload, until=_until(rpc.method))
-                        codes[answer.code.name] += 1
-                        check_answer(answer, (rpc.method, payload))
-
-                    probe()
+                    fuzz(channel, rpc, HINTS, EXAMPLES, lambda answer, payload: codes.update([answer.code.name]))
             after = rss_bytes(daemon.process.pid)
             print(f"{len(RPCS)} RPCs, {sum(codes.values())} calls: {dict(codes)}; RSS {before >> 20} -> {after >> 20} MiB")
             assert health.checks >= 1 and health.failures == [], health

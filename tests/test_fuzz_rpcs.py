@@ -17,13 +17,11 @@ import grpc
 import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection_pb2
-from hypothesis import HealthCheck, given, settings
-from hypothesis import strategies as st
 
 from agentd.client import Client
 from agentd.server.served import ModelSource, ModelTable
 from agentd.v1 import inference_pb2, models_pb2
-from tests._attack_fixtures import Answer, Kind, call, check_answer, health_watch, rpcs, wire
+from tests._attack_fixtures import Answer, Kind, call, fuzz, health_watch, rpcs
 from tests._daemon_fixtures import socket_dir, tiny_bert, tiny_llama
 from tests._deploy_fixtures import in_process_daemon
 
@@ -48,20 +46,8 @@ def daemon(tmp_path_factory):
 def test_every_rpc_answers_garbage_with_a_documented_status(daemon, rpc) -> None:
     running, table, channel = daemon
     answers: list[Answer] = []
-    payloads = wire(rpc.request, HINTS)
-    if rpc.kind is Kind.BIDI:
-        payloads = st.lists(payloads, min_size=1, max_size=3)
-
-    @settings(max_examples=EXAMPLES, deadline=None, derandomize=True, suppress_health_check=list(HealthCheck), database=None)
-    @given(payload=payloads)
-    def probe(payload) -> None:
-        # A health watch never ends: its first answer is the one that matters.
-        answer = call(channel, rpc, payload, until=(lambda _: True) if rpc.method.endswith("/Watch") else None)
-        answers.append(answer)
-        check_answer(answer, payload)
-
     with health_watch(running.targets[0]) as health:
-        probe()
+        fuzz(channel, rpc, HINTS, EXAMPLES, lambda answer, payload: answers.append(answer))
     print(rpc.method, dict(Counter(answer.code.name for answer in answers)))
     assert health.checks >= 1 and health.failures == [], health
     assert len(answers) >= EXAMPLES // 2  # the examples really ran (hypothesis may stop early on duplicates)

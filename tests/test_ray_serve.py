@@ -314,3 +314,23 @@ def test_the_rayservice_builder_deploys_the_application(tmp_path) -> None:
     )
     assert result.returncode == 0, result.stderr[-4000:]
     assert json.loads(result.stdout.strip().splitlines()[-1]) == {"models": ["llama"], "tokens": 5}
+
+
+def test_a_session_saves_deletes_and_restores_behind_ray(cluster) -> None:
+    reference = cluster["references"]["mamba"]
+    with grpc.insecure_channel(cluster["front"]) as channel:
+        stub = inference_pb2_grpc.InferenceStub(channel)
+        ids1, _ = collect(stub.Generate(ids_request("mamba", PROMPT, 5, session_id="kept"), timeout=120))
+        saved = stub.SaveSession(pb.SaveSessionRequest(session_id="kept"), timeout=60)
+        assert saved.tokens == len(PROMPT) + len(ids1) - 1 and Path(saved.path).is_file()
+        assert stub.DeleteSession(pb.DeleteSessionRequest(session_id="kept"), timeout=60).deleted
+        assert "kept" not in {s.session_id for s in stub.ListSessions(pb.ListSessionsRequest(), timeout=60).sessions}
+        restored = stub.RestoreSession(pb.RestoreSessionRequest(session_id="kept"), timeout=60)
+        assert restored.tokens == saved.tokens and restored.model == "mamba"
+        turn2 = PROMPT + ids1 + [3, 4]
+        ids2, last2 = collect(stub.Generate(ids_request("mamba", turn2, 5, session_id="kept"), timeout=120))
+        assert last2.session_outcome == pb.SESSION_OUTCOME_CONTINUED
+        assert_greedy_under(reference, turn2, ids2)
+        with pytest.raises(grpc.RpcError) as caught:
+            stub.SaveSession(pb.SaveSessionRequest(session_id="never-made"), timeout=60)
+        assert caught.value.code() == grpc.StatusCode.NOT_FOUND

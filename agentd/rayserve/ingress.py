@@ -131,10 +131,7 @@ class Ingress:
 
     async def RestoreSession(self, request: pb.RestoreSessionRequest, grpc_context: Any) -> pb.SessionInfo:
         try:
-            from agentd.server.sessions import SessionSettings, SessionStore
-
-            store = SessionStore(SessionSettings(directory=self._sessions_dir))
-            header, _ = await asyncio.to_thread(store.read_header, request.session_id)
+            header, _ = await asyncio.to_thread(self._saved_sessions().read_header, request.session_id)
             model = str(header.get("model", ""))
         except BaseException as exc:
             _fail(grpc_context, exc)
@@ -155,10 +152,7 @@ class Ingress:
 
     async def DeleteSession(self, request: pb.DeleteSessionRequest, grpc_context: Any) -> pb.DeleteSessionResponse:
         try:
-            from agentd.server.sessions import SessionSettings, SessionStore
-
-            store = SessionStore(SessionSettings(directory=self._sessions_dir))
-            path = store.file_path(request.session_id)  # checks the id
+            path = self._saved_sessions().file_path(request.session_id)  # checks the id
             deleted = await self._directory().delete.remote(request.session_id)
             deleted_saved = False
             if request.delete_saved:
@@ -225,6 +219,12 @@ class Ingress:
             if entry["session_id"] == session_id:
                 return entry["model"]
         raise ReplicaError("NOT_FOUND", f"session {session_id!r} does not exist (or expired)")
+
+    def _saved_sessions(self) -> Any:
+        """The store of saved ``.session`` files (only its file operations are used here)."""
+        from agentd.server.sessions import SessionSettings, SessionStore
+
+        return SessionStore(SessionSettings(directory=self._sessions_dir))
 
     def _directory(self) -> Any:
         import ray
