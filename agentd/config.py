@@ -157,6 +157,7 @@ class ServeConfig:
     plan_cache: bool = True
     ray: str | None = None
     replicas: int = 1
+    max_replicas: int = 0
     ray_grpc_port: int = 0
     upstream: str | None = None
 
@@ -345,7 +346,8 @@ KEYS: tuple[Key, ...] = (
     Key("planner", _text, "Planner the agent plans requests with, by the name its plugin registers (not set: the highest-ranked registered planner — `frames`, the trained one, when its adapter is installed)."),
     Key("plan_cache", _bool, "Plan a request from one of the user's plan templates (a plan that worked for a similar request) without the planner when one fits; false: always ask the planner."),
     Key("ray", _ray_address, "Serve through Ray Serve: 'local' starts a Ray instance on this machine, anything else is the address of a running cluster (ray://HOST:PORT, HOST:PORT or auto). Each model becomes a deployment; agentd's listeners forward to Ray's gRPC proxy (docs/ray.md)."),
-    Key("replicas", _count(1), "With ray: replicas of every model deployment."),
+    Key("replicas", _count(1), "With ray: replicas of every model deployment (with max_replicas: the fewest)."),
+    Key("max_replicas", _count(0), "With ray: autoscale every model deployment between replicas and this many on its queue length (0: a fixed count)."),
     Key("ray_grpc_port", _port, "With ray: port of Ray Serve's gRPC proxy (0: any free port)."),
     Key("upstream", _text, "Serve no models here: forward Inference and Models to HOST:PORT, a Ray Serve gRPC proxy running the agentd application (a KubeRay RayService, docs/ray.md), behind this daemon's listeners and auth."),
 )

@@ -85,7 +85,7 @@ def cluster(tmp_path_factory):
     token = write_token(root)
     references = {"llama": LlamaForCausalLM.from_pretrained(llama).eval(), "mamba": mamba_reference}
     home = root / "home"
-    # The agent in front of Ray: the fixed planner and payment tool of test_agent_durable.py.
+    # The agent deployment's plugins: the payment tool of test_agent_durable.py and a planner that asks the Llama.
     from tests.test_agent_durable import install_plugin
 
     site, ledger = install_plugin(root / "site"), root / "ledger.sqlite"
@@ -269,8 +269,9 @@ def test_the_cli_and_the_node_client_work_unchanged(cluster) -> None:
 
 
 def test_an_agent_run_calls_the_models_through_ray(cluster) -> None:
-    """The agent runs in front of Ray (its journal is this machine's SQLite file) and reaches the
-    models through the same routing as any client; the payment happens once."""
+    """The agent is its own deployment (one replica, its journal a SQLite file on its node) and its
+    planner reaches the models through the proxy, like any client: its answer is what the Llama says
+    to the same request from here. The payment happens once."""
     from tests.test_agent_durable import paid
 
     with Client(cluster["front"], timeout=120) as client:
@@ -278,6 +279,8 @@ def test_an_agent_run_calls_the_models_through_ray(cluster) -> None:
         said = "".join(c.text for c in client.generate("Once upon a time", model="llama", sampling=SamplingOptions(max_tokens=6, temperature=0)))
     assert events[-1].run_finished.status == "done", events[-1]
     assert events[-1].run_finished.answer == said and said
+    with Client(cluster["proxy"], timeout=60) as client:  # the Agent service straight from Ray's proxy too
+        assert events[-1].run_id in {run.run_id for run in client.list_runs()}
     assert [(recipient, amount) for _, recipient, amount in paid(cluster["ledger"])] == [("maria@bank", 45.0)]
 
 
@@ -292,11 +295,12 @@ model, port = sys.argv[1], int(sys.argv[2])
 ray.init(address="local", include_dashboard=False, log_to_driver=False, num_cpus=2,
          runtime_env={"worker_process_setup_hook": "agentd.rayserve.loopback.bind_proxies_to_loopback"})
 serve.start(http_options={"host": "127.0.0.1", "port": port + 1}, grpc_options=gRPCOptions(port=port, grpc_servicer_functions=SERVICER_FUNCTIONS))
-serve.run(build({"models": {"llama": model}, "replicas": 1, "replica_cpus": 0, "max_batch": 4, "threads": 1}), name="agentd", route_prefix="/")
+serve.run(build({"models": {"llama": model}, "replicas": 1, "max_replicas": 2, "replica_cpus": 0, "max_batch": 4, "threads": 1}), name="agentd", route_prefix="/")
+scaling = serve.status().applications["agentd"].deployments["model-llama"]
 with Client(f"127.0.0.1:{port}", timeout=120) as client:
     names = [m.name for m in client.list_models()]
     ids = [i for c in client.generate("hello", sampling=SamplingOptions(max_tokens=5, temperature=0)) for i in c.token_ids]
-print(json.dumps({"models": names, "tokens": len(ids)}))
+print(json.dumps({"models": names, "tokens": len(ids), "status": str(scaling.status).rsplit(".", 1)[-1]}))
 ray.shutdown()
 """
 
@@ -313,7 +317,7 @@ def test_the_rayservice_builder_deploys_the_application(tmp_path) -> None:
         capture_output=True, text=True, timeout=600, env={**os.environ, "AGENTD_HOME": str(tmp_path / "home")},
     )
     assert result.returncode == 0, result.stderr[-4000:]
-    assert json.loads(result.stdout.strip().splitlines()[-1]) == {"models": ["llama"], "tokens": 5}
+    assert json.loads(result.stdout.strip().splitlines()[-1]) == {"models": ["llama"], "tokens": 5, "status": "HEALTHY"}
 
 
 def test_a_session_saves_deletes_and_restores_behind_ray(cluster) -> None:

@@ -148,6 +148,9 @@ def serve(
     replicas: Annotated[
         Optional[int], typer.Option("--replicas", help="With --ray: replicas of every model deployment.", rich_help_panel=RAY)
     ] = None,
+    max_replicas: Annotated[
+        Optional[int], typer.Option("--max-replicas", help="With --ray: autoscale each model between --replicas and this many.", rich_help_panel=RAY)
+    ] = None,
     ray_grpc_port: Annotated[
         Optional[int], typer.Option("--ray-grpc-port", help="With --ray: port of Ray Serve's gRPC proxy (0: any free one).", rich_help_panel=RAY)
     ] = None,
@@ -167,7 +170,7 @@ def serve(
         "memory_budget": memory_budget, "prefix_cache_budget": prefix_cache_budget,
         "session_budget": session_budget, "session_ttl": session_ttl, "quant": quant, "threads": threads, "metrics_host": metrics_host,
         "metrics_port": metrics_port, "planner": planner, "plan_cache": plan_cache,
-        "ray": ray, "replicas": replicas, "ray_grpc_port": ray_grpc_port, "upstream": upstream,
+        "ray": ray, "replicas": replicas, "max_replicas": max_replicas, "ray_grpc_port": ray_grpc_port, "upstream": upstream,
     }
     config = load_serve_config(config_file, flags=flags)
     if print_config:
@@ -263,7 +266,7 @@ def _serve(config: ServeConfig) -> None:
 
 
 def _serve_on_ray(config: ServeConfig, sources: list[ModelSource], settings: ServingSettings, security: Security) -> None:
-    """The models as Ray Serve deployments; this process keeps agentd's listeners (and the agent) in front."""
+    """The models and the agent as Ray Serve deployments; this process keeps agentd's listeners in front."""
     from agentd.rayserve.app import RayOptions, deploy, shutdown
 
     from agentd.errors import AgentdError
@@ -274,10 +277,18 @@ def _serve_on_ray(config: ServeConfig, sources: list[ModelSource], settings: Ser
         raise AgentdError("--ray needs Ray Serve: pip install 'agentd[ray]'") from None
     address = None if config.ray == "local" else config.ray
     typer.echo(f"agentd: deploying {len(sources)} models on {'a local Ray instance' if address is None else address}...")
-    app = deploy(sources, settings, RayOptions(address=address, replicas=config.replicas, grpc_port=config.ray_grpc_port))
+    from agentd.config import agentd_home
+
+    options = RayOptions(
+        address=address, replicas=config.replicas, max_replicas=config.max_replicas, grpc_port=config.ray_grpc_port,
+        agent_home=str(agentd_home() / "agent"),
+        planner=config.planner or None, plan_cache=config.plan_cache,
+    )
+    app = deploy(sources, settings, options)
     try:
         for name in app.models:
-            typer.echo(f"agentd: serving {name} through Ray Serve ({app.replicas} replicas)")
+            scaling = f"{app.replicas}-{config.max_replicas} replicas, autoscaled" if config.max_replicas > app.replicas else f"{app.replicas} replicas"
+            typer.echo(f"agentd: serving {name} through Ray Serve ({scaling})")
         typer.echo(f"agentd: Ray Serve gRPC proxy on {app.target}")
         _serve_forwarding(config, settings, security, app.target)
     finally:
@@ -285,10 +296,9 @@ def _serve_on_ray(config: ServeConfig, sources: list[ModelSource], settings: Ser
 
 
 def _serve_forwarding(config: ServeConfig, settings: ServingSettings, security: Security, upstream: str) -> None:
-    """agentd's listeners, auth and agent, with Inference and Models forwarded to ``upstream``."""
+    """agentd's listeners and auth, with Inference, Models and Agent forwarded to ``upstream``."""
     import asyncio
 
-    from agentd.config import agentd_home
     from agentd.server.app import Daemon
     from agentd.server.served import ModelTable
 
@@ -296,8 +306,7 @@ def _serve_forwarding(config: ServeConfig, settings: ServingSettings, security: 
         typer.echo(f"agentd: forwarding to the agentd application at {upstream}")
     daemon = Daemon(
         ModelTable([], settings), socket_path=config.socket, tcp=config.tcp, grace=config.grace, security=security,
-        log_prompts=config.log_prompts, agent_home=agentd_home() / "agent", planner=config.planner or None,
-        plan_cache=config.plan_cache, upstream=upstream,
+        log_prompts=config.log_prompts, upstream=upstream,
     )
     asyncio.run(_run(daemon))
     typer.echo("agentd: stopped")

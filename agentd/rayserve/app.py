@@ -35,6 +35,7 @@ NAMESPACE = "agentd"
 SERVICER_FUNCTIONS = [
     "agentd.v1.inference_pb2_grpc.add_InferenceServicer_to_server",
     "agentd.v1.models_pb2_grpc.add_ModelsServicer_to_server",
+    "agentd.v1.agent_pb2_grpc.add_AgentServicer_to_server",
 ]
 
 
@@ -44,12 +45,19 @@ class RayOptions:
 
     #: A running cluster (``ray://...`` or ``host:port``, or ``auto``); None starts a local instance.
     address: str | None = None
-    #: Replicas of every model deployment.
+    #: Replicas of every model deployment (with ``max_replicas``: the fewest Ray scales down to).
     replicas: int = 1
+    #: More than ``replicas``: Ray Serve autoscales each model between the two on its queue length.
+    max_replicas: int = 0
     #: The gRPC proxy's port; 0 picks a free one.
     grpc_port: int = 0
     #: CPUs Ray reserves for each model replica (0: replicas share what the node has).
     replica_cpus: float = 0.0
+    #: Where the agent deployment keeps its journal, memories and credentials; None deploys no agent.
+    agent_home: str | None = None
+    #: The agent's planner by name (None: the highest-ranked) and whether it plans from templates.
+    planner: str | None = None
+    plan_cache: bool = True
 
 
 @dataclass(frozen=True)
@@ -105,8 +113,10 @@ def deploy(sources: Sequence[Any], settings: Any, options: RayOptions) -> RayApp
         grpc_options=gRPCOptions(port=port, grpc_servicer_functions=SERVICER_FUNCTIONS),
     )
     plain = _plain_settings(settings, replicas * len(sources))
+    agent = {"home": options.agent_home, "planner": options.planner, "plan_cache": options.plan_cache, "port": port} if options.agent_home else None
     application, directory = _application(
-        {source.name: str(Path(source.path).expanduser().absolute()) for source in sources}, replicas, options.replica_cpus, plain
+        {source.name: str(Path(source.path).expanduser().absolute()) for source in sources}, replicas, options.replica_cpus, plain,
+        agent=agent, max_replicas=options.max_replicas,
     )
     serve.run(application, name=APP_NAME, route_prefix="/")
     return RayApplication(f"127.0.0.1:{port}", tuple(source.name for source in sources), replicas, options.address is None, directory)
@@ -115,7 +125,8 @@ def deploy(sources: Sequence[Any], settings: Any, options: RayOptions) -> RayApp
 def build(args: dict[str, Any]) -> Any:
     """The application for a Ray Serve config file or a KubeRay ``RayService`` (``import_path:
     agentd.rayserve.app:build``); ``args``: ``models`` (name: path on every node), ``replicas``,
-    ``replica_cpus``, and any ``agentd serve`` engine setting (``max_batch``, ``session_ttl``...).
+    ``max_replicas`` (autoscaling), ``replica_cpus``, ``agent_home`` and ``grpc_port`` (the agent
+    deployment), and any ``agentd serve`` engine setting (``max_batch``, ``session_ttl``...).
     See docs/ray.md."""
     from agentd.server.served import ServingSettings
     from agentd.server.sessions import SessionSettings
@@ -128,15 +139,25 @@ def build(args: dict[str, Any]) -> Any:
                                directory=args.get("sessions_dir"))
     replicas = int(args.get("replicas", 1))
     plain = _plain_settings(ServingSettings(sessions=sessions, **engine), replicas * len(models), threads=args.get("threads"))
-    application, _ = _application(models, replicas, float(args.get("replica_cpus", 1.0)), plain, detached=True)
+    agent = None
+    if args.get("agent_home"):
+        agent = {"home": args["agent_home"], "planner": args.get("planner"), "plan_cache": bool(args.get("plan_cache", True)),
+                 "port": int(args.get("grpc_port", 9000))}
+    application, _ = _application(
+        models, replicas, float(args.get("replica_cpus", 1.0)), plain, detached=True, agent=agent, max_replicas=int(args.get("max_replicas", 0))
+    )
     return application
 
 
-def _application(models: dict[str, str], replicas: int, replica_cpus: float, plain: dict[str, Any], *, detached: bool = False) -> tuple[Any, Any]:
-    """The bound application (ingress over one deployment per model) and the session directory's handle."""
+def _application(
+    models: dict[str, str], replicas: int, replica_cpus: float, plain: dict[str, Any], *, detached: bool = False,
+    agent: dict[str, Any] | None = None, max_replicas: int = 0,
+) -> tuple[Any, Any]:
+    """The bound application (ingress over one deployment per model, and the agent's) and the session directory's handle."""
     import ray
     from ray import serve
 
+    from agentd.rayserve.agent import AgentReplica
     from agentd.rayserve.ingress import Ingress
     from agentd.rayserve.replica import ModelReplica
     from agentd.rayserve.sessions import DIRECTORY_NAME, DIRECTORY_NAMESPACE, SessionDirectory
@@ -147,16 +168,29 @@ def _application(models: dict[str, str], replicas: int, replica_cpus: float, pla
         lifetime="detached" if detached else None,
     ).remote(plain["sessions"]["ttl"])
     ray.get(directory.sessions.remote())  # up before any replica asks for it
+    if max_replicas > replicas:  # scale on queue length: a replica is "full" at a batch's worth of requests
+        scaling: dict[str, Any] = {"autoscaling_config": {
+            "min_replicas": replicas, "initial_replicas": replicas, "max_replicas": max_replicas,
+            "target_ongoing_requests": plain["max_batch"],
+        }}
+    else:
+        scaling = {"num_replicas": replicas}
     handles = {}
     for name, path in models.items():
         deployment = serve.deployment(
-            ModelReplica, name=f"model-{name}", num_replicas=replicas,
+            ModelReplica, name=f"model-{name}", **scaling,
             ray_actor_options={"num_cpus": replica_cpus}, health_check_period_s=2, health_check_timeout_s=30,
             max_ongoing_requests=plain["max_batch"] + plain["max_queue"],
         )
         handles[name] = deployment.bind(name, path, plain, DIRECTORY_NAME)
+    agent_handle = None
+    if agent is not None:
+        # One replica: its journal is a file on its node. Its planner reaches the models through the
+        # proxy on that node, so Ray routes each generation like any client's.
+        deployment = serve.deployment(AgentReplica, name="agent", num_replicas=1, ray_actor_options={"num_cpus": 0}, max_ongoing_requests=1000)
+        agent_handle = deployment.bind(agent["home"], f"127.0.0.1:{agent['port']}", agent["planner"], agent["plan_cache"])
     ingress = serve.deployment(Ingress, name="ingress", ray_actor_options={"num_cpus": 0}, max_ongoing_requests=1000)
-    return ingress.bind(handles, list(models), DIRECTORY_NAME, plain["sessions"]["directory"]), directory
+    return ingress.bind(handles, list(models), DIRECTORY_NAME, plain["sessions"]["directory"], agent_handle), directory
 
 
 def shutdown(app: RayApplication | None = None) -> None:

@@ -1,10 +1,11 @@
-"""The application's ingress: every ``agentd.v1`` Inference and Models RPC, routed to model deployments.
+"""The application's ingress: every ``agentd.v1`` RPC, routed to the model deployments and the agent's.
 
 Ray Serve's gRPC proxy calls the ingress method named like the RPC (one
 application, so clients send no ``application`` metadata); the ingress picks
 the model deployment from the request's ``model`` (the default of the right
 kind when empty, as the daemon does) and calls it through its deployment
-handle, so Ray routes between that model's replicas.
+handle, so Ray routes between that model's replicas. Agent RPCs go to the
+agent deployment (:mod:`agentd.rayserve.agent`).
 
 Statuses are the local daemon's: a replica's :class:`ReplicaError` becomes its
 code and message on the gRPC context. A replica that dies under a stream is
@@ -26,8 +27,8 @@ import grpc
 
 from agentd.rayserve.replica import ReplicaError, as_replica_error
 from agentd.rayserve.sessions import DIRECTORY_NAMESPACE
+from agentd.v1 import agent_pb2, models_pb2
 from agentd.v1 import inference_pb2 as pb
-from agentd.v1 import models_pb2
 
 log = logging.getLogger(__name__)
 
@@ -57,8 +58,9 @@ def _fail(context: Any, exc: BaseException) -> ReplicaError:
 class Ingress:
     """The deployment class; built in :mod:`agentd.rayserve.app` with a handle per model."""
 
-    def __init__(self, models: dict[str, Any], order: list[str], directory: str | None, sessions_dir: str):
+    def __init__(self, models: dict[str, Any], order: list[str], directory: str | None, sessions_dir: str, agent: Any = None):
         self._handles = models  # name -> DeploymentHandle of model-<name>
+        self._agent = agent  # DeploymentHandle of the agent deployment, or None
         self._order = order  # the configured order: the first of a kind is its default
         self._directory_name = directory
         self._sessions_dir = Path(sessions_dir)
@@ -162,6 +164,48 @@ class Ingress:
         except BaseException as exc:
             _fail(grpc_context, exc)
             return pb.DeleteSessionResponse()
+
+    # -- Agent: one deployment, its own journal -----------------------------------------------------
+    async def RunTask(self, request: agent_pb2.RunTaskRequest, grpc_context: Any) -> AsyncIterator[agent_pb2.RunEvent]:
+        try:
+            async for event in self._agent_handle().RunTask.options(stream=True).remote(request):
+                yield event
+        except BaseException as exc:
+            if isinstance(exc, (asyncio.CancelledError, GeneratorExit)):
+                raise
+            raise _fail(grpc_context, exc) from None
+
+    async def Approve(self, request: agent_pb2.ApproveRequest, grpc_context: Any) -> agent_pb2.ApproveResponse:
+        return await self._agent_call("Approve", request, grpc_context, agent_pb2.ApproveResponse)
+
+    async def CancelRun(self, request: agent_pb2.CancelRunRequest, grpc_context: Any) -> agent_pb2.CancelRunResponse:
+        return await self._agent_call("CancelRun", request, grpc_context, agent_pb2.CancelRunResponse)
+
+    async def ListRuns(self, request: agent_pb2.ListRunsRequest, grpc_context: Any) -> agent_pb2.ListRunsResponse:
+        return await self._agent_call("ListRuns", request, grpc_context, agent_pb2.ListRunsResponse)
+
+    async def GetRun(self, request: agent_pb2.GetRunRequest, grpc_context: Any) -> agent_pb2.RunInfo:
+        return await self._agent_call("GetRun", request, grpc_context, agent_pb2.RunInfo)
+
+    async def ListMemories(self, request: agent_pb2.ListMemoriesRequest, grpc_context: Any) -> agent_pb2.ListMemoriesResponse:
+        return await self._agent_call("ListMemories", request, grpc_context, agent_pb2.ListMemoriesResponse)
+
+    async def Forget(self, request: agent_pb2.ForgetRequest, grpc_context: Any) -> agent_pb2.ForgetResponse:
+        return await self._agent_call("Forget", request, grpc_context, agent_pb2.ForgetResponse)
+
+    def _agent_handle(self) -> Any:
+        if self._agent is None:
+            raise ReplicaError("FAILED_PRECONDITION", "this application serves no Agent (deployed without one)")
+        return self._agent
+
+    async def _agent_call(self, method: str, request: Any, context: Any, empty: type) -> Any:
+        try:
+            return await self._agent_handle().call.remote(method, request)
+        except BaseException as exc:
+            if isinstance(exc, asyncio.CancelledError):
+                raise
+            _fail(context, exc)
+            return empty()
 
     # -- plumbing --------------------------------------------------------------------------------
     async def _unary(self, method: str, request: Any, model: str, kind: str | None, context: Any, empty: type) -> Any:

@@ -127,9 +127,11 @@ class Daemon:
         self.planner = planner
         #: False: the agent never plans from a user's plan templates (``--no-plan-cache``).
         self.plan_cache = plan_cache
-        #: Where Inference and Models are served instead of from ``models`` (``agentd serve --ray``:
+        #: Where Inference, Models and Agent are served instead of here (``agentd serve --ray``:
         #: the Ray Serve proxy); every call is forwarded there (agentd.server.forward).
         self.upstream = upstream
+        if upstream is not None:
+            self.agent_home = None  # the agent is the upstream's
         self._upstream_channel: aio.Channel | None = None
 
     async def start(self) -> list[str]:
@@ -208,12 +210,14 @@ class Daemon:
         if self._upstream_channel is not None:
             from agentd.server.forward import ForwardingHandler
 
-            server.add_generic_rpc_handlers((ForwardingHandler(self._upstream_channel),))
+            forwarding = ForwardingHandler(self._upstream_channel)
+            server.add_generic_rpc_handlers((forwarding,))
+            services = list(forwarding.services)
         else:
             inference, models = servicers
             inference_pb2_grpc.add_InferenceServicer_to_server(inference, server)
             models_pb2_grpc.add_ModelsServicer_to_server(models, server)
-        services = [INFERENCE_SERVICE, MODELS_SERVICE]
+            services = [INFERENCE_SERVICE, MODELS_SERVICE]
         if self.runs is not None:
             from agentd.server.agent import AgentServicer
 

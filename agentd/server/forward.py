@@ -1,4 +1,4 @@
-"""Serve ``agentd.v1`` by forwarding every call to another agentd endpoint (the Ray Serve proxy).
+"""Serve ``agentd.v1`` (Inference, Models, Agent) by forwarding every call to another agentd endpoint (the Ray Serve proxy).
 
 ``agentd serve --ray`` keeps the daemon's own listeners in front of Ray: the
 Unix socket (mode 0600) and TCP with TLS and a bearer token, with the same
@@ -18,10 +18,10 @@ from grpc import aio
 from google.protobuf.message_factory import GetMessageClass
 
 from agentd.errors import AgentdError
-from agentd.v1 import inference_pb2, models_pb2
+from agentd.v1 import agent_pb2, inference_pb2, models_pb2
 
 #: Services forwarded (the front answers health and reflection itself).
-FORWARDED = (inference_pb2, models_pb2)
+FORWARDED = (inference_pb2, models_pb2, agent_pb2)
 
 
 class UpstreamError(AgentdError):
