@@ -67,7 +67,8 @@ def test_kill_9_mid_stream_then_the_same_socket_serves_again(tmp_path: Path) -> 
                             received += 1
                             if received == chunks_before_kill:
                                 process.process.kill()
-                assert received == chunks_before_kill, "the stream ended before the kill point"
+                # Chunks already on the wire may still arrive after the kill; the stream must not finish.
+                assert chunks_before_kill <= received < 1500, received
             assert stat.S_ISSOCK(socket_path.lstat().st_mode)  # what a kill -9 leaves behind
         with daemon(home, socket_path, models) as process:
             assert "removed stale socket" in process.stderr()
