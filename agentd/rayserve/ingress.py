@@ -219,10 +219,9 @@ class Ingress:
             return empty()
 
     async def _info(self, name: str) -> models_pb2.ModelInfo:
-        if name not in self._infos:
-            self._infos[name] = await self._handles[name].info.remote()
-        info = models_pb2.ModelInfo()
-        info.CopyFrom(self._infos[name])
+        """A replica's current view of its model (state bytes and status change), defaults decided here."""
+        info = await self._handles[name].info.remote()
+        self._infos[name] = info  # what a model is does not change: kinds for routing come from here
         info.default = name == await self._default(self._kind(info))
         return info
 
