@@ -37,7 +37,7 @@ import numpy as np
 from agentd import __version__
 from agentd.checkpoint import Checkpoint
 from agentd.directory_checkpoint import DirectoryCheckpoint
-from agentd.errors import AgentdError, InvalidArgument, ModelLoadError
+from agentd.errors import AgentdError, InvalidArgument, ModelLoadError, ResourceExhausted, is_storage_full
 from agentd.manifest import FORMAT, FORMAT_VERSION, MANIFEST_FILE, sha256_file
 from agentd.safetensors_header import SAFETENSORS_DTYPE_BITS, SINGLE_WEIGHTS, TensorEntry, WeightFile, read_safetensors_header
 from agentd.staging import remove_stale, staging_name
@@ -184,8 +184,10 @@ def write_json(target: Path, value: dict[str, Any]) -> dict[str, Any]:
 
 
 def _write_error(destination: Path, exc: OSError) -> AgentdError:
-    """Source-side errors are ModelLoadErrors raised where files are read; this is the output side."""
-    return AgentdError(f"{exc.filename or destination}: cannot write the bundle ({exc.strerror or exc})")
+    """Source-side errors are ModelLoadErrors raised where files are read; this is the output side
+    (a full disk is ResourceExhausted, as everywhere: exit 75)."""
+    kind = ResourceExhausted if is_storage_full(exc) else AgentdError
+    return kind(f"{exc.filename or destination}: cannot write the bundle ({exc.strerror or exc})")
 
 
 def check_destination(source: Path, destination: Path, force: bool) -> None:

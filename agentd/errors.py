@@ -116,6 +116,13 @@ class Cancelled(AgentdError):
 _FULL_ERRNOS = (errno.ENOSPC, errno.EDQUOT)
 
 
+def is_storage_full(exc: BaseException) -> bool:
+    """Whether ``exc`` is the storage running out: ENOSPC/EDQUOT from the OS, SQLITE_FULL from SQLite."""
+    if isinstance(exc, OSError):
+        return exc.errno in _FULL_ERRNOS
+    return isinstance(exc, sqlite3.Error) and getattr(exc, "sqlite_errorcode", None) == sqlite3.SQLITE_FULL
+
+
 def storage_full(exc: BaseException) -> ResourceExhausted | None:
     """``exc`` as a ResourceExhausted when it is the device's storage running out, else None.
 
@@ -126,9 +133,9 @@ def storage_full(exc: BaseException) -> ResourceExhausted | None:
     """
     if isinstance(exc, ResourceExhausted):
         return exc
-    if isinstance(exc, OSError) and exc.errno in _FULL_ERRNOS:
+    if not is_storage_full(exc):
+        return None
+    if isinstance(exc, OSError):
         where = f" writing {exc.filename}" if exc.filename else ""
         return ResourceExhausted(f"{os.strerror(exc.errno)}{where}: free some space and retry")
-    if isinstance(exc, sqlite3.Error) and getattr(exc, "sqlite_errorcode", None) == sqlite3.SQLITE_FULL:
-        return ResourceExhausted(f"{os.strerror(errno.ENOSPC)} (SQLite: {exc}): free some space and retry")
-    return None
+    return ResourceExhausted(f"{os.strerror(errno.ENOSPC)} (SQLite: {exc}): free some space and retry")

@@ -39,6 +39,19 @@ def configure(threads: int) -> int:
         return _configured
 
 
+def apply(threads: int) -> int:
+    """Record ``threads`` (:func:`configure`) and size torch's process-wide pool with it, if torch
+    is installed; onnxruntime sessions read the recorded count when a bundle loads. Returns the count."""
+    import importlib.util
+
+    count = configure(threads)
+    if importlib.util.find_spec("torch") is not None:
+        import torch
+
+        torch.set_num_threads(count)
+    return count
+
+
 def intra_op_threads() -> int:
     """Threads one runtime call may use: the configured count, else :func:`default_threads`."""
     with _lock:

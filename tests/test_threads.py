@@ -1,7 +1,7 @@
 """One ``threads`` setting sizes both runtimes: torch's pool and every onnxruntime session.
 
 Checked in a fresh interpreter per case, as ``agentd serve`` does it (its
-``_set_threads``), so the test process's own torch pool is left alone. The
+``agentd.threads.apply``), so the test process's own torch pool is left alone. The
 references are the runtimes themselves: ``torch.get_num_threads()`` and the
 options of a real ``onnxruntime.InferenceSession``.
 """
@@ -28,7 +28,7 @@ from pathlib import Path
 import onnx
 from onnx import TensorProto, helper
 
-from agentd.cli.serve import _set_threads
+from agentd.threads import apply as set_threads
 from agentd.directory_checkpoint import DirectoryCheckpoint
 from agentd.plugins.onnxrt.session import open_session
 
@@ -40,7 +40,7 @@ graph = helper.make_graph(
 )
 onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), directory / "model.onnx")
 
-_set_threads(int(sys.argv[1]))
+set_threads(int(sys.argv[1]))
 import torch
 
 session = open_session(DirectoryCheckpoint(directory), {"graphs": {"model": {"file": "model.onnx"}}})

@@ -179,24 +179,6 @@ def serve(
     _serve(config)
 
 
-def _set_threads(threads: int) -> None:
-    """Record the one thread count (:mod:`agentd.threads`) and size torch's pool with it.
-
-    onnxruntime sessions read the recorded count when a bundle loads; torch's
-    pool is process-wide, so it is sized here once (a torch-free install has none).
-    """
-    import importlib.util
-
-    from agentd.threads import configure
-
-    count = configure(threads)
-    if importlib.util.find_spec("torch") is None:
-        return
-    import torch
-
-    torch.set_num_threads(count)
-
-
 def _serve(config: ServeConfig) -> None:
     import asyncio
 
@@ -208,7 +190,9 @@ def _serve(config: ServeConfig) -> None:
     from agentd.server.sessions import SessionSettings
 
     configure_logging(config.log_format, config.log_level)
-    _set_threads(config.threads)
+    from agentd.threads import apply as apply_threads
+
+    apply_threads(config.threads)
     # Certificates and the token are checked before the (slow) model loading.
     security = Security.from_config(config)
     # The user's models come first: the first of each kind is that kind's default.

@@ -18,7 +18,7 @@ import logging
 from pathlib import Path
 from typing import Any, AsyncIterator
 
-from agentd.rayserve.replica import _Context, as_replica_error
+from agentd.rayserve.replica import NoDeadlineContext, as_replica_error
 from agentd.v1 import agent_pb2 as pb
 
 log = logging.getLogger(__name__)
@@ -43,7 +43,7 @@ class AgentReplica:
 
     async def RunTask(self, request: pb.RunTaskRequest) -> AsyncIterator[pb.RunEvent]:
         try:
-            async for event in self.servicer.RunTask(request, _Context()):
+            async for event in self.servicer.RunTask(request, NoDeadlineContext()):
                 yield event
         except BaseException as exc:
             if isinstance(exc, (asyncio.CancelledError, GeneratorExit)):
@@ -53,7 +53,7 @@ class AgentReplica:
     async def call(self, method: str, request: Any) -> Any:
         """A unary Agent RPC by name (Approve, CancelRun, ListRuns, GetRun, ListMemories, Forget)."""
         try:
-            return await getattr(self.servicer, method)(request, _Context())
+            return await getattr(self.servicer, method)(request, NoDeadlineContext())
         except BaseException as exc:
             if isinstance(exc, asyncio.CancelledError):
                 raise

@@ -80,9 +80,9 @@ def serving_settings(settings: dict[str, Any], sessions: Any) -> Any:
 
     threads = settings.pop("threads", None)
     if threads:
-        from agentd.cli.serve import _set_threads
+        from agentd.threads import apply
 
-        _set_threads(threads)
+        apply(threads)
     return ServingSettings(sessions=sessions, **settings)
 
 
@@ -210,10 +210,7 @@ def _plain_settings(settings: Any, replicas_in_all: int, threads: int | None = N
     """``ServingSettings`` as a dict that pickles anywhere, each replica's thread share included."""
     fields = asdict(settings)
     fields.pop("model_dirs", None)  # LoadModel is not served behind Ray
-    sessions = fields.pop("sessions")
-    sessions.pop("directory", None)
-    sessions["directory"] = str(settings.sessions.resolved_directory())
-    fields["sessions"] = sessions
+    fields["sessions"]["directory"] = str(settings.sessions.resolved_directory())
     # Replicas on one node share its cores: each gets its part, not a pool of all of them.
     fields["threads"] = threads or max(1, (os.cpu_count() or 1) // max(1, replicas_in_all))
     return fields

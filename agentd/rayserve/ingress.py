@@ -76,7 +76,7 @@ class Ingress:
 
     async def GetModelInfo(self, request: models_pb2.GetModelInfoRequest, grpc_context: Any) -> models_pb2.ModelInfo:
         try:
-            return await self._info(self._known(request.name, "name"))
+            return await self._info(self._known(request.name))
         except BaseException as exc:
             _fail(grpc_context, exc)
             return models_pb2.ModelInfo()
@@ -239,7 +239,7 @@ class Ingress:
                 return name
         return None
 
-    def _known(self, name: str, field: str) -> str:
+    def _known(self, name: str) -> str:
         if name not in self._handles:
             served = ", ".join(self._order) or "none"
             raise ReplicaError("NOT_FOUND", f"no model named {name!r} is served (served: {served})")
@@ -248,7 +248,7 @@ class Ingress:
     async def _route(self, model: str, kind: str | None) -> str:
         """The deployment a request goes to: its ``model``, else the default of ``kind``."""
         if model:
-            return self._known(model, "model")
+            return self._known(model)
         name = await self._default(kind or "decoder")
         if name is None:
             raise ReplicaError("NOT_FOUND", f"model: no {kind or 'decoder'} model is served, so none is the default; name one")

@@ -25,7 +25,7 @@ import time
 from pathlib import Path
 from typing import Any, AsyncIterator
 
-from agentd.errors import AgentdError, storage_full
+from agentd.errors import AgentdError
 from agentd.rayserve.sessions import DIRECTORY_NAMESPACE
 from agentd.v1 import inference_pb2 as pb
 from agentd.v1 import models_pb2
@@ -48,19 +48,19 @@ class ReplicaError(Exception):
 
 
 def as_replica_error(exc: BaseException) -> ReplicaError:
-    """The status the local daemon's interceptor would give ``exc`` (INTERNAL for a bug)."""
+    """The status the local daemon's interceptor gives ``exc`` (its ``status_for``); INTERNAL for a bug."""
+    from agentd.server.interceptor import status_for
+
     if isinstance(exc, ReplicaError):
         return exc
-    if isinstance(exc, AgentdError):
-        return ReplicaError(exc.grpc_code, str(exc))
-    full = storage_full(exc)
-    if full is not None:
-        return ReplicaError(full.grpc_code, str(full))
-    log.exception("replica request failed with an unexpected error", exc_info=exc)
-    return ReplicaError("INTERNAL", f"internal error in a model replica ({type(exc).__name__}); details are in its log")
+    code, message = status_for(exc)
+    if code.name == "INTERNAL" and not isinstance(exc, AgentdError):
+        log.exception("replica request failed with an unexpected error", exc_info=exc)
+        message = f"internal error in a model replica ({type(exc).__name__}); details are in its log"
+    return ReplicaError(code.name, message)
 
 
-class _Context:
+class NoDeadlineContext:
     """What the daemon's servicers ask of a gRPC context: only the time left (the proxy's timeout applies)."""
 
     def time_remaining(self) -> float | None:
@@ -93,7 +93,7 @@ class ModelReplica:
             if request.session_id:
                 await self._check_in_session(request.session_id)
             try:
-                async for response in self.inference.Generate(request, _Context()):
+                async for response in self.inference.Generate(request, NoDeadlineContext()):
                     yield response
             finally:
                 if request.session_id:
@@ -145,7 +145,7 @@ class ModelReplica:
 
     async def _unary(self, method: Any, request: Any) -> Any:
         try:
-            return await method(request, _Context())
+            return await method(request, NoDeadlineContext())
         except BaseException as exc:
             if isinstance(exc, asyncio.CancelledError):
                 raise

@@ -23,7 +23,6 @@ The store is thread-safe: requests end on the engine's thread.
 from __future__ import annotations
 
 import asyncio
-import errno
 import hashlib
 import json
 import logging
@@ -37,7 +36,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Literal, Sequence
 
-from agentd.errors import FailedPrecondition, InvalidArgument, NotFound, ResourceExhausted
+from agentd.errors import FailedPrecondition, InvalidArgument, NotFound, ResourceExhausted, is_storage_full
 from agentd.staging import remove_stale, staging_name
 
 if TYPE_CHECKING:
@@ -415,6 +414,6 @@ def _header_fields_valid(header: dict) -> bool:
 def _disk_error(path: Path, exc: OSError) -> Exception:
     """The client-facing error of a failed session file operation (never INTERNAL)."""
     reason = exc.strerror or type(exc).__name__
-    if exc.errno in (errno.ENOSPC, errno.EDQUOT):
+    if is_storage_full(exc):
         return ResourceExhausted(f"cannot write {path}: {reason}")
     return FailedPrecondition(f"{path}: {reason}")
